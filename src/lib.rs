@@ -1,0 +1,16 @@
+//! bloscar: compress ndarray (tensor) payloads inside gRPC messages with Blosc.
+//!
+//! The core (`codec`, `container`, `locate`, `message`) does no I/O and knows
+//! nothing of HTTP. The proxy and the tower layer are thin glue over it.
+
+pub mod codec;
+pub mod container;
+pub mod dtype;
+pub mod error;
+pub mod locate;
+pub mod message;
+
+pub use codec::{Codec, CompressOptions, Shuffle};
+pub use dtype::DType;
+pub use error::Error;
+pub use message::{EncodedMessage, MessageCodec};

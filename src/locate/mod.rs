@@ -1,0 +1,1 @@
+//! Finding tensor byte ranges inside serialized protobuf messages, without a full decode.

@@ -1,0 +1,3 @@
+//! The `bloscar` binary.
+
+fn main() {}
