@@ -9,6 +9,9 @@ pub mod dtype;
 pub mod error;
 pub mod locate;
 pub mod message;
+pub mod metrics;
+pub mod proxy;
+pub mod config;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
 pub use dtype::DType;
