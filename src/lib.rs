@@ -4,6 +4,7 @@
 //! nothing of HTTP. The proxy and the tower layer are thin glue over it.
 
 pub mod codec;
+pub mod config;
 pub mod container;
 pub mod dtype;
 pub mod error;
@@ -11,7 +12,6 @@ pub mod locate;
 pub mod message;
 pub mod metrics;
 pub mod proxy;
-pub mod config;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
 pub use dtype::DType;
