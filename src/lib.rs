@@ -14,6 +14,9 @@ pub mod metrics;
 pub mod proxy;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
+pub use container::Limits;
 pub use dtype::DType;
 pub use error::Error;
+pub use error::ErrorKind;
+pub use message::{Chooser, FixedChooser, TensorInfo, TensorOutcome};
 pub use message::{EncodedMessage, MessageCodec};
