@@ -2,6 +2,43 @@
 //!
 //! Contract:
 //! `pub async fn serve(listener: tokio::net::TcpListener, settings: ProxySettings,
-//!     metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>, grace: Duration) -> io::Result<()>`
+//!     metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send, grace: Duration)
+//!     -> io::Result<()>`
 //! serves until `shutdown` resolves, then stops accepting, sends GOAWAY, and returns once
 //! in-flight streams finish or `grace` has passed.
+
+use std::sync::Arc;
+
+use crate::MessageCodec;
+
+/// Which side of the link a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Beside the server app: decodes requests, encodes responses.
+    Inbound,
+    /// Beside the client app: encodes requests, decodes responses.
+    Outbound,
+}
+
+/// How the outbound side treats a peer whose capability it has not seen yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownPeer {
+    /// Send identity until a response advertises `bloscar` in `grpc-accept-encoding`.
+    #[default]
+    Identity,
+    /// Encode from the first call (the peer is known to run a sidecar).
+    Encode,
+}
+
+/// Everything one proxy listener needs.
+#[derive(Clone)]
+pub struct ProxySettings {
+    pub role: Role,
+    /// `host:port` of the upstream: the local app (inbound) or the peer sidecar (outbound).
+    pub forward: String,
+    /// Shared encoder/decoder (locators, chooser, container limits).
+    pub codec: Arc<MessageCodec>,
+    /// Largest gRPC message buffered, after any decompression.
+    pub max_message_bytes: usize,
+    pub unknown_peer: UnknownPeer,
+}
