@@ -11,6 +11,8 @@ pub mod error;
 pub mod locate;
 pub mod message;
 pub mod metrics;
+#[cfg(feature = "pb")]
+pub mod pb;
 pub mod proxy;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
