@@ -11,6 +11,7 @@ pub mod error;
 pub mod locate;
 pub mod message;
 pub mod metrics;
+pub mod ndarray;
 #[cfg(feature = "pb")]
 pub mod pb;
 pub mod proxy;
