@@ -13,6 +13,8 @@ pub mod layer;
 pub mod locate;
 pub mod message;
 pub mod metrics;
+#[cfg(feature = "pb")]
+pub mod pb;
 pub mod proxy;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
