@@ -20,9 +20,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
-use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tower_layer::Layer;
@@ -272,6 +272,7 @@ fn failed(shared: &Shared, method: &str, status: Status) -> Response<BoxBody> {
 }
 
 /// Outbound request: advertise `bloscar` to the peer and encode once the peer reads it.
+/// Messages of methods where no tensor can be found travel as the app sent them.
 fn outbound_request<B>(
     shared: &Arc<Shared>,
     method: &Arc<str>,
@@ -291,7 +292,11 @@ where
     };
     let source = Encoding::from_headers(&parts.headers);
     let body = match source {
-        Ok(source) if peer_reads_bloscar && source != Encoding::Bloscar => {
+        Ok(source)
+            if peer_reads_bloscar
+                && source != Encoding::Bloscar
+                && shared.codec.locator().knows(method, Direction::Request) =>
+        {
             parts
                 .headers
                 .insert(GRPC_ENCODING, HeaderValue::from_static(BLOSCAR));
@@ -369,7 +374,8 @@ where
     (Request::from_parts(parts, body), accepts_bloscar)
 }
 
-/// Inbound response: advertise `bloscar`; encode when the request said it reads it.
+/// Inbound response: advertise `bloscar`; encode when the request said it reads it and
+/// the method may carry tensors.
 fn inbound_response<RB>(
     shared: &Arc<Shared>,
     method: &Arc<str>,
@@ -389,7 +395,8 @@ where
             if accepts_bloscar
                 && !trailers_only
                 && grpc::is_grpc(&parts.headers)
-                && source != Encoding::Bloscar =>
+                && source != Encoding::Bloscar
+                && shared.codec.locator().knows(method, Direction::Response) =>
         {
             parts
                 .headers
@@ -457,13 +464,13 @@ impl Transform for EncodeTransform {
     fn transform(&self, message: Message) -> Result<Message, Status> {
         let plain = if message.compressed {
             match self.source {
-                Encoding::Gzip | Encoding::Deflate | Encoding::Zstd => Bytes::from(
-                    encoding::decompress(
+                Encoding::Gzip | Encoding::Deflate | Encoding::Zstd => {
+                    Bytes::from(encoding::decompress(
                         self.source,
                         &message.data,
                         self.shared.max_message_bytes,
-                    )?,
-                ),
+                    )?)
+                }
                 Encoding::Identity | Encoding::Bloscar => {
                     return Err(Status::new(
                         Code::Internal,

@@ -22,9 +22,9 @@ pub use container::Limits;
 pub use dtype::DType;
 pub use error::Error;
 pub use error::ErrorKind;
+pub use layer::{Bloscar, BloscarLayer};
 pub use message::{Chooser, FixedChooser, TensorInfo, TensorOutcome};
 pub use message::{EncodedMessage, MessageCodec};
-pub use layer::{Bloscar, BloscarLayer};
 
 /// The boxed error type of bodies and services in the proxy and the layer.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

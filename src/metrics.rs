@@ -91,7 +91,9 @@ pub struct Metrics {
 }
 
 fn ratio_histogram() -> Histogram {
-    Histogram::new([1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1000.0])
+    Histogram::new([
+        1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1000.0,
+    ])
 }
 
 fn seconds_histogram() -> Histogram {
@@ -192,7 +194,9 @@ impl Metrics {
         self.bytes_before
             .get_or_create(&labels)
             .inc_by(identity_len as u64);
-        self.bytes_after.get_or_create(&labels).inc_by(wire_len as u64);
+        self.bytes_after
+            .get_or_create(&labels)
+            .inc_by(wire_len as u64);
         if outcome != Outcome::Passed {
             let d = DirectionLabels { direction };
             if wire_len > 0 {
@@ -200,7 +204,9 @@ impl Metrics {
                     .get_or_create(&d)
                     .observe(identity_len as f64 / wire_len as f64);
             }
-            self.seconds.get_or_create(&d).observe(elapsed.as_secs_f64());
+            self.seconds
+                .get_or_create(&d)
+                .observe(elapsed.as_secs_f64());
         }
     }
 

@@ -37,9 +37,8 @@ pub struct Message {
 impl Message {
     /// The 5-byte prefix that frames this message.
     pub fn prefix(&self) -> Result<[u8; PREFIX_LEN], Status> {
-        let len = u32::try_from(self.data.len()).map_err(|_| {
-            Status::new(Code::ResourceExhausted, "message longer than 4 GiB")
-        })?;
+        let len = u32::try_from(self.data.len())
+            .map_err(|_| Status::new(Code::ResourceExhausted, "message longer than 4 GiB"))?;
         let mut prefix = [0u8; PREFIX_LEN];
         prefix[0] = u8::from(self.compressed);
         prefix[1..].copy_from_slice(&len.to_be_bytes());
@@ -156,7 +155,10 @@ where
                     let joined = ready!(Pin::new(handle).poll(cx));
                     *this.state = State::Reading;
                     let result = joined.unwrap_or_else(|err| {
-                        Err(Status::new(Code::Internal, format!("transform failed: {err}")))
+                        Err(Status::new(
+                            Code::Internal,
+                            format!("transform failed: {err}"),
+                        ))
                     });
                     if let Err(status) = push_framed(this.out, result) {
                         return Poll::Ready(Some(Err(fail(this.slot, this.state, status))));
@@ -173,12 +175,15 @@ where
                             if !message.compressed && message.data.len() < INLINE_LIMIT {
                                 let result = transform.transform(message);
                                 if let Err(status) = push_framed(this.out, result) {
-                                    return Poll::Ready(Some(Err(fail(this.slot, this.state, status))));
+                                    return Poll::Ready(Some(Err(fail(
+                                        this.slot, this.state, status,
+                                    ))));
                                 }
                             } else {
-                                *this.state = State::Transforming(tokio::task::spawn_blocking(
-                                    move || transform.transform(message),
-                                ));
+                                *this.state =
+                                    State::Transforming(tokio::task::spawn_blocking(move || {
+                                        transform.transform(message)
+                                    }));
                             }
                             continue;
                         }
@@ -197,7 +202,9 @@ where
                             Err(frame) => {
                                 if !this.buf.is_empty() {
                                     let status = cut_mid_message();
-                                    return Poll::Ready(Some(Err(fail(this.slot, this.state, status))));
+                                    return Poll::Ready(Some(Err(fail(
+                                        this.slot, this.state, status,
+                                    ))));
                                 }
                                 *this.state = State::Trailers(frame.into_trailers().ok());
                             }
@@ -267,7 +274,10 @@ fn push_framed(out: &mut VecDeque<Bytes>, result: Result<Message, Status>) -> Re
 }
 
 fn cut_mid_message() -> Status {
-    Status::new(Code::Internal, "stream ended in the middle of a gRPC message")
+    Status::new(
+        Code::Internal,
+        "stream ended in the middle of a gRPC message",
+    )
 }
 
 fn fail(slot: &ErrorSlot, state: &mut State, status: Status) -> BoxError {
@@ -275,4 +285,140 @@ fn fail(slot: &ErrorSlot, state: &mut State, status: Status) -> BoxError {
     slot.set(status.clone());
     *state = State::Done;
     Box::new(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    fn framed(messages: &[(bool, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (compressed, data) in messages {
+            out.push(u8::from(*compressed));
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    /// A body delivering `bytes` in chunks of `chunk` bytes, then optional trailers.
+    fn chunked(
+        bytes: &[u8],
+        chunk: usize,
+        trailers: Option<HeaderMap>,
+    ) -> impl Body<Data = Bytes, Error = Infallible> + use<> {
+        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = bytes
+            .chunks(chunk)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        if let Some(trailers) = trailers {
+            frames.push(Ok(Frame::trailers(trailers)));
+        }
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    fn reverse() -> Arc<dyn Transform> {
+        Arc::new(|m: Message| {
+            let mut data = m.data.to_vec();
+            data.reverse();
+            Ok(Message {
+                compressed: m.compressed,
+                data: Bytes::from(data),
+            })
+        })
+    }
+
+    async fn collect(
+        body: MessageBody<impl Body<Data = Bytes, Error = Infallible>>,
+    ) -> Result<(Vec<u8>, Option<HeaderMap>), Status> {
+        let collected = body.collect().await.map_err(|e| {
+            e.downcast::<Status>()
+                .map(|s| *s)
+                .unwrap_or_else(|e| panic!("not a status: {e}"))
+        })?;
+        let trailers = collected.trailers().cloned();
+        Ok((collected.to_bytes().to_vec(), trailers))
+    }
+
+    #[tokio::test]
+    async fn messages_are_reassembled_across_any_frame_split() {
+        let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let input = framed(&[(false, b"abc"), (false, b""), (true, &big), (false, b"xy")]);
+        let mut reversed_big = big.clone();
+        reversed_big.reverse();
+        let expected = framed(&[
+            (false, b"cba"),
+            (false, b""),
+            (true, &reversed_big),
+            (false, b"yx"),
+        ]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        for chunk in [1, 2, 5, 7, 4096, input.len()] {
+            let body = MessageBody::new(
+                chunked(&input, chunk, Some(trailers.clone())),
+                reverse(),
+                1 << 20,
+                ErrorSlot::default(),
+            );
+            let (out, got_trailers) = collect(body).await.unwrap();
+            assert_eq!(out, expected, "chunk size {chunk}");
+            assert_eq!(got_trailers.as_ref(), Some(&trailers));
+        }
+    }
+
+    #[tokio::test]
+    async fn oversize_prefix_fails_before_buffering() {
+        // Only the prefix arrives: the limit is enforced from the declared length.
+        let mut input = vec![0u8];
+        input.extend_from_slice(&(64u32 << 20).to_be_bytes());
+        let slot = ErrorSlot::default();
+        let body = MessageBody::new(chunked(&input, 5, None), reverse(), 1 << 20, slot.clone());
+        let err = collect(body).await.unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted);
+        assert_eq!(slot.get().map(|s| s.code), Some(Code::ResourceExhausted));
+    }
+
+    #[tokio::test]
+    async fn stream_cut_mid_message_is_an_error() {
+        let input = framed(&[(false, b"hello world")]);
+        let body = MessageBody::new(
+            chunked(&input[..9], 3, None),
+            reverse(),
+            1024,
+            ErrorSlot::default(),
+        );
+        let err = collect(body).await.unwrap_err();
+        assert_eq!(err.code, Code::Internal);
+        assert!(err.message.contains("middle of a gRPC message"));
+    }
+
+    #[tokio::test]
+    async fn invalid_flag_and_transform_errors_end_the_stream() {
+        let mut input = framed(&[(false, b"ok")]);
+        input[0] = 7;
+        let body = MessageBody::new(
+            chunked(&input, 64, None),
+            reverse(),
+            1024,
+            ErrorSlot::default(),
+        );
+        assert_eq!(collect(body).await.unwrap_err().code, Code::Internal);
+
+        let failing: Arc<dyn Transform> =
+            Arc::new(|_m: Message| Err(Status::new(Code::DataLoss, "checksum mismatch")));
+        let input = framed(&[(true, &[0u8; 10_000])]);
+        let body = MessageBody::new(
+            chunked(&input, 1000, None),
+            failing,
+            1 << 20,
+            ErrorSlot::default(),
+        );
+        let err = collect(body).await.unwrap_err();
+        assert_eq!(err, Status::new(Code::DataLoss, "checksum mismatch"));
+    }
 }

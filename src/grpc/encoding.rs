@@ -169,12 +169,18 @@ mod tests {
     #[test]
     fn standard_encodings_round_trip() {
         let data: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        assert_eq!(decompress(Encoding::Gzip, &gzip(&data), data.len()).unwrap(), data);
+        assert_eq!(
+            decompress(Encoding::Gzip, &gzip(&data), data.len()).unwrap(),
+            data
+        );
 
         let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(&data).unwrap();
         let deflated = enc.finish().unwrap();
-        assert_eq!(decompress(Encoding::Deflate, &deflated, data.len()).unwrap(), data);
+        assert_eq!(
+            decompress(Encoding::Deflate, &deflated, data.len()).unwrap(),
+            data
+        );
 
         let zstd = zstd::stream::encode_all(&data[..], 3).unwrap();
         assert_eq!(decompress(Encoding::Zstd, &zstd, data.len()).unwrap(), data);
@@ -199,7 +205,10 @@ mod tests {
     #[test]
     fn accept_encoding_lists_are_edited_in_place() {
         let mut headers = HeaderMap::new();
-        headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("gzip, identity"));
+        headers.insert(
+            GRPC_ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, identity"),
+        );
         add_accept(&mut headers, BLOSCAR);
         assert_eq!(headers[GRPC_ACCEPT_ENCODING], "gzip,identity,bloscar");
         assert!(accepts(&headers, BLOSCAR));

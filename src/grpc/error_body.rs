@@ -102,17 +102,15 @@ pub fn status_of(err: &(dyn std::error::Error + 'static)) -> Status {
         if let Some(status) = err.downcast_ref::<Status>() {
             return status.clone();
         }
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            if let Some(reason) = h2.reason() {
-                let code = match reason {
-                    h2::Reason::CANCEL => Code::Cancelled,
-                    h2::Reason::REFUSED_STREAM => Code::Unavailable,
-                    h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
-                    h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
-                    _ => Code::Internal,
-                };
-                return Status::new(code, format!("upstream stream reset: {reason}"));
-            }
+        if let Some(reason) = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            let code = match reason {
+                h2::Reason::CANCEL => Code::Cancelled,
+                h2::Reason::REFUSED_STREAM => Code::Unavailable,
+                h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+                h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+                _ => Code::Internal,
+            };
+            return Status::new(code, format!("upstream stream reset: {reason}"));
         }
         source = err.source();
     }

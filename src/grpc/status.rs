@@ -109,7 +109,10 @@ impl Status {
 
     /// Writes `grpc-status` and (when not empty) `grpc-message` into `map`.
     pub fn add_to(&self, map: &mut HeaderMap) {
-        map.insert("grpc-status", HeaderValue::from(u16::from(self.code.as_u8())));
+        map.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.code.as_u8())),
+        );
         if !self.message.is_empty() {
             let encoded = percent_encode(&self.message);
             // Percent-encoding leaves only visible ASCII, which is always a valid value.
@@ -121,7 +124,13 @@ impl Status {
 
     /// The status carried in `map`, when it has a `grpc-status`.
     pub fn from_header_map(map: &HeaderMap) -> Option<Status> {
-        let code = map.get("grpc-status")?.to_str().ok()?.trim().parse::<u8>().ok()?;
+        let code = map
+            .get("grpc-status")?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<u8>()
+            .ok()?;
         let message = map
             .get("grpc-message")
             .map(|v| percent_decode(v.as_bytes()))

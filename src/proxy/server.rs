@@ -70,7 +70,10 @@ pub async fn serve(
             tracing::debug!(%peer, error = %err, "TCP_NODELAY not set");
         }
         let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
