@@ -76,7 +76,7 @@ def check_sidecar(pod, expected_type, variables):
         }
         for field, value in wanted.items():
             if sc.get(field) is not value:
-                found.append(f"{name}: securityContext.{field} must be {value}")
+                found.append(f"{name}: securityContext.{field} must be {json.dumps(value)}")
         if sc.get("capabilities", {}).get("drop") != ["ALL"]:
             found.append(f"{name}: securityContext.capabilities.drop must be [ALL]")
         if sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
