@@ -88,6 +88,28 @@ for kube in 1.27 1.28 "$NEWEST"; do
         -f "$CHART/ci/existing-workload-values.yaml"
 done
 
+echo "== NOTES.txt (rendered as comments through a copy of the chart: helm template skips NOTES)"
+NOTES_CHART="$WORK/notes/bloscar"
+mkdir -p "$WORK/notes"
+cp -r "$CHART" "$NOTES_CHART"
+{
+    echo '{{- define "ci.notes" }}'
+    cat "$CHART/templates/NOTES.txt"
+    echo '{{- end }}'
+    echo '# {{ include "ci.notes" . | trim | replace "\n" "\n# " }}'
+} >"$NOTES_CHART/templates/zz-notes.yaml"
+notes_render() {
+    local pattern="$1"
+    shift
+    "$HELM" template demo "$NOTES_CHART" --namespace models --show-only templates/zz-notes.yaml "$@" |
+        tee /dev/stderr | grep -- "$pattern" >/dev/null
+}
+check "NOTES.txt: example, Service and PodMonitor" notes_render "PodMonitor demo-bloscar scrapes" \
+    -f "$CHART/ci/native-example-podmonitor-values.yaml"
+check "NOTES.txt: default values" notes_render "port-forward deploy/<your-deployment>"
+check "NOTES.txt: native sidecar on 1.27 warns" notes_render "native sidecars need Kubernetes >= 1.28" \
+    --kube-version 1.27.0
+
 echo "== a chart that adopts the sidecar with the named template"
 ADOPTER="$WORK/charts/triton-with-bloscar"
 mkdir -p "$WORK/charts"

@@ -97,9 +97,11 @@ configured sidecar.type and nothing in the other:
     {{- with $s.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  # /ready answers 200 once every listener is bound (503 while draining): a native
+  # sidecar holds the app containers back until then.
   startupProbe:
     httpGet:
-      path: /live
+      path: /ready
       port: bloscar-admin
     periodSeconds: {{ $s.probes.startup.periodSeconds }}
     timeoutSeconds: {{ $s.probes.startup.timeoutSeconds }}
