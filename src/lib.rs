@@ -13,6 +13,7 @@ pub mod layer;
 pub mod locate;
 pub mod message;
 pub mod metrics;
+pub mod ndarray;
 #[cfg(feature = "pb")]
 pub mod pb;
 pub mod proxy;
