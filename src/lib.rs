@@ -12,6 +12,8 @@ pub mod message;
 pub mod metrics;
 pub mod proxy;
 pub mod config;
+pub mod admin;
+pub mod sidecar;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
 pub use dtype::DType;
