@@ -1,5 +1,18 @@
 //! The library's error type. Each variant maps to one gRPC status code at the edge.
 
+/// The class of a failure, which the edge maps to a gRPC status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The input is not what the operation accepts (`INVALID_ARGUMENT`).
+    InvalidArgument,
+    /// The data is corrupt or truncated (`DATA_LOSS`).
+    DataLoss,
+    /// A size or count is beyond the configured limits (`RESOURCE_EXHAUSTED`).
+    ResourceExhausted,
+    /// A bug or an unexpected failure of c-blosc (`INTERNAL`).
+    Internal,
+}
+
 /// Everything the core can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -9,4 +22,14 @@ pub enum Error {
     /// A bloscar container was malformed, corrupt, or beyond the configured limits.
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
+}
+
+impl Error {
+    /// The class of the failure, for mapping to a gRPC status code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Codec(e) => e.kind(),
+            Error::Container(e) => e.kind(),
+        }
+    }
 }

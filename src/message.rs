@@ -1,8 +1,11 @@
 //! Encode and decode whole gRPC messages: locate tensors, choose settings, build containers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{CompressOptions, DType};
+use crate::container::{self, Limits, PatchSpec};
+use crate::locate::{Direction, Locator, TensorRange};
+use crate::{CompressOptions, DType, Error};
 
 /// What a chooser knows of a tensor when it picks a setting.
 #[derive(Debug, Clone, Copy)]
@@ -44,10 +47,222 @@ pub struct EncodedMessage {
     pub tensors: Vec<TensorOutcome>,
 }
 
+/// One setting for every tensor of at least `min_size` bytes; smaller tensors are left
+/// alone.
+///
+/// Byte-shuffle becomes bit-shuffle for one-byte elements, where it could not reorder
+/// anything (see [`CompressOptions::for_elem_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedChooser {
+    pub options: CompressOptions,
+    pub min_size: usize,
+}
+
+impl Chooser for FixedChooser {
+    fn choose(&self, tensor: &TensorInfo<'_>, data: &[u8]) -> Option<CompressOptions> {
+        (data.len() >= self.min_size).then(|| self.options.for_elem_size(tensor.elem_size))
+    }
+}
+
 /// Encodes and decodes whole gRPC messages; cheap to share across threads (`Arc`).
 ///
-/// Contract (implemented by the core):
-/// `fn encode(&self, method: &str, msg: &[u8]) -> Result<Option<EncodedMessage>, Error>`:
-///   `None` when no tensor is worth compressing: the message then travels as identity.
-/// `fn decode(&self, container: &[u8]) -> Result<Vec<u8>, Error>`: the exact original bytes.
-pub struct MessageCodec {}
+/// Encoding locates the tensors of a message, asks the [`Chooser`] for a setting per
+/// tensor and builds a container; decoding needs no schema and restores the exact
+/// original bytes.
+pub struct MessageCodec {
+    locator: Locator,
+    chooser: Arc<dyn Chooser>,
+    limits: Limits,
+}
+
+impl MessageCodec {
+    /// A codec that finds tensors with `locator`, compresses them as `chooser` says and
+    /// decodes containers within `limits`.
+    pub fn new(locator: Locator, chooser: Arc<dyn Chooser>, limits: Limits) -> Self {
+        Self {
+            locator,
+            chooser,
+            limits,
+        }
+    }
+
+    /// The locator that finds tensors.
+    pub fn locator(&self) -> &Locator {
+        &self.locator
+    }
+
+    /// The limits containers are decoded within.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Encodes `msg`, a serialized message of `method` going in `direction`.
+    ///
+    /// `None` when no tensor was chosen or the container would not be smaller than the
+    /// message: the message then travels as identity.
+    pub fn encode(
+        &self,
+        method: &str,
+        direction: Direction,
+        msg: &[u8],
+    ) -> Result<Option<EncodedMessage>, Error> {
+        let ranges = self.locator.locate(method, direction, msg);
+        self.encode_ranges(method, msg, &ranges)
+    }
+
+    /// Encodes `msg` with tensors at `ranges` (sorted by offset, non-overlapping, inside
+    /// `msg`), for callers that locate tensors themselves.
+    pub fn encode_ranges(
+        &self,
+        method: &str,
+        msg: &[u8],
+        ranges: &[TensorRange<'_>],
+    ) -> Result<Option<EncodedMessage>, Error> {
+        let mut chosen = Vec::with_capacity(ranges.len());
+        let mut specs = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let info = TensorInfo {
+                method,
+                name: range.name,
+                dtype: range.dtype,
+                elem_size: range.elem_size,
+            };
+            let Some(data) = range
+                .offset
+                .checked_add(range.len)
+                .and_then(|end| msg.get(range.offset..end))
+            else {
+                continue;
+            };
+            if let Some(options) = self.chooser.choose(&info, data) {
+                specs.push(PatchSpec {
+                    offset: range.offset,
+                    len: range.len,
+                    elem_size: range.elem_size,
+                    options,
+                });
+                chosen.push(info);
+            }
+        }
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let encoded = container::encode(msg, &specs)?;
+        let mut tensors = Vec::with_capacity(specs.len());
+        for ((info, spec), report) in chosen.iter().zip(&specs).zip(&encoded.patches) {
+            let outcome = TensorOutcome {
+                name: info.name.to_owned(),
+                dtype: info.dtype,
+                options: spec.options,
+                original_len: spec.len,
+                compressed_len: report.compressed_len,
+                compress_time: report.compress_time,
+            };
+            self.chooser.observe(info, &outcome);
+            tensors.push(outcome);
+        }
+        if encoded.bytes.len() >= msg.len() {
+            return Ok(None);
+        }
+        Ok(Some(EncodedMessage {
+            bytes: encoded.bytes,
+            tensors,
+        }))
+    }
+
+    /// The exact original bytes of a message encoded by [`MessageCodec::encode`].
+    pub fn decode(&self, container: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(container::decode(container, &self.limits)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locate::Direction;
+
+    fn codec(min_size: usize) -> MessageCodec {
+        let chooser = FixedChooser {
+            options: CompressOptions::default(),
+            min_size,
+        };
+        MessageCodec::new(Locator::default(), Arc::new(chooser), Limits::default())
+    }
+
+    fn range(offset: usize, len: usize, elem_size: usize) -> TensorRange<'static> {
+        TensorRange {
+            offset,
+            len,
+            elem_size,
+            name: "t",
+            dtype: DType::F32,
+        }
+    }
+
+    /// A message with a header, a smooth float tensor, a gap, a mask and noise.
+    fn message() -> (Vec<u8>, Vec<TensorRange<'static>>) {
+        let mut msg = b"header".to_vec();
+        let smooth = msg.len();
+        msg.extend((0..4096).flat_map(|i| (i as f32 * 0.01).sin().to_le_bytes()));
+        msg.extend_from_slice(b"gap");
+        let mask = msg.len();
+        msg.extend((0..8192).map(|i| u8::from(i % 1000 < 300)));
+        let noise = msg.len();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        msg.extend((0..4096).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        let ranges = vec![
+            range(smooth, 16384, 4),
+            range(mask, 8192, 1),
+            range(noise, 4096, 1),
+        ];
+        (msg, ranges)
+    }
+
+    #[test]
+    fn encode_then_decode_restores_the_message() {
+        let (msg, ranges) = message();
+        let codec = codec(0);
+        let method = "/x.Y/Z";
+        let encoded = codec.encode_ranges(method, &msg, &ranges).unwrap().unwrap();
+        assert!(encoded.bytes.len() < msg.len());
+        assert_eq!(encoded.tensors.len(), 3);
+        // Byte-shuffle became bit-shuffle for the one-byte mask.
+        assert_eq!(encoded.tensors[1].options.shuffle, crate::Shuffle::Bit);
+        assert!(encoded.tensors[1].compressed_len < 8192 / 20);
+        assert_eq!(codec.decode(&encoded.bytes).unwrap(), msg);
+    }
+
+    #[test]
+    fn small_or_incompressible_tensors_travel_as_identity() {
+        let (msg, ranges) = message();
+        assert!(
+            codec(1 << 20)
+                .encode_ranges("/m", &msg, &ranges)
+                .unwrap()
+                .is_none()
+        );
+        // Only the noise: the container would be larger than the message.
+        let noise = &ranges[2..];
+        assert!(codec(0).encode_ranges("/m", &msg, noise).unwrap().is_none());
+        // Unknown methods have no tensors.
+        let none = codec(0).encode("/x.Y/Z", Direction::Request, &msg).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn ranges_outside_the_message_are_skipped() {
+        let (msg, mut ranges) = message();
+        ranges.push(range(msg.len() - 2, 4, 1));
+        ranges.push(range(usize::MAX, 2, 1));
+        let encoded = codec(0)
+            .encode_ranges("/m", &msg, &ranges)
+            .unwrap()
+            .unwrap();
+        assert_eq!(encoded.tensors.len(), 3);
+    }
+}
