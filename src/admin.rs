@@ -138,7 +138,10 @@ fn respond(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if !matches!(path, "/live" | "/ready" | "/metrics") {
-        return text(StatusCode::NOT_FOUND, "not found: try /live, /ready or /metrics\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /live, /ready or /metrics\n",
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");

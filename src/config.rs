@@ -16,8 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::codec::{Codec, CompressOptions, Shuffle};
+use crate::container::Limits;
+use crate::locate::{Locator, TaggedRule};
+use crate::message::{Chooser, FixedChooser, MessageCodec};
 use crate::proxy::{ProxySettings, Role, UnknownPeer};
-use crate::MessageCodec;
 
 /// The prefix every variable shares.
 pub const PREFIX: &str = "BLOSCAR_";
@@ -90,7 +92,7 @@ const CODEC: Variable = var(
     "auto",
     "auto, or codec[:level[:shuffle]] with codec blosclz, lz4, lz4hc, snappy, zlib or zstd, \
      level 0-9 (default 5), shuffle none, byte or bit (default byte), e.g. lz4:5:byte",
-    "how tensors are compressed; auto picks per tensor",
+    "how tensors at or above the minimum size are compressed (auto: see below the table)",
 );
 const MIN_TENSOR_BYTES: Variable = var(
     "BLOSCAR_MIN_TENSOR_BYTES",
@@ -121,8 +123,9 @@ const LINK_MBPS: Variable = var(
 const NDARRAY_RULES: Variable = var(
     "BLOSCAR_NDARRAY_RULES",
     "(empty)",
-    "rules in the tagged-ndarray rule syntax",
-    "where ndarrays live in your own messages",
+    "rules separated by ; each method[@request|@response]=field.path[:dtype=...][:name=...], \
+     e.g. /acme.v1.Imaging/Denoise=1",
+    "where ndarrays live in your own messages (see the rule syntax in src/locate/tagged.rs)",
 );
 const SHUTDOWN_GRACE_SECS: Variable = var(
     "BLOSCAR_SHUTDOWN_GRACE_SECS",
@@ -171,9 +174,14 @@ pub fn markdown_table() -> String {
         } else {
             format!("`{}`", v.default)
         };
+        // A `|` inside a cell would end it.
+        let cell = |text: &str| text.replace('|', "\\|");
         out.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
-            v.name, default, v.accepts, v.meaning
+            v.name,
+            cell(&default),
+            cell(v.accepts),
+            cell(v.meaning)
         ));
     }
     out
@@ -253,8 +261,8 @@ pub struct Config {
     pub unknown_peer: UnknownPeer,
     /// Link bandwidth in Mbit/s, for the auto setting.
     pub link_mbps: f64,
-    /// Tagged-ndarray rules, as written by the user (empty when unset).
-    pub ndarray_rules: String,
+    /// Tagged-ndarray rules: where tensors live in the user's own messages.
+    pub ndarray_rules: Vec<TaggedRule>,
     /// Drain period after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// tracing filter directives.
@@ -293,6 +301,16 @@ pub enum ConfigError {
         name: &'static str,
         /// Why it is required.
         because: &'static str,
+        /// What the variable accepts.
+        accepts: &'static str,
+    },
+    /// A tagged-ndarray rule that does not parse.
+    #[error("{name}: {problem}: expected {accepts}")]
+    Rule {
+        /// The variable's full name.
+        name: &'static str,
+        /// Which rule is wrong and how.
+        problem: String,
         /// What the variable accepts.
         accepts: &'static str,
     },
@@ -388,7 +406,7 @@ impl Config {
         let admin_listen = parse(ADMIN_LISTEN, raw.admin_listen, |s| s.parse().ok())?;
         let codec = parse(CODEC, raw.codec, |s| match s {
             "auto" => Some(CodecSetting::Auto),
-            _ => parse_compress_options(s).map(CodecSetting::Fixed),
+            _ => s.parse().ok().map(CodecSetting::Fixed),
         })?;
         let min_tensor_bytes = parse(MIN_TENSOR_BYTES, raw.min_tensor_bytes, parse_size)?;
         let max_message_bytes = parse(MAX_MESSAGE_BYTES, raw.max_message_bytes, |s| {
@@ -402,7 +420,14 @@ impl Config {
         let link_mbps = parse(LINK_MBPS, raw.link_mbps, |s| {
             s.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0)
         })?;
-        let ndarray_rules = raw.ndarray_rules.unwrap_or_default();
+        let ndarray_rules = match raw.ndarray_rules {
+            None => Vec::new(),
+            Some(value) => TaggedRule::parse_list(&value).map_err(|e| ConfigError::Rule {
+                name: NDARRAY_RULES.name,
+                problem: e.to_string(),
+                accepts: NDARRAY_RULES.accepts,
+            })?,
+        };
         let shutdown_grace = parse(SHUTDOWN_GRACE_SECS, raw.shutdown_grace_secs, |s| {
             s.parse::<u64>().ok().map(Duration::from_secs)
         })?;
@@ -468,6 +493,27 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The message encoder/decoder the proxies share: the built-in and configured
+    /// locators, the chooser of the codec setting, and the message size limit.
+    ///
+    /// `auto` currently compresses every tensor of at least the minimum size with
+    /// [`AUTO_SETTING`] (lz4 level 5, byte shuffle; bit shuffle for one-byte elements).
+    pub fn message_codec(&self) -> MessageCodec {
+        let options = match self.codec {
+            CodecSetting::Auto => AUTO_SETTING,
+            CodecSetting::Fixed(options) => options,
+        };
+        let chooser: Arc<dyn Chooser> = Arc::new(FixedChooser {
+            options,
+            min_size: self.min_tensor_bytes,
+        });
+        let limits = Limits {
+            max_message_size: self.max_message_bytes,
+            ..Limits::default()
+        };
+        MessageCodec::new(Locator::new(self.ndarray_rules.clone()), chooser, limits)
     }
 
     /// The proxy listeners to open: role, listen address and settings, sharing `codec`.
@@ -544,38 +590,6 @@ fn parse_size(s: &str) -> Option<usize> {
         _ => return None,
     };
     n.checked_mul(scale)
-}
-
-/// `codec[:level[:shuffle]]`, e.g. `lz4:5:byte`; level defaults to 5, shuffle to byte.
-fn parse_compress_options(s: &str) -> Option<CompressOptions> {
-    let mut parts = s.split(':');
-    let codec = match parts.next()? {
-        "blosclz" => Codec::BloscLz,
-        "lz4" => Codec::Lz4,
-        "lz4hc" => Codec::Lz4Hc,
-        "snappy" => Codec::Snappy,
-        "zlib" => Codec::Zlib,
-        "zstd" => Codec::Zstd,
-        _ => return None,
-    };
-    let level = match parts.next() {
-        None => 5,
-        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= 9)?,
-    };
-    let shuffle = match parts.next() {
-        None | Some("byte") => Shuffle::Byte,
-        Some("none") => Shuffle::None,
-        Some("bit") => Shuffle::Bit,
-        Some(_) => return None,
-    };
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(CompressOptions {
-        codec,
-        level,
-        shuffle,
-    })
 }
 
 impl fmt::Display for Mode {

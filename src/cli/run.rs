@@ -13,7 +13,15 @@ use super::{EXIT_CONFIG, logging};
 pub fn environment_help() -> String {
     let mut help = String::from("Environment (defaults in brackets):\n");
     for v in config::VARIABLES {
-        help.push_str(&format!("  {} [{}]\n      {}; accepts {}\n", v.name, v.default, v.meaning, v.accepts));
+        let default = if v.default.starts_with('(') {
+            v.default.to_string()
+        } else {
+            format!("[{}]", v.default)
+        };
+        help.push_str(&format!(
+            "  {} {default}\n      {}; accepts {}\n",
+            v.name, v.meaning, v.accepts
+        ));
     }
     help
 }
@@ -47,14 +55,16 @@ pub fn main() -> ExitCode {
 async fn serve(config: Config) -> ExitCode {
     // Signal handlers first: a SIGTERM that arrives while listeners bind must drain, not
     // kill the process.
-    let (mut terminate, mut interrupt) =
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("bloscar: cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let (mut terminate, mut interrupt) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("bloscar: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let sidecar = match Sidecar::bind(&config).await {
         Ok(sidecar) => sidecar,
         Err(e) => {

@@ -1,11 +1,7 @@
 use super::*;
 
 fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    Config::from_vars(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    )
+    Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
 }
 
 fn error_line(pairs: &[(&str, &str)]) -> String {
@@ -28,7 +24,7 @@ fn defaults_serve_an_inbound_sidecar() {
     assert_eq!(c.max_message_bytes, 64 * 1024 * 1024);
     assert_eq!(c.unknown_peer, UnknownPeer::Identity);
     assert_eq!(c.link_mbps, 1000.0);
-    assert_eq!(c.ndarray_rules, "");
+    assert!(c.ndarray_rules.is_empty());
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.log, "info");
     assert_eq!(c.log_format, LogFormat::Text);
@@ -72,7 +68,10 @@ fn empty_values_count_as_unset() {
 
 #[test]
 fn mode() {
-    assert_eq!(config(&[("BLOSCAR_MODE", "inbound")]).unwrap().mode, Mode::Inbound);
+    assert_eq!(
+        config(&[("BLOSCAR_MODE", "inbound")]).unwrap().mode,
+        Mode::Inbound
+    );
     let c = config(&[("BLOSCAR_MODE", "outbound"), OUTBOUND]).unwrap();
     assert_eq!(c.mode, Mode::Outbound);
     assert_eq!(c.mode.roles(), &[Role::Outbound]);
@@ -125,7 +124,10 @@ fn forward_addresses_take_names_and_ip_addresses() {
         "pe er:1",
     ] {
         assert_eq!(
-            error_line(&[("BLOSCAR_MODE", "outbound"), ("BLOSCAR_OUTBOUND_FORWARD", bad)]),
+            error_line(&[
+                ("BLOSCAR_MODE", "outbound"),
+                ("BLOSCAR_OUTBOUND_FORWARD", bad)
+            ]),
             format!("BLOSCAR_OUTBOUND_FORWARD: invalid value {bad:?}: expected host:port")
         );
         assert_eq!(
@@ -205,7 +207,10 @@ fn codec() {
     };
     assert_eq!(fixed("lz4:5:byte"), opts(Codec::Lz4, 5, Shuffle::Byte));
     assert_eq!(fixed("zstd:1:bit"), opts(Codec::Zstd, 1, Shuffle::Bit));
-    assert_eq!(fixed("blosclz:9:none"), opts(Codec::BloscLz, 9, Shuffle::None));
+    assert_eq!(
+        fixed("blosclz:9:none"),
+        opts(Codec::BloscLz, 9, Shuffle::None)
+    );
     assert_eq!(fixed("lz4hc:0"), opts(Codec::Lz4Hc, 0, Shuffle::Byte));
     assert_eq!(fixed("snappy"), opts(Codec::Snappy, 5, Shuffle::Byte));
     assert_eq!(fixed("zlib:3"), opts(Codec::Zlib, 3, Shuffle::Byte));
@@ -213,7 +218,14 @@ fn codec() {
         config(&[("BLOSCAR_CODEC", "auto")]).unwrap().codec,
         CodecSetting::Auto
     );
-    for bad in ["gzip", "lz4:10", "lz4:-1", "lz4:5:word", "lz4:5:byte:x", "LZ4", ":5"] {
+    for bad in [
+        "gzip",
+        "lz4:10",
+        "lz4:-1",
+        "lz4:5:word",
+        "lz4:5:byte:x",
+        ":5",
+    ] {
         assert_eq!(
             error_line(&[("BLOSCAR_CODEC", bad)]),
             format!(
@@ -291,9 +303,41 @@ fn link_mbps() {
 }
 
 #[test]
-fn ndarray_rules_are_kept() {
-    let c = config(&[("BLOSCAR_NDARRAY_RULES", "/pkg.Svc/Call=tensor")]).unwrap();
-    assert_eq!(c.ndarray_rules, "/pkg.Svc/Call=tensor");
+fn ndarray_rules() {
+    let c = config(&[(
+        "BLOSCAR_NDARRAY_RULES",
+        "/acme.v1.Imaging/Denoise=1; /acme.v1.Imaging/Segment@response=3.2:dtype=uint8",
+    )])
+    .unwrap();
+    let rules: Vec<String> = c.ndarray_rules.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        rules,
+        [
+            "/acme.v1.Imaging/Denoise=1",
+            "/acme.v1.Imaging/Segment@response=3.2:dtype=uint8"
+        ]
+    );
+    assert!(c.message_codec().locator().rules().len() == 2);
+    let line = error_line(&[("BLOSCAR_NDARRAY_RULES", "/pkg.Svc/Call=tensor")]);
+    assert!(
+        line.starts_with("BLOSCAR_NDARRAY_RULES: ndarray rule \"/pkg.Svc/Call=tensor\": "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(
+            ": expected rules separated by ; each \
+             method[@request|@response]=field.path[:dtype=...][:name=...], \
+             e.g. /acme.v1.Imaging/Denoise=1"
+        ),
+        "{line}"
+    );
+    assert!(!line.contains('\n'));
+}
+
+#[test]
+fn message_codec_follows_the_codec_and_size_settings() {
+    let c = config(&[("BLOSCAR_MAX_MESSAGE_BYTES", "1MiB")]).unwrap();
+    assert_eq!(c.message_codec().limits().max_message_size, 1 << 20);
 }
 
 #[test]
@@ -326,7 +370,9 @@ fn log_filter_and_format() {
     assert_eq!(c.log, "bloscar=debug,warn");
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(
-        config(&[("BLOSCAR_LOG_FORMAT", "text")]).unwrap().log_format,
+        config(&[("BLOSCAR_LOG_FORMAT", "text")])
+            .unwrap()
+            .log_format,
         LogFormat::Text
     );
     assert_eq!(
@@ -372,13 +418,16 @@ fn every_variable_is_read() {
         ("BLOSCAR_MAX_MESSAGE_BYTES", "2"),
         ("BLOSCAR_UNKNOWN_PEER", "encode"),
         ("BLOSCAR_LINK_MBPS", "10"),
-        ("BLOSCAR_NDARRAY_RULES", "x"),
+        ("BLOSCAR_NDARRAY_RULES", "/a.B/C=1"),
         ("BLOSCAR_SHUTDOWN_GRACE_SECS", "1"),
         ("BLOSCAR_LOG", "warn"),
         ("BLOSCAR_LOG_FORMAT", "json"),
     ];
     assert_eq!(samples.len(), VARIABLES.len());
-    let base = [("BLOSCAR_OUTBOUND_FORWARD", "peer:1"), ("BLOSCAR_MODE", "both")];
+    let base = [
+        ("BLOSCAR_OUTBOUND_FORWARD", "peer:1"),
+        ("BLOSCAR_MODE", "both"),
+    ];
     let baseline = format!("{:?}", config(&base).unwrap());
     for (v, sample) in VARIABLES.iter().zip(samples) {
         assert_eq!(v.name, sample.0);
