@@ -59,7 +59,7 @@ impl Sidecar {
         Ok(Sidecar {
             proxies,
             admin,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new()),
             grace: config.shutdown_grace,
         })
@@ -100,10 +100,11 @@ impl Sidecar {
         let (stop_proxies, proxies_stopping) = watch::channel(false);
         let (stop_admin, admin_stopping) = watch::channel(false);
 
+        let metrics = self.metrics.clone();
         let admin = tokio::spawn(admin::serve(
             self.admin,
             self.health.clone(),
-            String::new,
+            move || metrics.render(),
             stopped(admin_stopping),
         ));
 
@@ -114,7 +115,8 @@ impl Sidecar {
             let stopping = stopped(proxies_stopping.clone());
             let grace = self.grace;
             proxies.spawn(async move {
-                let result = serve_proxy(listener, settings, metrics, stopping, grace).await;
+                let result =
+                    crate::proxy::serve(listener, settings, metrics, stopping, grace).await;
                 (role, result)
             });
         }
@@ -145,19 +147,6 @@ impl Sidecar {
         tracing::info!("stopped");
         result
     }
-}
-
-/// Interim stand-in with the contract of `proxy::serve` until the proxy module provides
-/// it: refuses to run, so a sidecar without a proxy never reports itself healthy for long.
-async fn serve_proxy(
-    listener: TcpListener,
-    _settings: ProxySettings,
-    _metrics: Arc<Metrics>,
-    _shutdown: impl Future<Output = ()> + Send,
-    _grace: Duration,
-) -> io::Result<()> {
-    drop(listener);
-    Err(io::Error::other("this build has no proxy listener"))
 }
 
 async fn bind(variable: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
