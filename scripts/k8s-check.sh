@@ -88,6 +88,28 @@ for kube in 1.27 1.28 "$NEWEST"; do
         -f "$CHART/ci/existing-workload-values.yaml"
 done
 
+echo "== NOTES.txt (rendered as comments through a copy of the chart: helm template skips NOTES)"
+NOTES_CHART="$WORK/notes/bloscar"
+mkdir -p "$WORK/notes"
+cp -r "$CHART" "$NOTES_CHART"
+{
+    echo '{{- define "ci.notes" }}'
+    cat "$CHART/templates/NOTES.txt"
+    echo '{{- end }}'
+    echo '# {{ include "ci.notes" . | trim | replace "\n" "\n# " }}'
+} >"$NOTES_CHART/templates/zz-notes.yaml"
+notes_render() {
+    local pattern="$1"
+    shift
+    "$HELM" template demo "$NOTES_CHART" --namespace models --show-only templates/zz-notes.yaml "$@" |
+        tee /dev/stderr | grep -- "$pattern" >/dev/null
+}
+check "NOTES.txt: example, Service and PodMonitor" notes_render "PodMonitor demo-bloscar scrapes" \
+    -f "$CHART/ci/native-example-podmonitor-values.yaml"
+check "NOTES.txt: default values" notes_render "port-forward deploy/<your-deployment>"
+check "NOTES.txt: native sidecar on 1.27 warns" notes_render "native sidecars need Kubernetes >= 1.28" \
+    --kube-version 1.27.0
+
 echo "== a chart that adopts the sidecar with the named template"
 ADOPTER="$WORK/charts/triton-with-bloscar"
 mkdir -p "$WORK/charts"
@@ -102,7 +124,37 @@ for kube in 1.27 "$NEWEST"; do
     render_and_validate "adopting chart, classic" "$ADOPTER" classic "$kube" --set bloscar.sidecar.type=classic
 done
 
+# A pod of each other role, through the same named templates (a copy of the adopting chart
+# with one more template).
+cat >"$ADOPTER/templates/ci-role.yaml" <<'YAML'
+{{- if .Values.ciRole }}
+{{- $bloscar := dict "root" $ "values" .Values.bloscar "role" .Values.ciRole "forward" .Values.ciForward }}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ci-{{ .Values.ciRole }}
+spec:
+  terminationGracePeriodSeconds: {{ include "bloscar.terminationGracePeriodSeconds" $bloscar }}
+  {{- with include "bloscar.initContainers" $bloscar | trim }}
+  initContainers:
+    {{- . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: app
+      image: registry.example.com/app:1.0
+    {{- include "bloscar.containers" $bloscar | nindent 4 }}
+{{- end }}
+YAML
+render_and_validate "outbound role, native" "$ADOPTER" native "$NEWEST" \
+    --set ciRole=outbound --set ciForward=triton-bloscar.models.svc:9440
+render_and_validate "both roles in one sidecar, classic" "$ADOPTER" classic 1.27 \
+    --set ciRole=both --set bloscar.sidecar.type=classic --set bloscar.sidecar.outbound.forward=peer-bloscar:9440
+
 echo "== what must be rejected"
+must_fail "outbound role without a forward address" "sidecar.outbound.forward .* is required" \
+    "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=outbound
+must_fail "a role the sidecar does not have" "role must be inbound, outbound or both" \
+    "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=sideways
 cat >"$WORK/wrong-type.yaml" <<'YAML'
 sidecar:
   ports:

@@ -165,12 +165,12 @@ def main():
         if errors:
             failures += 1
             for e in errors:
-                print(f"  FAIL {ref} ({against}): {e}")
+                print(f"  invalid {ref} ({against}): {e}")
         else:
-            print(f"  ok   {ref} ({against}, strict)")
+            print(f"  valid   {ref} ({against}, strict)")
     for e in check_services(docs):
         failures += 1
-        print(f"  FAIL {e}")
+        print(f"  invalid {e}")
     return 1 if failures else 0
 
 
