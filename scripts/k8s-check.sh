@@ -124,7 +124,37 @@ for kube in 1.27 "$NEWEST"; do
     render_and_validate "adopting chart, classic" "$ADOPTER" classic "$kube" --set bloscar.sidecar.type=classic
 done
 
+# A pod of each other role, through the same named templates (a copy of the adopting chart
+# with one more template).
+cat >"$ADOPTER/templates/ci-role.yaml" <<'YAML'
+{{- if .Values.ciRole }}
+{{- $bloscar := dict "root" $ "values" .Values.bloscar "role" .Values.ciRole "forward" .Values.ciForward }}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ci-{{ .Values.ciRole }}
+spec:
+  terminationGracePeriodSeconds: {{ include "bloscar.terminationGracePeriodSeconds" $bloscar }}
+  {{- with include "bloscar.initContainers" $bloscar | trim }}
+  initContainers:
+    {{- . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: app
+      image: registry.example.com/app:1.0
+    {{- include "bloscar.containers" $bloscar | nindent 4 }}
+{{- end }}
+YAML
+render_and_validate "outbound role, native" "$ADOPTER" native "$NEWEST" \
+    --set ciRole=outbound --set ciForward=triton-bloscar.models.svc:9440
+render_and_validate "both roles in one sidecar, classic" "$ADOPTER" classic 1.27 \
+    --set ciRole=both --set bloscar.sidecar.type=classic --set bloscar.sidecar.outbound.forward=peer-bloscar:9440
+
 echo "== what must be rejected"
+must_fail "outbound role without a forward address" "sidecar.outbound.forward .* is required" \
+    "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=outbound
+must_fail "a role the sidecar does not have" "role must be inbound, outbound or both" \
+    "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=sideways
 cat >"$WORK/wrong-type.yaml" <<'YAML'
 sidecar:
   ports:
