@@ -127,3 +127,33 @@ fn document_shows_the_same_bytes() {
         assert!(doc_hex.contains(&spaced(&unhex(vector.container))));
     }
 }
+
+const NDARRAY_VECTOR: &str = "
+    42 4c 4e 44 01 0c 02 00 18 00 00 00 00 00 00 00
+    02 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00
+    02 01 33 04 18 00 00 00 18 00 00 00 28 00 00 00
+    00 00 00 00 00 00 80 3f 00 00 00 40 00 00 40 40
+    00 00 80 40 00 00 a0 40 11 a2 13 d6";
+
+#[test]
+fn ndarray_vector_round_trips() {
+    use bloscar::DType;
+    use bloscar::ndarray::{compress_ndarray, decompress_ndarray};
+    let data: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let frame =
+        compress_ndarray(&data, DType::F32, &[2, 3], "lz4:5:byte".parse().unwrap()).unwrap();
+    assert_eq!(frame, unhex(NDARRAY_VECTOR));
+    let array = decompress_ndarray(&frame, &Limits::default()).unwrap();
+    assert_eq!(
+        (array.dtype, array.shape, array.data),
+        (DType::F32, vec![2, 3], data)
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/wire-format.md"))
+        .unwrap();
+    let doc_hex = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let vector_hex = NDARRAY_VECTOR
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(doc_hex.contains(&vector_hex));
+}
