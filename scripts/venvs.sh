@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 python=${BLOSCAR_PYTHON:-python3}
 
+# Tests may run this script concurrently: one creator at a time.
+mkdir -p .venvs
+exec 9>.venvs/.venvs.lock
+flock 9
+
 # make_venv NAME IMPORT_CHECK PACKAGE...
 make_venv() {
     local name=$1 check=$2

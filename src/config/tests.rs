@@ -448,3 +448,39 @@ fn readme_has_the_variable_table() {
         markdown_table()
     );
 }
+
+#[test]
+fn example_env_files_are_valid_and_use_only_known_variables() {
+    let files = [
+        (
+            "inbound.env",
+            include_str!("../../config/inbound.env"),
+            Mode::Inbound,
+        ),
+        (
+            "outbound.env",
+            include_str!("../../config/outbound.env"),
+            Mode::Outbound,
+        ),
+        (
+            "both.env",
+            include_str!("../../config/both.env"),
+            Mode::Both,
+        ),
+    ];
+    for (file, text, mode) in files {
+        let pairs: Vec<(String, String)> = text
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (k, v) = line
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{file}: {line}"));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let c = Config::from_vars(pairs).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(c.mode, mode, "{file}");
+        assert!(c.ignored.is_empty(), "{file}: {:?}", c.ignored);
+    }
+}
