@@ -2,7 +2,9 @@
 # Kubernetes checks: the Dockerfile (hadolint), the Helm chart (helm lint --strict), every
 # manifest it renders over a matrix of values and Kubernetes versions (strict schema
 # validation plus the chart's own rules, scripts/k8s/validate.py), a chart that adopts
-# the sidecar through the named template, and values that the schema must reject.
+# the sidecar through the named template, every rendered sidecar environment through
+# bloscar's configuration parser (examples/config_check.rs), and what must be rejected.
+# Prints PASS/FAIL per check and "k8s: N passed, M failed"; exits 1 if any check failed.
 # Tools are installed on first use into .venvs/k8s-tools (scripts/k8s/install-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
