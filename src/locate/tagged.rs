@@ -473,6 +473,12 @@ mod tests {
         }
         let rules = TaggedRule::parse_list(" /a.B/C=1 ;; /a.B/D=2:dtype=f32; ").unwrap();
         assert_eq!(rules.len(), 2);
+        // The documented multi-line form.
+        let rules = TaggedRule::parse_list(
+            "/e.v1.I/D=2;\n  /e.v1.I/D@request=3.3:dtype=2:name=1;\n  /e.v1.I/D@response=5:dtype=float32",
+        )
+        .unwrap();
+        assert_eq!(rules.len(), 3);
     }
 
     #[test]
