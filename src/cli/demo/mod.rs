@@ -23,9 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bloscar::config::Config;
-use bloscar::container::Limits;
-use bloscar::locate::Locator;
-use bloscar::message::MessageCodec;
 use bloscar::metrics::Metrics;
 use bloscar::proxy::{self, ProxySettings, Role, UnknownPeer};
 use tokio::net::TcpListener;
@@ -68,7 +65,10 @@ pub fn main(args: DemoArgs) -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("bloscar demo: cannot start the async runtime: {e}");
@@ -109,15 +109,7 @@ async fn bind() -> Result<TcpListener, String> {
 async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let config = demo_config(args)?;
     let chooser = Arc::new(Recording::new(config.chooser()));
-    let limits = Limits {
-        max_message_size: config.max_message_bytes,
-        ..Limits::default()
-    };
-    let codec = Arc::new(MessageCodec::new(
-        Locator::new(Vec::new()),
-        chooser.clone(),
-        limits,
-    ));
+    let codec = Arc::new(config.message_codec_with(chooser.clone()));
     let metrics = Arc::new(Metrics::new());
     let settings = |role, forward: String| ProxySettings {
         role,
@@ -134,7 +126,8 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let echo = bind().await?;
     let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(grpc::serve_echo(echo));
-    let direct = Link::start(bind().await?, echo_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
+    let direct =
+        Link::start(bind().await?, echo_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
 
     let inbound = bind().await?;
     let inbound_addr = inbound.local_addr().map_err(|e| e.to_string())?;
@@ -145,7 +138,8 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         pending(),
         Duration::from_secs(1),
     ));
-    let between = Link::start(bind().await?, inbound_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
+    let between =
+        Link::start(bind().await?, inbound_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
     let outbound = bind().await?;
     let outbound_addr = outbound.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(proxy::serve(
@@ -156,8 +150,12 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         Duration::from_secs(1),
     ));
 
-    let mut direct_client = Client::connect(direct.addr()).await.map_err(|e| e.to_string())?;
-    let mut bloscar_client = Client::connect(outbound_addr).await.map_err(|e| e.to_string())?;
+    let mut direct_client = Client::connect(direct.addr())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut bloscar_client = Client::connect(outbound_addr)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let all = tensors::all(args.scale);
     let mut rows = Vec::new();
@@ -171,9 +169,28 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         );
         let request = kserve::infer_request("echo", &i.to_string(), tensor);
         let expected = kserve::echo_response(&request).map_err(|e| e.to_string())?;
-        let direct_run = measure(&mut direct_client, &direct, &request, &expected, args.rounds).await?;
-        eprintln!("[{}/{}] {}: through bloscar...", i + 1, all.len(), tensor.label);
-        let bloscar_run = measure(&mut bloscar_client, &between, &request, &expected, args.rounds).await?;
+        let direct_run = measure(
+            &mut direct_client,
+            &direct,
+            &request,
+            &expected,
+            args.rounds,
+        )
+        .await?;
+        eprintln!(
+            "[{}/{}] {}: through bloscar...",
+            i + 1,
+            all.len(),
+            tensor.label
+        );
+        let bloscar_run = measure(
+            &mut bloscar_client,
+            &between,
+            &request,
+            &expected,
+            args.rounds,
+        )
+        .await?;
         rows.push(Row {
             label: tensor.label,
             tensor_bytes: tensor.data.len() as u64,
