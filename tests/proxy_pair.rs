@@ -440,3 +440,31 @@ async fn server_cancellation_reaches_the_client() {
         tonic::Code::Cancelled
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_reset_reaches_the_client_as_cancelled() {
+    // An HTTP/2 upstream that starts the response, then resets the stream with CANCEL.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(tcp).await.unwrap();
+        while let Some(Ok((_request, mut respond))) = connection.accept().await {
+            let response = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap();
+            let mut send = respond.send_response(response, false).unwrap();
+            send.send_reset(h2::Reason::CANCEL);
+        }
+    });
+    let outbound = Proxy::start(bloscar::proxy::Role::Outbound, upstream).await;
+    let status = raw_unary(
+        channel(outbound.addr).await,
+        PLAIN_ECHO,
+        Bytes::from_static(b"x"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+}
