@@ -125,7 +125,7 @@ const NDARRAY_RULES: Variable = var(
     "(empty)",
     "rules separated by ; each method[@request|@response]=field.path[:dtype=...][:name=...], \
      e.g. /acme.v1.Imaging/Denoise=1",
-    "where ndarrays live in your own messages (see the rule syntax in src/locate/tagged.rs)",
+    "where ndarrays live in your own messages (rule syntax and examples: [docs/locators.md](docs/locators.md))",
 );
 const SHUTDOWN_GRACE_SECS: Variable = var(
     "BLOSCAR_SHUTDOWN_GRACE_SECS",
