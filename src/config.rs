@@ -602,6 +602,16 @@ fn parse_size(s: &str) -> Option<usize> {
     n.checked_mul(scale)
 }
 
+impl fmt::Display for CodecSetting {
+    /// The setting as `BLOSCAR_CODEC` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecSetting::Auto => f.write_str("auto"),
+            CodecSetting::Fixed(options) => options.fmt(f),
+        }
+    }
+}
+
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -73,15 +73,18 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let addr = |role| sidecar.proxy_addr(role).map(|a| a.to_string());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         mode = %config.mode,
-        inbound = ?sidecar.proxy_addr(Role::Inbound),
-        inbound_forward = config.mode.roles().contains(&Role::Inbound).then_some(config.inbound_forward.as_str()),
-        outbound = ?sidecar.proxy_addr(Role::Outbound),
+        inbound = addr(Role::Inbound),
+        inbound_forward = addr(Role::Inbound).map(|_| config.inbound_forward.as_str()),
+        outbound = addr(Role::Outbound),
         outbound_forward = config.outbound_forward.as_deref(),
         admin = %sidecar.admin_addr(),
-        codec = ?config.codec,
+        codec = %config.codec,
+        min_tensor_bytes = config.min_tensor_bytes,
+        max_message_bytes = config.max_message_bytes,
         "listening"
     );
     let shutdown = async move {

@@ -484,3 +484,11 @@ fn example_env_files_are_valid_and_use_only_known_variables() {
         assert!(c.ignored.is_empty(), "{file}: {:?}", c.ignored);
     }
 }
+
+#[test]
+fn codec_setting_displays_as_written() {
+    for text in ["auto", "lz4:5:byte", "zstd:1:bit", "blosclz:9:none"] {
+        let c = config(&[("BLOSCAR_CODEC", text)]).unwrap();
+        assert_eq!(c.codec.to_string(), text);
+    }
+}
