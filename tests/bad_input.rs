@@ -366,3 +366,20 @@ async fn many_bad_streams_on_one_connection_leave_good_ones_working() {
         assert_eq!(seen, Bytes::from(message.clone()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_server_behind_the_layer_reports_corrupt_containers() {
+    let builder = tonic::transport::Server::builder().layer(bloscar::BloscarLayer::server(codec()));
+    let server = start_server_with(builder, common::server::EchoService::default()).await;
+    let status = raw_h2_call(server.addr, Some("bloscar"), framed(true, b"corrupt")).await;
+    assert!(
+        matches!(status.code, Code::DataLoss | Code::Internal),
+        "{status}"
+    );
+    assert!(status.message.starts_with("bloscar: "), "{status}");
+    let mut prefix = vec![1u8];
+    prefix.extend_from_slice(&(u32::MAX).to_be_bytes());
+    let status = raw_h2_call(server.addr, Some("bloscar"), prefix).await;
+    assert_eq!(status.code, Code::ResourceExhausted, "{status}");
+    assert!(server.recorder.requests().is_empty());
+}

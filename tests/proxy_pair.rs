@@ -468,3 +468,42 @@ async fn an_upstream_reset_reaches_the_client_as_cancelled() {
     .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_stay_bit_identical() {
+    let pair = Pair::start_with(bloscar::proxy::UnknownPeer::Encode).await;
+    let channel = pair.channel().await;
+    let mut calls = Vec::new();
+    for i in 0..48usize {
+        let data = match i % 3 {
+            0 => smooth_f32(16 * 1024 + i * 100),
+            1 => random_bytes(40 * 1024 + i, i as u64),
+            _ => smooth_f32(200 + i),
+        };
+        let request = Bytes::from(kserve_request(data).encode_to_vec());
+        let channel = channel.clone();
+        calls.push(tokio::spawn(async move {
+            let response = raw_unary(channel, MODEL_INFER, request.clone())
+                .await
+                .unwrap()
+                .into_inner();
+            (request, response)
+        }));
+    }
+    let mut sent = Vec::new();
+    for call in calls {
+        let (request, response) = call.await.unwrap();
+        let request_msg = ModelInferRequest::decode(request.clone()).unwrap();
+        let response_msg = ModelInferResponse::decode(response).unwrap();
+        assert_eq!(
+            response_msg.raw_output_contents,
+            request_msg.raw_input_contents
+        );
+        sent.push(request);
+    }
+    let mut received = pair.server.recorder.requests();
+    received.sort();
+    sent.sort();
+    assert_eq!(received, sent);
+    wait_until(|| pair.outbound.metric("bloscar_streams_in_flight") == 0.0).await;
+}
