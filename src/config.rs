@@ -501,14 +501,24 @@ impl Config {
     /// `auto` currently compresses every tensor of at least the minimum size with
     /// [`AUTO_SETTING`] (lz4 level 5, byte shuffle; bit shuffle for one-byte elements).
     pub fn message_codec(&self) -> MessageCodec {
+        self.message_codec_with(self.chooser())
+    }
+
+    /// The chooser of the codec setting: what [`Config::message_codec`] compresses with.
+    pub fn chooser(&self) -> Arc<dyn Chooser> {
         let options = match self.codec {
             CodecSetting::Auto => AUTO_SETTING,
             CodecSetting::Fixed(options) => options,
         };
-        let chooser: Arc<dyn Chooser> = Arc::new(FixedChooser {
+        Arc::new(FixedChooser {
             options,
             min_size: self.min_tensor_bytes,
-        });
+        })
+    }
+
+    /// [`Config::message_codec`] with another chooser, e.g. one that wraps
+    /// [`Config::chooser`] to watch its picks.
+    pub fn message_codec_with(&self, chooser: Arc<dyn Chooser>) -> MessageCodec {
         let limits = Limits {
             max_message_size: self.max_message_bytes,
             ..Limits::default()

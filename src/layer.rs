@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -175,7 +176,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // The clone is ready-polled; keep it and call the one that was polled.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -186,6 +187,9 @@ where
                 Ok(response.map(boxed))
             }));
         }
+        // Encoding and decoding change a gRPC body's length, and gRPC's own framing
+        // delimits messages: a declared length would no longer hold.
+        request.headers_mut().remove(CONTENT_LENGTH);
         let shared = Arc::clone(&self.shared);
         let method: Arc<str> = Arc::from(request.uri().path());
         let slot = ErrorSlot::default();
@@ -245,10 +249,11 @@ impl Call {
                 return failed(&shared, &method, status);
             }
         };
-        let response = match shared.role {
+        let mut response = match shared.role {
             Role::Outbound => outbound_response(&shared, &method, &slot, response),
             Role::Inbound => inbound_response(&shared, &method, &slot, accepts_bloscar, response),
         };
+        response.headers_mut().remove(CONTENT_LENGTH);
         let metrics = Arc::clone(&shared.metrics);
         response.map(|body| {
             GrpcErrorBody::new(body, slot, move |status: &Status| {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod demo;
 mod logging;
 mod run;
 
@@ -26,6 +27,10 @@ struct Cli {
 enum Command {
     /// Run the sidecar: the configured proxy roles and the admin listener (the default).
     Run,
+    /// Show bloscar at work: an echo model, both sidecars and a throttled link in one
+    /// process on loopback; prints the bytes on the link and the latency, direct and
+    /// through bloscar.
+    Demo(demo::DemoArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -37,5 +42,6 @@ pub fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run::main(),
+        Command::Demo(args) => demo::main(args),
     }
 }

@@ -102,8 +102,11 @@ impl Client {
             .map_err(|e| CallError::Body(e.to_string()))?;
         // A trailers-only response carries its status in the headers.
         let trailers = collected.trailers().cloned().unwrap_or_default();
-        let status_of = |h: &HeaderMap, name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let status = status_of(&trailers, "grpc-status").or_else(|| status_of(&parts.headers, "grpc-status"));
+        let status_of = |h: &HeaderMap, name: &str| {
+            h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        };
+        let status = status_of(&trailers, "grpc-status")
+            .or_else(|| status_of(&parts.headers, "grpc-status"));
         if status.as_deref() != Some("0") || parts.status != StatusCode::OK {
             return Err(CallError::Status {
                 status: status.unwrap_or_else(|| format!("missing (HTTP {})", parts.status)),
@@ -121,7 +124,8 @@ impl Client {
     }
 }
 
-type EchoBody = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+type EchoBody =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 /// Serves the identity model on `listener`: every ModelInfer request comes back as the
 /// response carrying its inputs as outputs.
@@ -161,7 +165,11 @@ fn grpc_response(data: Option<Bytes>, status: u32, message: &str) -> Response<Ec
 
 async fn echo(request: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
     if request.uri().path() != kserve::MODEL_INFER {
-        return Ok(grpc_response(None, 12, "the demo echo serves ModelInfer only"));
+        return Ok(grpc_response(
+            None,
+            12,
+            "the demo echo serves ModelInfer only",
+        ));
     }
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -169,12 +177,22 @@ async fn echo(request: Request<Incoming>) -> Result<Response<EchoBody>, Infallib
     };
     let msgs = match unframe(&body) {
         Ok(msgs) if msgs.len() == 1 => msgs,
-        Ok(_) => return Ok(grpc_response(None, 13, "a unary request must hold one message")),
+        Ok(_) => {
+            return Ok(grpc_response(
+                None,
+                13,
+                "a unary request must hold one message",
+            ));
+        }
         Err(e) => return Ok(grpc_response(None, 13, e)),
     };
     match kserve::echo_response(msgs[0]) {
         Ok(response) => Ok(grpc_response(Some(frame(&response)), 0, "")),
-        Err(e) => Ok(grpc_response(None, 3, &format!("malformed ModelInferRequest: {e}"))),
+        Err(e) => Ok(grpc_response(
+            None,
+            3,
+            &format!("malformed ModelInferRequest: {e}"),
+        )),
     }
 }
 
@@ -201,7 +219,13 @@ mod tests {
         let request = kserve::infer_request("echo", "1", &tensor);
         let response = client.unary(kserve::MODEL_INFER, &request).await.unwrap();
         assert_eq!(response, kserve::echo_response(&request).unwrap());
-        let err = client.unary("/other.Service/Method", &request).await.unwrap_err();
-        assert!(matches!(err, CallError::Status { ref status, .. } if status == "12"), "{err}");
+        let err = client
+            .unary("/other.Service/Method", &request)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CallError::Status { ref status, .. } if status == "12"),
+            "{err}"
+        );
     }
 }

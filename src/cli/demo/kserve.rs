@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(fields[1].bytes(), Some(&b"7"[..]));
         assert_eq!(fields[3].bytes(), Some(&t.data[..]));
         // The tensor description travels unchanged.
-        let input = Fields::new(&request).map(Result::unwrap).find(|f| f.number == 5).unwrap();
+        let input = Fields::new(&request)
+            .map(Result::unwrap)
+            .find(|f| f.number == 5)
+            .unwrap();
         assert_eq!(fields[2].bytes(), input.bytes());
     }
 
@@ -107,12 +110,17 @@ mod tests {
         // Checked with the project's generated KServe types.
         use prost::Message;
         let t = tensor();
-        let req = bloscar::pb::inference::ModelInferRequest::decode(&infer_request("m", "7", &t)[..]).unwrap();
+        let req =
+            bloscar::pb::inference::ModelInferRequest::decode(&infer_request("m", "7", &t)[..])
+                .unwrap();
         assert_eq!(req.model_name, "m");
         assert_eq!(req.inputs[0].datatype, "FP32");
         assert_eq!(req.inputs[0].shape, vec![2, 3]);
         assert_eq!(req.raw_input_contents, vec![t.data.clone()]);
-        let resp = bloscar::pb::inference::ModelInferResponse::decode(&echo_response(&infer_request("m", "7", &t)).unwrap()[..]).unwrap();
+        let resp = bloscar::pb::inference::ModelInferResponse::decode(
+            &echo_response(&infer_request("m", "7", &t)).unwrap()[..],
+        )
+        .unwrap();
         assert_eq!(resp.outputs[0].name, "x");
         assert_eq!(resp.raw_output_contents, vec![t.data]);
     }

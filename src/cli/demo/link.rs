@@ -156,13 +156,24 @@ mod tests {
             s.read_exact(&mut buf).await.unwrap();
             s.write_all(&buf[..50_000]).await.unwrap();
         });
-        let link = Link::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), echo_addr, 1000.0).unwrap();
+        let link = Link::start(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            echo_addr,
+            1000.0,
+        )
+        .unwrap();
         let mut client = TcpStream::connect(link.addr()).await.unwrap();
         let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         client.write_all(&sent).await.unwrap();
         let mut back = vec![0u8; 50_000];
         client.read_exact(&mut back).await.unwrap();
         assert_eq!(back, sent[..50_000]);
-        assert_eq!(link.carried(), Carried { up: 100_000, down: 50_000 });
+        assert_eq!(
+            link.carried(),
+            Carried {
+                up: 100_000,
+                down: 50_000
+            }
+        );
     }
 }

@@ -23,9 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bloscar::config::Config;
-use bloscar::container::Limits;
-use bloscar::locate::Locator;
-use bloscar::message::MessageCodec;
 use bloscar::metrics::Metrics;
 use bloscar::proxy::{self, ProxySettings, Role, UnknownPeer};
 use tokio::net::TcpListener;
@@ -61,7 +58,17 @@ fn positive(s: &str) -> Result<f64, String> {
 
 /// Runs the demo; the exit status says whether every response was bit-exact.
 pub fn main(args: DemoArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The sidecars' warnings and errors go to stderr; BLOSCAR_LOG overrides the filter.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BLOSCAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("bloscar demo: cannot start the async runtime: {e}");
@@ -102,15 +109,7 @@ async fn bind() -> Result<TcpListener, String> {
 async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let config = demo_config(args)?;
     let chooser = Arc::new(Recording::new(config.chooser()));
-    let limits = Limits {
-        max_message_size: config.max_message_bytes,
-        ..Limits::default()
-    };
-    let codec = Arc::new(MessageCodec::new(
-        Locator::new(config.ndarray_rules.clone()),
-        chooser.clone(),
-        limits,
-    ));
+    let codec = Arc::new(config.message_codec_with(chooser.clone()));
     let metrics = Arc::new(Metrics::new());
     let settings = |role, forward: String| ProxySettings {
         role,
@@ -127,7 +126,8 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let echo = bind().await?;
     let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(grpc::serve_echo(echo));
-    let direct = Link::start(bind().await?, echo_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
+    let direct =
+        Link::start(bind().await?, echo_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
 
     let inbound = bind().await?;
     let inbound_addr = inbound.local_addr().map_err(|e| e.to_string())?;
@@ -138,7 +138,8 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         pending(),
         Duration::from_secs(1),
     ));
-    let between = Link::start(bind().await?, inbound_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
+    let between =
+        Link::start(bind().await?, inbound_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
     let outbound = bind().await?;
     let outbound_addr = outbound.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(proxy::serve(
@@ -149,8 +150,12 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         Duration::from_secs(1),
     ));
 
-    let mut direct_client = Client::connect(direct.addr()).await.map_err(|e| e.to_string())?;
-    let mut bloscar_client = Client::connect(outbound_addr).await.map_err(|e| e.to_string())?;
+    let mut direct_client = Client::connect(direct.addr())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut bloscar_client = Client::connect(outbound_addr)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let all = tensors::all(args.scale);
     let mut rows = Vec::new();
@@ -164,9 +169,28 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         );
         let request = kserve::infer_request("echo", &i.to_string(), tensor);
         let expected = kserve::echo_response(&request).map_err(|e| e.to_string())?;
-        let direct_run = measure(&mut direct_client, &direct, &request, &expected, args.rounds).await?;
-        eprintln!("[{}/{}] {}: through bloscar...", i + 1, all.len(), tensor.label);
-        let bloscar_run = measure(&mut bloscar_client, &between, &request, &expected, args.rounds).await?;
+        let direct_run = measure(
+            &mut direct_client,
+            &direct,
+            &request,
+            &expected,
+            args.rounds,
+        )
+        .await?;
+        eprintln!(
+            "[{}/{}] {}: through bloscar...",
+            i + 1,
+            all.len(),
+            tensor.label
+        );
+        let bloscar_run = measure(
+            &mut bloscar_client,
+            &between,
+            &request,
+            &expected,
+            args.rounds,
+        )
+        .await?;
         rows.push(Row {
             label: tensor.label,
             tensor_bytes: tensor.data.len() as u64,
@@ -192,26 +216,13 @@ async fn measure(
     expected: &[u8],
     rounds: u32,
 ) -> Result<Measured, String> {
-    let call = |client: &mut Client| {
-        let fut = async move {
-            let response = client
-                .unary(kserve::MODEL_INFER, request)
-                .await
-                .map_err(|e| e.to_string())?;
-            if response != expected {
-                return Err("the response differs from the request's tensors".to_owned());
-            }
-            Ok::<(), String>(())
-        };
-        fut
-    };
     // Warm-up: lets the outbound sidecar learn that its peer reads bloscar.
-    call(client).await?;
+    call(client, request, expected).await?;
     let before = link.carried();
     let mut latencies = Vec::with_capacity(rounds as usize);
     for _ in 0..rounds {
         let start = Instant::now();
-        call(client).await?;
+        call(client, request, expected).await?;
         latencies.push(start.elapsed());
     }
     latencies.sort();
@@ -219,4 +230,16 @@ async fn measure(
         link_bytes: link.carried().since(before).total() / u64::from(rounds),
         latency: latencies[latencies.len() / 2],
     })
+}
+
+/// One call, checked bit for bit against the identity model's answer.
+async fn call(client: &mut Client, request: &[u8], expected: &[u8]) -> Result<(), String> {
+    let response = client
+        .unary(kserve::MODEL_INFER, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response != expected {
+        return Err("a response differs from its request's tensors".to_owned());
+    }
+    Ok(())
 }

@@ -43,7 +43,10 @@ pub fn table(rows: &[Row], args: &DemoArgs) -> String {
                 mb(r.tensor_bytes),
                 mb(r.direct.link_bytes),
                 mb(r.bloscar.link_bytes),
-                format!("{:.2}", r.direct.link_bytes as f64 / r.bloscar.link_bytes.max(1) as f64),
+                format!(
+                    "{:.2}",
+                    r.direct.link_bytes as f64 / r.bloscar.link_bytes.max(1) as f64
+                ),
                 ms(r.direct.latency),
                 ms(r.bloscar.latency),
                 format!(
@@ -55,7 +58,14 @@ pub fn table(rows: &[Row], args: &DemoArgs) -> String {
         })
         .collect();
     let widths: Vec<usize> = (0..head.len())
-        .map(|i| cells.iter().map(|c| c[i].len()).chain([head[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cols: &[String]| {
         let body: Vec<String> = cols
