@@ -119,8 +119,8 @@ def request_case():
 
 
 def response():
-    """A response like Triton's: raw outputs, one output with typed contents (its raw
-    entry empty, keeping positions), one in shared memory (empty entry too)."""
+    """Raw outputs, one output with typed contents and one in shared memory; raw entries
+    match outputs by position (tritonclient's rule), so those two have empty entries."""
     resp = service_pb2.ModelInferResponse(model_name="model", model_version="1", id="r-1")
     expected = []
     tensors = [
