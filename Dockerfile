@@ -6,6 +6,8 @@
 # numeric non-root user 65532 and writes nothing to its filesystem.
 
 ARG RUST_VERSION=1.95
+# distroless/cc: glibc, libgcc_s and libstdc++ (the Snappy codec inside Blosc is C++),
+# matching the bookworm builder's glibc.
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # --- skeleton: the manifests plus every .rs file emptied to a placeholder --------------

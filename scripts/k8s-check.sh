@@ -2,7 +2,9 @@
 # Kubernetes checks: the Dockerfile (hadolint), the Helm chart (helm lint --strict), every
 # manifest it renders over a matrix of values and Kubernetes versions (strict schema
 # validation plus the chart's own rules, scripts/k8s/validate.py), a chart that adopts
-# the sidecar through the named template, and values that the schema must reject.
+# the sidecar through the named template, every rendered sidecar environment through
+# bloscar's configuration parser (examples/config_check.rs), and what must be rejected.
+# Prints PASS/FAIL per check and "k8s: N passed, M failed"; exits 1 if any check failed.
 # Tools are installed on first use into .venvs/k8s-tools (scripts/k8s/install-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +64,8 @@ render_and_validate() {
         return
     fi
     check "validate $name for Kubernetes $kube" \
-        "$TOOLS/python" scripts/k8s/validate.py --kube-version "$kube" --sidecar-type "$type" "$out"
+        "$TOOLS/python" scripts/k8s/validate.py --kube-version "$kube" --sidecar-type "$type" \
+        --env-dir "$WORK/env/$(basename "$out" .yaml)" "$out"
 }
 
 echo "== hadolint $("$TOOLS/hadolint" --version)"
@@ -124,7 +127,41 @@ for kube in 1.27 "$NEWEST"; do
     render_and_validate "adopting chart, classic" "$ADOPTER" classic "$kube" --set bloscar.sidecar.type=classic
 done
 
+# A pod of each other role, through the same named templates (a copy of the adopting chart
+# with one more template).
+cat >"$ADOPTER/templates/ci-role.yaml" <<'YAML'
+{{- if .Values.ciRole }}
+{{- $bloscar := dict "root" $ "values" .Values.bloscar "role" .Values.ciRole "forward" .Values.ciForward }}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ci-{{ .Values.ciRole }}
+spec:
+  terminationGracePeriodSeconds: {{ include "bloscar.terminationGracePeriodSeconds" $bloscar }}
+  {{- with include "bloscar.initContainers" $bloscar | trim }}
+  initContainers:
+    {{- . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: app
+      image: registry.example.com/app:1.0
+    {{- include "bloscar.containers" $bloscar | nindent 4 }}
+{{- end }}
+YAML
+render_and_validate "outbound role, native" "$ADOPTER" native "$NEWEST" \
+    --set ciRole=outbound --set ciForward=triton-bloscar.models.svc:9440
+render_and_validate "both roles in one sidecar, classic" "$ADOPTER" classic 1.27 \
+    --set ciRole=both --set bloscar.sidecar.type=classic --set bloscar.sidecar.outbound.forward=peer-bloscar:9440
+
+echo "== every rendered sidecar environment, through bloscar's own configuration parser"
+check "BLOSCAR_* environments parse (examples/config_check.rs)" \
+    cargo run --quiet --locked --example config_check -- "$WORK"/env/*/*.env
+
 echo "== what must be rejected"
+must_fail "outbound role without a forward address" "sidecar.outbound.forward .* is required" \
+    "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=outbound
+must_fail "a role the sidecar does not have" "role must be inbound, outbound or both" \
+    "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=sideways
 cat >"$WORK/wrong-type.yaml" <<'YAML'
 sidecar:
   ports:
@@ -160,6 +197,13 @@ must_fail "chart rule: sidecar with a writable root filesystem" "securityContext
     --set-json 'sidecar.extraEnv=[{"name":"BLOSCAR_CODECS","value":"lz4"}]' >"$WORK/unknown-variable.yaml"
 must_fail "chart rule: a BLOSCAR_* variable that src/config.rs does not define" "variables not in src/config.rs: BLOSCAR_CODECS" \
     "$TOOLS/python" scripts/k8s/validate.py --kube-version "$NEWEST" --sidecar-type native "$WORK/unknown-variable.yaml"
+
+"$HELM" template bloscar-ci "$CHART" -f "$CHART/ci/native-example-values.yaml" \
+    --set-string config.maxMessageBytes=5GiB >"$WORK/too-large.yaml"
+"$TOOLS/python" scripts/k8s/validate.py --kube-version "$NEWEST" --sidecar-type native \
+    --env-dir "$WORK/env-too-large" "$WORK/too-large.yaml" >/dev/null
+must_fail "configuration parser: a message limit above 4 GiB - 1" "BLOSCAR_MAX_MESSAGE_BYTES: invalid value \"5GiB\"" \
+    cargo run --quiet --locked --example config_check -- "$WORK"/env-too-large/*.env
 
 echo "k8s: $passed passed, $failed failed"
 [[ "$failed" -eq 0 ]]

@@ -21,10 +21,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -51,6 +53,13 @@ struct Shared {
     unknown_peer: UnknownPeer,
     peer: AtomicU8,
     metrics: Arc<Metrics>,
+    /// Bounds the messages transformed at once across all streams of the layer.
+    pool: Arc<Semaphore>,
+}
+
+/// Transforms run at once per layer: enough to keep every core busy while one waits.
+fn pool_size() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
 /// A tower layer that speaks the bloscar encoding on one side of a gRPC link.
@@ -74,6 +83,7 @@ impl BloscarLayer {
                 unknown_peer: UnknownPeer::default(),
                 peer: AtomicU8::new(PEER_UNKNOWN),
                 metrics: Arc::new(Metrics::new()),
+                pool: Arc::new(Semaphore::new(pool_size())),
             }),
         }
     }
@@ -113,15 +123,16 @@ impl BloscarLayer {
     }
 
     fn with(self, edit: impl FnOnce(&mut Shared)) -> Self {
-        let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
+        // Settings are fixed once services exist; before that the layer is the only owner.
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
             role: shared.role,
             codec: Arc::clone(&shared.codec),
             max_message_bytes: shared.max_message_bytes,
             unknown_peer: shared.unknown_peer,
             peer: AtomicU8::new(shared.peer.load(Ordering::Relaxed)),
             metrics: Arc::clone(&shared.metrics),
+            pool: Arc::clone(&shared.pool),
         });
-        let mut shared = shared;
         edit(&mut shared);
         BloscarLayer {
             shared: Arc::new(shared),
@@ -175,7 +186,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // The clone is ready-polled; keep it and call the one that was polled.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -186,6 +197,9 @@ where
                 Ok(response.map(boxed))
             }));
         }
+        // Encoding and decoding change a gRPC body's length, and gRPC's own framing
+        // delimits messages: a declared length would no longer hold.
+        request.headers_mut().remove(CONTENT_LENGTH);
         let shared = Arc::clone(&self.shared);
         let method: Arc<str> = Arc::from(request.uri().path());
         let slot = ErrorSlot::default();
@@ -245,10 +259,11 @@ impl Call {
                 return failed(&shared, &method, status);
             }
         };
-        let response = match shared.role {
+        let mut response = match shared.role {
             Role::Outbound => outbound_response(&shared, &method, &slot, response),
             Role::Inbound => inbound_response(&shared, &method, &slot, accepts_bloscar, response),
         };
+        response.headers_mut().remove(CONTENT_LENGTH);
         let metrics = Arc::clone(&shared.metrics);
         response.map(|body| {
             GrpcErrorBody::new(body, slot, move |status: &Status| {
@@ -306,12 +321,15 @@ where
                 direction: Direction::Request,
                 source,
             };
-            boxed(MessageBody::new(
-                body,
-                Arc::new(transform),
-                shared.max_message_bytes,
-                slot.clone(),
-            ))
+            boxed(
+                MessageBody::new(
+                    body,
+                    Arc::new(transform),
+                    shared.max_message_bytes,
+                    slot.clone(),
+                )
+                .bounded(Arc::clone(&shared.pool)),
+            )
         }
         _ => boxed(body),
     };
@@ -407,12 +425,15 @@ where
                 direction: Direction::Response,
                 source,
             };
-            boxed(MessageBody::new(
-                body,
-                Arc::new(transform),
-                shared.max_message_bytes,
-                slot.clone(),
-            ))
+            boxed(
+                MessageBody::new(
+                    body,
+                    Arc::new(transform),
+                    shared.max_message_bytes,
+                    slot.clone(),
+                )
+                .bounded(Arc::clone(&shared.pool)),
+            )
         }
         _ => boxed(body),
     };
@@ -435,12 +456,15 @@ where
         method: Arc::clone(method),
         direction,
     };
-    boxed(MessageBody::new(
-        body,
-        Arc::new(transform),
-        shared.max_message_bytes,
-        slot.clone(),
-    ))
+    boxed(
+        MessageBody::new(
+            body,
+            Arc::new(transform),
+            shared.max_message_bytes,
+            slot.clone(),
+        )
+        .bounded(Arc::clone(&shared.pool)),
+    )
 }
 
 fn metrics_direction(direction: Direction) -> metrics::Direction {

@@ -3,6 +3,7 @@
 //! The core (`codec`, `container`, `locate`, `message`) does no I/O and knows
 //! nothing of HTTP. The proxy and the tower layer are thin glue over it.
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod container;
@@ -17,6 +18,7 @@ pub mod ndarray;
 #[cfg(feature = "pb")]
 pub mod pb;
 pub mod proxy;
+pub mod sidecar;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
 pub use container::Limits;

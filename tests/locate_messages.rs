@@ -940,3 +940,43 @@ fn every_setting_round_trips_a_large_tensor() {
         }
     }
 }
+
+/// A rule can describe TF Serving's `tensor_content` by configuration alone: the dtype
+/// from a sibling TF enum field, the name from a field nested in a sibling message (the
+/// last dimension's name). It then finds what the built-in locator finds.
+#[test]
+fn rules_reproduce_the_built_in_tf_locator() {
+    let tensors: Vec<(Tensor, bool)> = DType::ALL
+        .iter()
+        .filter(|d| **d != DType::Bytes)
+        .enumerate()
+        .map(|(i, &dtype)| {
+            let t = Tensor {
+                name: format!("t{i}"),
+                dtype,
+                shape: vec![3, i as i64 + 1],
+                data: (0..3 * (i + 1) * dtype.elem_size())
+                    .map(|b| b as u8)
+                    .collect(),
+            };
+            (t, true)
+        })
+        .collect();
+    let (mut inputs, _) = tf_map(&tensors, false);
+    for (name, proto) in inputs.iter_mut() {
+        if let Some(shape) = proto.tensor_shape.as_mut() {
+            shape.dim.last_mut().unwrap().name = name.clone();
+        }
+    }
+    let msg = PredictRequest {
+        inputs,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let built_in = Locator::default().locate(TF_SERVING_PREDICT, Direction::Request, &msg);
+    assert_eq!(built_in.len(), tensors.len());
+    let rules = TaggedRule::parse_list("/x.Y/Z@request=2.2.4:dtype=1/tf:name=2.2.2").unwrap();
+    let by_rule = Locator::new(rules).locate("/x.Y/Z", Direction::Request, &msg);
+    assert_eq!(by_rule, built_in);
+    assert!(by_rule.iter().all(|r| r.name.starts_with('t')));
+}

@@ -115,6 +115,16 @@ def check_sidecar(pod, expected_type, variables):
     return found
 
 
+def write_env(env_dir, ref, pod):
+    """Writes the literal environment of each bloscar container, for config_check."""
+    env_dir.mkdir(parents=True, exist_ok=True)
+    for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        if SIDECAR_IMAGE.search(c["image"]):
+            lines = [f"{e['name']}={e['value']}\n" for e in c.get("env", []) if "value" in e]
+            name = f"{ref.replace('/', '-')}-{c['name']}.env"
+            (env_dir / name).write_text("".join(lines))
+
+
 def pod_specs(doc):
     if doc["kind"] in WORKLOAD_KINDS:
         yield doc["spec"]["template"]["metadata"].get("labels", {}), doc["spec"]["template"]["spec"]
@@ -150,6 +160,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kube-version", required=True)
     ap.add_argument("--sidecar-type", choices=["native", "classic", "none"], required=True)
+    ap.add_argument("--env-dir", help="write each sidecar's NAME=VALUE environment here")
     ap.add_argument("file")
     args = ap.parse_args()
 
@@ -162,15 +173,17 @@ def main():
         for labels, spec in pod_specs(doc):
             if args.sidecar_type != "none":
                 errors += check_sidecar(spec, args.sidecar_type, variables)
+            if args.env_dir:
+                write_env(pathlib.Path(args.env_dir), ref, spec)
         if errors:
             failures += 1
             for e in errors:
-                print(f"  FAIL {ref} ({against}): {e}")
+                print(f"  invalid {ref} ({against}): {e}")
         else:
-            print(f"  ok   {ref} ({against}, strict)")
+            print(f"  valid   {ref} ({against}, strict)")
     for e in check_services(docs):
         failures += 1
-        print(f"  FAIL {e}")
+        print(f"  invalid {e}")
     return 1 if failures else 0
 
 

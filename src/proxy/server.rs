@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -27,6 +27,9 @@ use crate::metrics::Metrics;
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// HTTP/2 pings on idle client connections.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting, sends GOAWAY on
 /// every connection, and returns once in-flight streams finish or `grace` has passed.
@@ -48,7 +51,15 @@ pub async fn serve(
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().adaptive_window(true);
+    // The timer bounds how long an HTTP/1 client may take to send its headers, and drives
+    // HTTP/2 keep-alive pings that notice clients that vanished.
+    builder.http1().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr()?;
     tracing::info!(%local, role = ?settings.role, forward = %settings.forward, "listening");

@@ -6,18 +6,25 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::headers::strip_hop_by_hop;
 use crate::BoxError;
 use crate::layer::BoxBody;
+
+/// How long a connection attempt to the upstream may take before the call is UNAVAILABLE.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on idle upstream connections, so that a vanished peer is noticed.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects every request to one configured address, whatever its URI says.
 #[derive(Clone)]
@@ -59,15 +66,23 @@ impl Upstream {
             .build()?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let connector = FixedConnector {
             inner: connector,
             target,
         };
         let h2 = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .http2_only(true)
             .http2_adaptive_window(true)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .build(connector.clone());
-        let h1 = Client::builder(TokioExecutor::new()).build(connector);
+        let h1 = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Ok(Upstream { h2, h1, forward })
     }
 }

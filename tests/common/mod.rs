@@ -288,3 +288,15 @@ pub fn kserve_request(data: Vec<u8>) -> ModelInferRequest {
         raw_input_contents: vec![data],
     }
 }
+
+/// Waits until `done` holds, checking every 10 ms; panics after 20 s so a broken
+/// behaviour fails the test instead of hanging it.
+pub async fn wait_until(mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 20 s");
+}

@@ -29,6 +29,7 @@ use http::HeaderMap;
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::body::Body as TonicBody;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::server::Grpc;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -190,6 +191,9 @@ fn with_echo<T>(metadata: &MetadataMap, message: T) -> Response<T> {
 #[derive(Clone, Default)]
 pub struct EchoService {
     pub recorder: Arc<Recorder>,
+    /// Answer with gzip-compressed messages when the client accepts gzip (as Triton does
+    /// with response compression on).
+    pub gzip_responses: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -209,6 +213,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let recorder = Arc::clone(&self.recorder);
+        let gzip_responses = self.gzip_responses;
         recorder
             .headers
             .lock()
@@ -224,7 +229,11 @@ where
         Box::pin(async move {
             let mut grpc = Grpc::new(RawCodec)
                 .max_decoding_message_size(256 << 20)
-                .max_encoding_message_size(256 << 20);
+                .max_encoding_message_size(256 << 20)
+                .accept_compressed(CompressionEncoding::Gzip);
+            if gzip_responses {
+                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+            }
             let response = match (path.as_str(), mode.as_str()) {
                 (MODEL_STREAM_INFER, "client") => {
                     grpc.client_streaming(ClientStream { recorder, path }, request)
@@ -423,11 +432,14 @@ pub struct TestServer {
 
 /// Starts the echo server on 127.0.0.1 without any layer.
 pub async fn start_server() -> TestServer {
-    start_server_with(tonic::transport::Server::builder()).await
+    start_server_with(tonic::transport::Server::builder(), EchoService::default()).await
 }
 
-/// Starts the echo server on 127.0.0.1 behind `layer`.
-pub async fn start_server_with<L, ResBody>(builder: tonic::transport::Server<L>) -> TestServer
+/// Starts `service` on 127.0.0.1 with the layers of `builder`.
+pub async fn start_server_with<L, ResBody>(
+    builder: tonic::transport::Server<L>,
+    service: EchoService,
+) -> TestServer
 where
     L: tower::Layer<EchoService> + Send + 'static,
     L::Service: tower::Service<http::Request<TonicBody>, Response = http::Response<ResBody>>
@@ -442,7 +454,6 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = EchoService::default();
     let recorder = Arc::clone(&service.recorder);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);

@@ -5,8 +5,10 @@ Topology per server (all on 127.0.0.1):
 
     client --app relay--> outbound sidecar --link relay--> inbound sidecar --> server
 
-The relay (relay.py) counts the bytes on both hops: "app bytes" are what the client and
-server exchanged, "link bytes" what crossed between the sidecars. Servers: Triton (nvidia-
+The relay (relay.py) counts the bytes on every hop: "app bytes" are what the client
+exchanged with its sidecar, "link bytes" what crossed between the sidecars, "server bytes"
+what the inbound sidecar exchanged with the server (smaller than app bytes when the server
+compresses its responses: the sidecars decode them and the client gets identity). Servers: Triton (nvidia-
 pytriton) without and with its response compression, and a TF Serving Predict echo server
 without and with gzip responses. Each client prints one JSON line per case.
 
@@ -117,18 +119,21 @@ def wait_ready(admin_port: int, procs: Processes, timeout: float = 30) -> None:
 
 
 def table(records: list) -> str:
-    head = ("suite", "tensor", "mode", "req comp", "resp comp", "app bytes", "link bytes", "ratio", "bit-exact")
+    head = ("suite", "tensor", "mode", "req comp", "resp comp", "app bytes", "server bytes", "link bytes",
+            "ratio", "bit-exact")
     rows = []
     for r in records:
         app, link = r.get("app_bytes"), r.get("link_bytes")
         ratio = f"{app / link:.2f}" if app and link else "-"
         rows.append((
             r["suite"], r["tensor"], r["mode"], r["request_compression"], r["response_compression"],
-            str(app) if app is not None else "-", str(link) if link is not None else "-", ratio,
+            str(app) if app is not None else "-",
+            str(r["server_bytes"]) if r.get("server_bytes") is not None else "-",
+            str(link) if link is not None else "-", ratio,
             "yes" if r["bit_exact"] else "NO" + (f" ({r['error'][:80]})" if r.get("error") else ""),
         ))
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    numeric = {5, 6, 7}
+    numeric = {5, 6, 7, 8}
 
     def fmt(row):
         return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
@@ -172,6 +177,7 @@ def main() -> int:
             else:
                 routes.append(f"link-{name}=127.0.0.1:{inbound[name]}")
                 routes.append(f"app-{name}=127.0.0.1:{outbound[name]}")
+                routes.append(f"server-{name}=127.0.0.1:{backend[name]}")
         procs.start("relay", [sys.executable, "relay.py", "--ports-file", logdir / "relay.ports",
                               *[a for r in routes for a in ("--route", r)]])
         relay = wait_for_file(logdir / "relay.ports", procs, 10)
@@ -184,7 +190,7 @@ def main() -> int:
                     **common,
                     "BLOSCAR_MODE": "inbound",
                     "BLOSCAR_INBOUND_LISTEN": f"127.0.0.1:{inbound[name]}",
-                    "BLOSCAR_INBOUND_FORWARD": f"127.0.0.1:{backend[name]}",
+                    "BLOSCAR_INBOUND_FORWARD": f"127.0.0.1:{relay[f'server-{name}']}",
                     "BLOSCAR_ADMIN_LISTEN": f"127.0.0.1:{admin_in}",
                 })
                 procs.start(f"bloscar-outbound-{name}", [args.bloscar], {
@@ -205,7 +211,8 @@ def main() -> int:
             result = subprocess.run(
                 [str(python), cases, "--url", f"127.0.0.1:{relay[app_route]}",
                  "--relay-control", str(relay["control"]), "--app-route", app_route,
-                 "--link-route", f"link-{name}", "--response-compression", rc],
+                 "--link-route", f"link-{name}", "--response-compression", rc,
+                 *([] if args.direct else ["--server-route", f"server-{name}"])],
                 cwd=HERE, stdout=subprocess.PIPE, stderr=open(logdir / f"{cases}-{name}.log", "wb"), text=True,
                 timeout=600,
             )

@@ -76,6 +76,7 @@ def main() -> int:
     parser.add_argument("--relay-control", type=int, required=True)
     parser.add_argument("--app-route", required=True)
     parser.add_argument("--link-route", required=True)
+    parser.add_argument("--server-route", help="relay route between the inbound sidecar and the server")
     parser.add_argument("--response-compression", default="none", help="label for the report")
     parser.add_argument("--warmup", type=int, default=1, help="calls before measuring")
     args = parser.parse_args()
@@ -101,10 +102,11 @@ def main() -> int:
                     "response_compression": args.response_compression,
                 }
                 try:
-                    with Meter(args.relay_control, args.app_route, args.link_route) as meter:
+                    with Meter(args.relay_control, args.app_route, args.link_route, args.server_route) as meter:
                         record["bit_exact"] = call(client, model, arrays, expected, compression)
                     record["app_bytes"] = meter.app_bytes
                     record["link_bytes"] = meter.link_bytes
+                    record["server_bytes"] = meter.server_bytes
                 except Exception as exc:  # reported per case; the runner fails the suite
                     record["bit_exact"] = False
                     record["error"] = f"{type(exc).__name__}: {exc}"

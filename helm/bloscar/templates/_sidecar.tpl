@@ -10,7 +10,10 @@ Argument: a dict with
            peer's bloscar Service (outbound); default values.sidecar.inbound.forward
            or values.sidecar.outbound.forward;
   inboundForward, outboundForward
-           optional, the same per side (for the both role).
+           optional, the same per side (for the both role);
+  appStopSeconds
+           optional, for bloscar.terminationGracePeriodSeconds: how long the app takes
+           to stop (preStop delay plus drain), which a native sidecar waits out first.
 
 "bloscar.sidecar" renders a one-item YAML list (the container). Most pod templates want
 the mode-aware pair instead, which renders the container in the right list for the
@@ -165,11 +168,15 @@ configured sidecar.type and nothing in the other:
 
 {{/*
 terminationGracePeriodSeconds that lets the preStop delay and the drain finish:
-preStopSleepSeconds + shutdownGraceSecs + 5 s of margin.
+preStopSleepSeconds + shutdownGraceSecs + 5 s of margin. A native sidecar is stopped only
+after the app containers have exited, so in that mode the optional argument
+appStopSeconds (the app's own preStop delay plus drain) is added as well.
 */}}
 {{- define "bloscar.terminationGracePeriodSeconds" -}}
 {{- $v := .values | default .root.Values -}}
-{{- add $v.sidecar.preStopSleepSeconds $v.config.shutdownGraceSecs 5 }}
+{{- $seconds := add $v.sidecar.preStopSleepSeconds $v.config.shutdownGraceSecs 5 -}}
+{{- if eq $v.sidecar.type "native" }}{{ $seconds = add $seconds (.appStopSeconds | default 0) }}{{ end -}}
+{{- $seconds }}
 {{- end }}
 
 {{/* Prometheus scrape annotations for a pod template's metadata.annotations. */}}
