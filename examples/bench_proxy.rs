@@ -182,19 +182,44 @@ impl Drop for Sidecar {
     }
 }
 
-/// Whether the admin listener answers `/ready` with 200 (a bare HTTP/1.1 exchange).
-async fn ready(admin: SocketAddr) -> bool {
+/// One bare HTTP/1.1 GET to an admin listener: the whole response, or "" on failure.
+async fn admin_get(admin: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
-        return false;
+        return String::new();
     };
-    let request = format!("GET /ready HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
+        return String::new();
     }
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
-    response.starts_with(b"HTTP/1.1 200")
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Whether the admin listener answers `/ready` with 200.
+async fn ready(admin: SocketAddr) -> bool {
+    admin_get(admin, "/ready").await.starts_with("HTTP/1.1 200")
+}
+
+/// Message bytes of unary ModelInfer calls the outbound sidecar has seen so far, both
+/// directions: (as the apps exchanged them, as they crossed between the sidecars).
+async fn model_infer_bytes(outbound_admin: SocketAddr) -> (f64, f64) {
+    let metrics = admin_get(outbound_admin, "/metrics").await;
+    let sum = |family: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with(family)
+                    && line.contains("method=\"/inference.GRPCInferenceService/ModelInfer\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        sum("bloscar_message_bytes_before_total{"),
+        sum("bloscar_message_bytes_after_total{"),
+    )
 }
 
 async fn connect(addr: SocketAddr) -> Client {
@@ -378,8 +403,16 @@ async fn main() {
     eprintln!("4 MiB FP32 unary calls ({LARGE_CALLS} per path)...");
     let large = infer_request(fp32_tensor(4 << 20, 2));
     compare(&mut direct, &mut proxied, &large, 3).await;
+    let bytes_before = model_infer_bytes(outbound.admin).await;
     let (mut large_direct, mut large_proxied) =
         compare(&mut direct, &mut proxied, &large, LARGE_CALLS).await;
+    let bytes_after = model_infer_bytes(outbound.admin).await;
+    let per_call = |i: usize| {
+        let (a, b) = (bytes_before, bytes_after);
+        let delta = if i == 0 { b.0 - a.0 } else { b.1 - a.1 };
+        delta / LARGE_CALLS as f64 / (1 << 20) as f64
+    };
+    let (app_mib, link_mib) = (per_call(0), per_call(1));
 
     eprintln!("{STREAMS} concurrent streams of {STREAM_MESSAGES} x 1 MiB FP32 through the pair...");
     let sampling = Arc::new(std::sync::Mutex::new([0u64; 2]));
@@ -455,6 +488,11 @@ async fn main() {
         millis(ld99),
         millis(lp99),
         signed_millis(ld99, lp99)
+    );
+    println!(
+        "| 4 MiB FP32 unary, message bytes per call between the sidecars | {app_mib:.2} MiB | \
+         {link_mib:.2} MiB | ratio {:.2} |",
+        app_mib / link_mib
     );
     println!();
     println!(

@@ -29,6 +29,6 @@ make_venv() {
     "$dir/bin/python" -c "$check"
 }
 
-make_venv triton-client "import tritonclient.grpc.service_pb2, numpy" "tritonclient[grpc]" numpy
+make_venv triton-client "import tritonclient.grpc.service_pb2, numpy, ml_dtypes" "tritonclient[grpc]" numpy
 make_venv tfs "import min_tfs_client, tensorflow.core.framework.tensor_pb2, numpy" \
     min-tfs-client "protobuf==3.20.3" numpy

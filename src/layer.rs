@@ -114,7 +114,8 @@ impl BloscarLayer {
     }
 
     fn with(self, edit: impl FnOnce(&mut Shared)) -> Self {
-        let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
+        // Settings are fixed once services exist; before that the layer is the only owner.
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
             role: shared.role,
             codec: Arc::clone(&shared.codec),
             max_message_bytes: shared.max_message_bytes,
@@ -122,7 +123,6 @@ impl BloscarLayer {
             peer: AtomicU8::new(shared.peer.load(Ordering::Relaxed)),
             metrics: Arc::clone(&shared.metrics),
         });
-        let mut shared = shared;
         edit(&mut shared);
         BloscarLayer {
             shared: Arc::new(shared),

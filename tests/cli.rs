@@ -147,6 +147,7 @@ fn free_addr() -> SocketAddr {
 struct Sidecar {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     admin: SocketAddr,
 }
 
@@ -165,7 +166,7 @@ impl Sidecar {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut buf) {
                 sink.lock()
@@ -176,6 +177,7 @@ impl Sidecar {
         Sidecar {
             child,
             stderr,
+            reader: Some(reader),
             admin,
         }
     }
@@ -215,6 +217,10 @@ impl Sidecar {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // The pipe closes with the process: collect the last lines.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(start.elapsed() < PATIENCE, "never exited:\n{}", self.logs());
@@ -405,8 +411,19 @@ fn stream_responses(count: usize) -> Vec<Bytes> {
         .collect()
 }
 
-#[tokio::test]
-async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
+/// A gated server stream in flight through both roles of one bloscar process, its first
+/// response received.
+struct StreamInFlight {
+    sidecar: Sidecar,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    responses: Arc<Vec<Bytes>>,
+    open_gate: watch::Sender<bool>,
+    stream: tonic::Streaming<Bytes>,
+    first: Bytes,
+}
+
+async fn stream_in_flight(grace_secs: u64) -> StreamInFlight {
     // The app server: a real tonic server behind the inbound role.
     let responses = Arc::new(stream_responses(8));
     let (open_gate, gate) = watch::channel(false);
@@ -431,7 +448,7 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
         ("BLOSCAR_OUTBOUND_LISTEN", outbound.to_string()),
         ("BLOSCAR_OUTBOUND_FORWARD", inbound.to_string()),
         ("BLOSCAR_CODEC", "lz4:5:byte".into()),
-        ("BLOSCAR_SHUTDOWN_GRACE_SECS", "120".into()),
+        ("BLOSCAR_SHUTDOWN_GRACE_SECS", grace_secs.to_string()),
     ]);
     sidecar.wait_ready().await;
 
@@ -458,6 +475,28 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
         .into_inner();
     let first = stream.next().await.expect("a first response").unwrap();
     assert_eq!(first, responses[0]);
+    StreamInFlight {
+        sidecar,
+        inbound,
+        outbound,
+        responses,
+        open_gate,
+        stream,
+        first,
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
+    let StreamInFlight {
+        mut sidecar,
+        inbound,
+        outbound,
+        responses,
+        open_gate,
+        mut stream,
+        first,
+    } = stream_in_flight(120).await;
 
     // The admin listener sees the call in flight and the first response encoded.
     let (_, _, metrics) = get(sidecar.admin, "/metrics").await.unwrap();
@@ -522,6 +561,27 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
         logs.contains("SIGTERM") && logs.contains("draining"),
         "{logs}"
     );
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_the_drain() {
+    let StreamInFlight {
+        mut sidecar,
+        mut stream,
+        open_gate,
+        ..
+    } = stream_in_flight(1).await;
+    sidecar.signal("TERM");
+    // The server never sends the rest: after the grace period the process closes the
+    // stream and still exits cleanly.
+    let status = sidecar.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+    let logs = sidecar.logs();
+    assert!(logs.contains("grace period over"), "{logs}");
+    // Cut short: the client sees an error, never a clean end after one message.
+    let end = stream.next().await;
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
+    drop(open_gate);
 }
 
 /// The value of the series whose line starts with `prefix` (0 when absent).

@@ -7,6 +7,7 @@ Usage: kserve_messages.py OUT_DIR
 import pathlib
 import sys
 
+import ml_dtypes
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
@@ -30,6 +31,7 @@ DATATYPES = {
     "INT32": ("int32", 4),
     "INT64": ("int64", 8),
     "FP16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
     "FP32": ("float32", 4),
     "FP64": ("float64", 8),
     "BYTES": ("bytes", 1),
@@ -39,7 +41,7 @@ rng = np.random.default_rng(20240601)
 
 
 def arrays():
-    """One array per datatype the numpy client supports, random content."""
+    """One array per KServe datatype, random content."""
     yield "image", rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
     yield "mask", (rng.random((64, 64)) > 0.7).astype(np.uint8)
     yield "flags", rng.random(37) > 0.5
@@ -51,6 +53,7 @@ def arrays():
     yield "i16", rng.integers(-(2**15), 2**15, size=21, dtype=np.int16)
     yield "i32", rng.integers(-(2**31), 2**31, size=(3, 4), dtype=np.int32)
     yield "half", rng.standard_normal(40).astype(np.float16)
+    yield "brain", rng.standard_normal(24).astype(ml_dtypes.bfloat16)
     yield "f64", rng.standard_normal((4, 4)).astype(np.float64)
     yield "text", np.array([b"alpha-%d" % i for i in range(6)] + [b"\x00\xffbin"], dtype=np.object_)
     yield "empty", np.zeros((0, 3), dtype=np.float32)
@@ -116,8 +119,8 @@ def request_case():
 
 
 def response():
-    """A response like Triton's: raw outputs, one output with typed contents (its raw
-    entry empty, keeping positions), one in shared memory (empty entry too)."""
+    """Raw outputs, one output with typed contents and one in shared memory; raw entries
+    match outputs by position (tritonclient's rule), so those two have empty entries."""
     resp = service_pb2.ModelInferResponse(model_name="model", model_version="1", id="r-1")
     expected = []
     tensors = [
