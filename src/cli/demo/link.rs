@@ -45,7 +45,11 @@ impl Line {
         let done = {
             let mut free_at = self.free_at.lock().await;
             let now = Instant::now();
-            let start = if now > *free_at + SLACK { now } else { *free_at };
+            let start = if now > *free_at + SLACK {
+                now
+            } else {
+                *free_at
+            };
             *free_at = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
             *free_at
         };
