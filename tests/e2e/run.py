@@ -20,6 +20,7 @@ Exit status: 0 when every case was bit-exact and every process behaved, 1 otherw
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,8 @@ def main() -> int:
         procs.stop_all()
 
     if records:
+        print("app bytes: client <-> outbound sidecar; server bytes: inbound sidecar <-> server;")
+        print("link bytes: between the sidecars; ratio = app bytes / link bytes; both directions.")
         print(table(records))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
@@ -240,6 +243,15 @@ def main() -> int:
         print(f"\ntotal: app bytes {app}, link bytes {link}, ratio {app / link:.2f}")
     for f in failed:
         print(f"FAILED: {f}")
+    if failed:
+        # What the processes said, for a failure seen only in CI.
+        for path in sorted(logdir.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-20:]
+            if lines:
+                print(f"--- last lines of {path.name} ---")
+                print("\n".join(lines))
+    if not failed and not args.logdir:
+        shutil.rmtree(logdir, ignore_errors=True)
     print(f"e2e: {exact} passed, {len(records) - exact} failed")
     return 1 if failed else 0
 
