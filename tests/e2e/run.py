@@ -154,6 +154,8 @@ def main() -> int:
     if not args.direct and not args.bloscar:
         parser.error("--bloscar is required unless --direct")
 
+    # A runner stopped by SIGTERM (a CI timeout) still stops its servers and sidecars.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logdir = Path(args.logdir or tempfile.mkdtemp(prefix="bloscar-e2e-"))
     logdir.mkdir(parents=True, exist_ok=True)
     procs = Processes(logdir)
@@ -166,7 +168,7 @@ def main() -> int:
             script, python, rc, _ = SERVERS[name]
             procs.start(name, [python, script, "--ports-file", logdir / f"{name}.ports",
                                "--response-compression", rc])
-        backend = {name: wait_for_file(logdir / f"{name}.ports", procs, 120)["grpc"] for name in servers}
+        backend = {name: wait_for_file(logdir / f"{name}.ports", procs, 300)["grpc"] for name in servers}
         log("servers ready: " + ", ".join(f"{n}=:{p}" for n, p in backend.items()))
 
         inbound = {name: free_port() for name in servers}
