@@ -172,7 +172,10 @@ where
                 State::Waiting(acquire, message) => {
                     // A closed pool only means no bound.
                     let permit = ready!(acquire.as_mut().poll(cx)).ok();
-                    let message = message.take().expect("a waiting message");
+                    let Some(message) = message.take() else {
+                        *this.state = State::Reading;
+                        continue;
+                    };
                     let transform = Arc::clone(this.transform);
                     *this.state = State::Transforming(tokio::task::spawn_blocking(move || {
                         let _permit = permit;
