@@ -3,6 +3,7 @@
 //! The core (`codec`, `container`, `locate`, `message`) does no I/O and knows
 //! nothing of HTTP. The proxy and the tower layer are thin glue over it.
 
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod container;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod locate;
 pub mod message;
 pub mod metrics;
+pub mod npy;
 pub mod proxy;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
