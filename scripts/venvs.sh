@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 python=${BLOSCAR_PYTHON:-python3}
 
+# Tests may run this script concurrently: one creator at a time.
+mkdir -p .venvs
+exec 9>.venvs/.venvs.lock
+flock 9
+
 # make_venv NAME IMPORT_CHECK PACKAGE...
 make_venv() {
     local name=$1 check=$2
@@ -24,6 +29,6 @@ make_venv() {
     "$dir/bin/python" -c "$check"
 }
 
-make_venv triton-client "import tritonclient.grpc.service_pb2, numpy" "tritonclient[grpc]" numpy
+make_venv triton-client "import tritonclient.grpc.service_pb2, numpy, ml_dtypes" "tritonclient[grpc]" numpy
 make_venv tfs "import min_tfs_client, tensorflow.core.framework.tensor_pb2, numpy" \
     min-tfs-client "protobuf==3.20.3" numpy

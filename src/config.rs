@@ -1,22 +1,626 @@
-//! `BLOSCAR_*` environment configuration.
+//! `BLOSCAR_*` environment configuration: one table of variables, parsed with `envy` from
+//! an iterator of (name, value) pairs (so tests never touch the process environment),
+//! then validated into a [`Config`].
 //!
-//! Contract (implemented with `envy` from an iterator of (key, value) pairs, so tests never
-//! call `set_var`). Variables, defaults:
-//!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | BLOSCAR_MODE | inbound | inbound, outbound or both |
-//! | BLOSCAR_INBOUND_LISTEN | 0.0.0.0:9440 | inbound listener (the pod's service port) |
-//! | BLOSCAR_INBOUND_FORWARD | 127.0.0.1:8001 | local app the inbound side forwards to |
-//! | BLOSCAR_OUTBOUND_LISTEN | 127.0.0.1:9441 | outbound listener for the local client app |
-//! | BLOSCAR_OUTBOUND_FORWARD | (required for outbound) | host:port of the peer's inbound sidecar |
-//! | BLOSCAR_ADMIN_LISTEN | 0.0.0.0:9449 | /live /ready /metrics |
-//! | BLOSCAR_CODEC | auto | auto, or codec[:level[:shuffle]] e.g. lz4:5:byte |
-//! | BLOSCAR_MIN_TENSOR_BYTES | 10240 | tensors smaller than this are left alone |
-//! | BLOSCAR_MAX_MESSAGE_BYTES | 67108864 | largest gRPC message buffered (after decompression) |
-//! | BLOSCAR_UNKNOWN_PEER | identity | identity (until the peer advertises bloscar) or encode |
-//! | BLOSCAR_LINK_MBPS | 1000 | link bandwidth the auto-tuner optimises for |
-//! | BLOSCAR_NDARRAY_RULES | (empty) | where ndarrays live in users' own messages |
-//! | BLOSCAR_SHUTDOWN_GRACE_SECS | 30 | drain period after SIGTERM |
-//! | BLOSCAR_LOG | info | tracing filter |
-//! | BLOSCAR_LOG_FORMAT | text | text or json |
+//! [`VARIABLES`] is the one table of every variable; the README's configuration table is
+//! rendered from it by [`markdown_table`] and a test keeps the two identical. An invalid
+//! value is reported as one line naming the variable and the values it accepts
+//! ([`ConfigError`]). An empty value counts as unset, as Kubernetes manifests often
+//! template optional variables to "".
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::codec::{Codec, CompressOptions, Shuffle};
+use crate::container::Limits;
+use crate::locate::{Locator, TaggedRule};
+use crate::message::{Chooser, FixedChooser, MessageCodec};
+use crate::proxy::{ProxySettings, Role, UnknownPeer};
+
+/// The prefix every variable shares.
+pub const PREFIX: &str = "BLOSCAR_";
+
+/// One configuration variable: its name, default, accepted values and meaning.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    /// Full name, e.g. `BLOSCAR_MODE`.
+    pub name: &'static str,
+    /// The value used when the variable is unset or empty, as a user would write it.
+    pub default: &'static str,
+    /// What the variable accepts; error messages quote it.
+    pub accepts: &'static str,
+    /// What the variable controls.
+    pub meaning: &'static str,
+}
+
+const fn var(
+    name: &'static str,
+    default: &'static str,
+    accepts: &'static str,
+    meaning: &'static str,
+) -> Variable {
+    Variable {
+        name,
+        default,
+        accepts,
+        meaning,
+    }
+}
+
+const MODE: Variable = var(
+    "BLOSCAR_MODE",
+    "inbound",
+    "inbound, outbound or both",
+    "which proxy roles this process runs",
+);
+const INBOUND_LISTEN: Variable = var(
+    "BLOSCAR_INBOUND_LISTEN",
+    "0.0.0.0:9440",
+    "ip:port",
+    "inbound listener: the pod's service port that the peer sidecar connects to",
+);
+const INBOUND_FORWARD: Variable = var(
+    "BLOSCAR_INBOUND_FORWARD",
+    "127.0.0.1:8001",
+    "host:port",
+    "the local server app the inbound side forwards to",
+);
+const OUTBOUND_LISTEN: Variable = var(
+    "BLOSCAR_OUTBOUND_LISTEN",
+    "127.0.0.1:9441",
+    "ip:port",
+    "outbound listener that the local client app connects to",
+);
+const OUTBOUND_FORWARD: Variable = var(
+    "BLOSCAR_OUTBOUND_FORWARD",
+    "(none; required for outbound and both)",
+    "host:port",
+    "the peer's inbound sidecar, e.g. a Kubernetes service name and port",
+);
+const ADMIN_LISTEN: Variable = var(
+    "BLOSCAR_ADMIN_LISTEN",
+    "0.0.0.0:9449",
+    "ip:port",
+    "admin listener: /live, /ready, /metrics",
+);
+const CODEC: Variable = var(
+    "BLOSCAR_CODEC",
+    "auto",
+    "auto, or codec[:level[:shuffle]] with codec blosclz, lz4, lz4hc, snappy, zlib or zstd, \
+     level 0-9 (default 5), shuffle none, byte or bit (default byte), e.g. lz4:5:byte",
+    "how tensors at or above the minimum size are compressed (auto: see below the table)",
+);
+const MIN_TENSOR_BYTES: Variable = var(
+    "BLOSCAR_MIN_TENSOR_BYTES",
+    "10240",
+    "a size: bytes, or a number with KiB, MiB or GiB",
+    "tensors smaller than this travel uncompressed",
+);
+const MAX_MESSAGE_BYTES: Variable = var(
+    "BLOSCAR_MAX_MESSAGE_BYTES",
+    "67108864",
+    "a size from 1 byte to 4 GiB - 1: bytes, or a number with KiB, MiB or GiB",
+    "largest gRPC message buffered, after any decompression; larger ones fail with \
+     RESOURCE_EXHAUSTED",
+);
+const UNKNOWN_PEER: Variable = var(
+    "BLOSCAR_UNKNOWN_PEER",
+    "identity",
+    "identity or encode",
+    "outbound: send identity until the peer advertises bloscar (identity), or encode from \
+     the first call (encode)",
+);
+const LINK_MBPS: Variable = var(
+    "BLOSCAR_LINK_MBPS",
+    "1000",
+    "a number above 0 (Mbit/s)",
+    "bandwidth of the link between the sidecars, which the auto setting optimises for",
+);
+const NDARRAY_RULES: Variable = var(
+    "BLOSCAR_NDARRAY_RULES",
+    "(empty)",
+    "rules separated by ; each method[@request|@response]=field.path[:dtype=...][:name=...], \
+     e.g. /acme.v1.Imaging/Denoise=1",
+    "where ndarrays live in your own messages (rule syntax and examples: [docs/locators.md](docs/locators.md))",
+);
+const SHUTDOWN_GRACE_SECS: Variable = var(
+    "BLOSCAR_SHUTDOWN_GRACE_SECS",
+    "30",
+    "whole seconds, 0 or more",
+    "after SIGTERM or SIGINT, how long in-flight streams may take to finish",
+);
+const LOG: Variable = var(
+    "BLOSCAR_LOG",
+    "info",
+    "a tracing filter, e.g. info or bloscar=debug,warn",
+    "what is logged",
+);
+const LOG_FORMAT: Variable = var(
+    "BLOSCAR_LOG_FORMAT",
+    "text",
+    "text or json",
+    "log line format",
+);
+
+/// Every configuration variable, in documentation order.
+pub const VARIABLES: &[Variable] = &[
+    MODE,
+    INBOUND_LISTEN,
+    INBOUND_FORWARD,
+    OUTBOUND_LISTEN,
+    OUTBOUND_FORWARD,
+    ADMIN_LISTEN,
+    CODEC,
+    MIN_TENSOR_BYTES,
+    MAX_MESSAGE_BYTES,
+    UNKNOWN_PEER,
+    LINK_MBPS,
+    NDARRAY_RULES,
+    SHUTDOWN_GRACE_SECS,
+    LOG,
+    LOG_FORMAT,
+];
+
+/// The variables as a Markdown table (the README's configuration table).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| variable | default | accepts | meaning |\n|---|---|---|---|\n");
+    for v in VARIABLES {
+        let default = if v.default.starts_with('(') {
+            v.default.to_string()
+        } else {
+            format!("`{}`", v.default)
+        };
+        // A `|` inside a cell would end it.
+        let cell = |text: &str| text.replace('|', "\\|");
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            v.name,
+            cell(&default),
+            cell(v.accepts),
+            cell(v.meaning)
+        ));
+    }
+    out
+}
+
+/// Which proxy roles the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Beside a server app only.
+    Inbound,
+    /// Beside a client app only.
+    Outbound,
+    /// Both roles in one process (a pod that is both client and server, or a demo).
+    Both,
+}
+
+impl Mode {
+    /// The roles this mode runs, inbound first.
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Mode::Inbound => &[Role::Inbound],
+            Mode::Outbound => &[Role::Outbound],
+            Mode::Both => &[Role::Inbound, Role::Outbound],
+        }
+    }
+}
+
+/// How tensors are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecSetting {
+    /// Chosen per tensor by the tuner.
+    Auto,
+    /// One setting for every tensor at or above the minimum size.
+    Fixed(CompressOptions),
+}
+
+/// The setting `auto` stands for: lz4 level 5 with byte shuffle is fast enough on any
+/// link this side of 10 Gbit/s and shrinks smooth numeric tensors well.
+pub const AUTO_SETTING: CompressOptions = CompressOptions {
+    codec: Codec::Lz4,
+    level: 5,
+    shuffle: Shuffle::Byte,
+};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The validated configuration of a bloscar process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Roles to run.
+    pub mode: Mode,
+    /// Inbound listener address.
+    pub inbound_listen: SocketAddr,
+    /// `host:port` of the local server app.
+    pub inbound_forward: String,
+    /// Outbound listener address.
+    pub outbound_listen: SocketAddr,
+    /// `host:port` of the peer's inbound sidecar; always set when the mode includes
+    /// outbound.
+    pub outbound_forward: Option<String>,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Compression setting.
+    pub codec: CodecSetting,
+    /// Tensors below this many bytes travel uncompressed.
+    pub min_tensor_bytes: usize,
+    /// Largest gRPC message buffered, after decompression.
+    pub max_message_bytes: usize,
+    /// Outbound treatment of a peer not yet known to run a sidecar.
+    pub unknown_peer: UnknownPeer,
+    /// Link bandwidth in Mbit/s, for the auto setting.
+    pub link_mbps: f64,
+    /// Tagged-ndarray rules: where tensors live in the user's own messages.
+    pub ndarray_rules: Vec<TaggedRule>,
+    /// Drain period after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// tracing filter directives.
+    pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// `BLOSCAR_*` names that are not configuration variables (typos, or Kubernetes
+    /// service links of a service called `bloscar`); logged as a warning at start-up.
+    pub ignored: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_vars(std::iter::empty()).expect("the defaults are valid")
+    }
+}
+
+/// An invalid configuration value: prints as one line naming the variable and what it
+/// accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("{name}: invalid value {value:?}: expected {accepts}")]
+    Invalid {
+        /// The variable's full name.
+        name: &'static str,
+        /// The value as given.
+        value: String,
+        /// What the variable accepts.
+        accepts: &'static str,
+    },
+    /// A variable required by another one's value.
+    #[error("{name}: required when {because}: expected {accepts}")]
+    Missing {
+        /// The variable's full name.
+        name: &'static str,
+        /// Why it is required.
+        because: &'static str,
+        /// What the variable accepts.
+        accepts: &'static str,
+    },
+    /// A tagged-ndarray rule that does not parse.
+    #[error("{name}: {problem}: expected {accepts}")]
+    Rule {
+        /// The variable's full name.
+        name: &'static str,
+        /// Which rule is wrong and how.
+        problem: String,
+        /// What the variable accepts.
+        accepts: &'static str,
+    },
+    /// Two listeners configured on the same address.
+    #[error("{name}: {value} is also {other}'s address: each listener needs its own")]
+    Conflict {
+        /// The later variable's full name.
+        name: &'static str,
+        /// The shared address.
+        value: SocketAddr,
+        /// The earlier variable's full name.
+        other: &'static str,
+    },
+    /// `envy` could not read the variables at all.
+    #[error("BLOSCAR_*: {0}")]
+    Env(String),
+}
+
+/// The variables as `envy` reads them: raw strings, validated afterwards so that each
+/// error names its variable and the accepted values.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    mode: Option<String>,
+    inbound_listen: Option<String>,
+    inbound_forward: Option<String>,
+    outbound_listen: Option<String>,
+    outbound_forward: Option<String>,
+    admin_listen: Option<String>,
+    codec: Option<String>,
+    min_tensor_bytes: Option<String>,
+    max_message_bytes: Option<String>,
+    unknown_peer: Option<String>,
+    link_mbps: Option<String>,
+    ndarray_rules: Option<String>,
+    shutdown_grace_secs: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment (non-UTF-8 values are converted lossily, and then
+    /// fail validation where they matter).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        }))
+    }
+
+    /// Reads and validates the `BLOSCAR_*` pairs among `vars`; other names are ignored.
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, v)| k.starts_with(PREFIX) && !v.is_empty())
+            .collect();
+        let ignored = vars
+            .iter()
+            .filter(|(k, _)| !VARIABLES.iter().any(|v| v.name == k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let raw: RawConfig = envy::prefixed(PREFIX)
+            .from_iter(vars)
+            .map_err(|e| ConfigError::Env(e.to_string()))?;
+        Config::validate(raw, ignored)
+    }
+
+    fn validate(raw: RawConfig, ignored: Vec<String>) -> Result<Config, ConfigError> {
+        let mode = parse(MODE, raw.mode, |s| match s {
+            "inbound" => Some(Mode::Inbound),
+            "outbound" => Some(Mode::Outbound),
+            "both" => Some(Mode::Both),
+            _ => None,
+        })?;
+        let inbound_listen = parse(INBOUND_LISTEN, raw.inbound_listen, |s| s.parse().ok())?;
+        let inbound_forward = parse(INBOUND_FORWARD, raw.inbound_forward, host_port)?;
+        let outbound_listen = parse(OUTBOUND_LISTEN, raw.outbound_listen, |s| s.parse().ok())?;
+        let outbound_forward = match raw.outbound_forward {
+            Some(value) => Some(parse(OUTBOUND_FORWARD, Some(value), host_port)?),
+            None if mode != Mode::Inbound => {
+                return Err(ConfigError::Missing {
+                    name: OUTBOUND_FORWARD.name,
+                    because: "BLOSCAR_MODE is outbound or both",
+                    accepts: OUTBOUND_FORWARD.accepts,
+                });
+            }
+            None => None,
+        };
+        let admin_listen = parse(ADMIN_LISTEN, raw.admin_listen, |s| s.parse().ok())?;
+        let codec = parse(CODEC, raw.codec, |s| match s {
+            "auto" => Some(CodecSetting::Auto),
+            _ => s.parse().ok().map(CodecSetting::Fixed),
+        })?;
+        let min_tensor_bytes = parse(MIN_TENSOR_BYTES, raw.min_tensor_bytes, parse_size)?;
+        let max_message_bytes = parse(MAX_MESSAGE_BYTES, raw.max_message_bytes, |s| {
+            parse_size(s).filter(|&n| (1..=u32::MAX as usize).contains(&n))
+        })?;
+        let unknown_peer = parse(UNKNOWN_PEER, raw.unknown_peer, |s| match s {
+            "identity" => Some(UnknownPeer::Identity),
+            "encode" => Some(UnknownPeer::Encode),
+            _ => None,
+        })?;
+        let link_mbps = parse(LINK_MBPS, raw.link_mbps, |s| {
+            s.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0)
+        })?;
+        let ndarray_rules = match raw.ndarray_rules {
+            None => Vec::new(),
+            Some(value) => TaggedRule::parse_list(&value).map_err(|e| ConfigError::Rule {
+                name: NDARRAY_RULES.name,
+                problem: e.to_string(),
+                accepts: NDARRAY_RULES.accepts,
+            })?,
+        };
+        let shutdown_grace = parse(SHUTDOWN_GRACE_SECS, raw.shutdown_grace_secs, |s| {
+            s.parse::<u64>().ok().map(Duration::from_secs)
+        })?;
+        let log = parse(LOG, raw.log, |s| {
+            tracing_subscriber::EnvFilter::try_new(s)
+                .ok()
+                .map(|_| s.to_string())
+        })?;
+        let log_format = parse(LOG_FORMAT, raw.log_format, |s| match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        })?;
+
+        let config = Config {
+            mode,
+            inbound_listen,
+            inbound_forward,
+            outbound_listen,
+            outbound_forward,
+            admin_listen,
+            codec,
+            min_tensor_bytes,
+            max_message_bytes,
+            unknown_peer,
+            link_mbps,
+            ndarray_rules,
+            shutdown_grace,
+            log,
+            log_format,
+            ignored,
+        };
+        config.check_listeners_distinct()?;
+        Ok(config)
+    }
+
+    /// The listeners this configuration opens, with the variable that sets each one.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = Vec::new();
+        for role in self.mode.roles() {
+            match role {
+                Role::Inbound => out.push((INBOUND_LISTEN.name, self.inbound_listen)),
+                Role::Outbound => out.push((OUTBOUND_LISTEN.name, self.outbound_listen)),
+            }
+        }
+        out.push((ADMIN_LISTEN.name, self.admin_listen));
+        out
+    }
+
+    fn check_listeners_distinct(&self) -> Result<(), ConfigError> {
+        let listeners = self.listeners();
+        for (i, &(name, addr)) in listeners.iter().enumerate() {
+            // Port 0 asks the kernel for a free port: never a clash.
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some(&(other, _)) = listeners[..i].iter().find(|(_, a)| *a == addr) {
+                return Err(ConfigError::Conflict {
+                    name,
+                    value: addr,
+                    other,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The message encoder/decoder the proxies share: the built-in and configured
+    /// locators, the chooser of the codec setting, and the message size limit.
+    ///
+    /// `auto` currently compresses every tensor of at least the minimum size with
+    /// [`AUTO_SETTING`] (lz4 level 5, byte shuffle; bit shuffle for one-byte elements).
+    pub fn message_codec(&self) -> MessageCodec {
+        self.message_codec_with(self.chooser())
+    }
+
+    /// The chooser of the codec setting: what [`Config::message_codec`] compresses with.
+    pub fn chooser(&self) -> Arc<dyn Chooser> {
+        let options = match self.codec {
+            CodecSetting::Auto => AUTO_SETTING,
+            CodecSetting::Fixed(options) => options,
+        };
+        Arc::new(FixedChooser {
+            options,
+            min_size: self.min_tensor_bytes,
+        })
+    }
+
+    /// [`Config::message_codec`] with another chooser, e.g. one that wraps
+    /// [`Config::chooser`] to watch its picks.
+    pub fn message_codec_with(&self, chooser: Arc<dyn Chooser>) -> MessageCodec {
+        let limits = Limits {
+            max_message_size: self.max_message_bytes,
+            ..Limits::default()
+        };
+        MessageCodec::new(Locator::new(self.ndarray_rules.clone()), chooser, limits)
+    }
+
+    /// The proxy listeners to open: role, listen address and settings, sharing `codec`.
+    pub fn proxies(&self, codec: Arc<MessageCodec>) -> Vec<(Role, SocketAddr, ProxySettings)> {
+        let mut out = Vec::new();
+        for &role in self.mode.roles() {
+            let (listen, forward) = match role {
+                Role::Inbound => (self.inbound_listen, Some(&self.inbound_forward)),
+                Role::Outbound => (self.outbound_listen, self.outbound_forward.as_ref()),
+            };
+            // Validation guarantees a forward address for every role the mode runs.
+            if let Some(forward) = forward {
+                let settings = ProxySettings {
+                    role,
+                    forward: forward.clone(),
+                    codec: codec.clone(),
+                    max_message_bytes: self.max_message_bytes,
+                    unknown_peer: self.unknown_peer,
+                };
+                out.push((role, listen, settings));
+            }
+        }
+        out
+    }
+}
+
+/// Validates one variable: unset takes the default; `f` returns `None` for a value it
+/// rejects.
+fn parse<T>(
+    v: Variable,
+    value: Option<String>,
+    f: impl Fn(&str) -> Option<T>,
+) -> Result<T, ConfigError> {
+    let text = value.unwrap_or_else(|| v.default.to_string());
+    match f(text.trim()) {
+        Some(t) => Ok(t),
+        None => Err(ConfigError::Invalid {
+            name: v.name,
+            value: text,
+            accepts: v.accepts,
+        }),
+    }
+}
+
+/// `host:port` with a DNS name, an IPv4 address or a bracketed IPv6 address, and a port
+/// from 1 to 65535. No scheme, no path.
+fn host_port(s: &str) -> Option<String> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if port == 0 || host.is_empty() {
+        return None;
+    }
+    let valid_host = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        host.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    };
+    valid_host.then(|| s.to_string())
+}
+
+/// A byte count: digits, optionally followed by B, KiB, MiB or GiB (case-insensitive).
+fn parse_size(s: &str) -> Option<usize> {
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(digits_end);
+    let n: usize = digits.parse().ok()?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+impl fmt::Display for CodecSetting {
+    /// The setting as `BLOSCAR_CODEC` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecSetting::Auto => f.write_str("auto"),
+            CodecSetting::Fixed(options) => options.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Inbound => "inbound",
+            Mode::Outbound => "outbound",
+            Mode::Both => "both",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

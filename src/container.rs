@@ -347,12 +347,28 @@ impl<'a> Container<'a> {
             });
         }
         let (skeleton, patch_data) = rest.split_at(skeleton_len);
-        Ok(Self {
+        let container = Self {
             message_len,
             table,
             skeleton,
             patch_data,
-        })
+        };
+        // The chunk headers must account for every patch byte before anything is
+        // allocated for them.
+        for (index, (patch, chunks)) in container.patches_with_data().enumerate() {
+            match codec::decompressed_len(chunks) {
+                Ok(len) if len == patch.len => {}
+                Ok(actual) => {
+                    let source = CodecError::SizeMismatch {
+                        expected: patch.len,
+                        actual,
+                    };
+                    return Err(ContainerError::PatchData { index, source });
+                }
+                Err(source) => return Err(ContainerError::PatchData { index, source }),
+            }
+        }
+        Ok(container)
     }
 
     /// Length of the original message.
@@ -368,17 +384,26 @@ impl<'a> Container<'a> {
             .map(|(index, entry)| parse_entry(entry, index).expect("validated by parse"))
     }
 
+    /// Each patch with its Blosc data.
+    fn patches_with_data(&self) -> impl Iterator<Item = (PatchInfo, &'a [u8])> + '_ {
+        let mut data = self.patch_data;
+        self.patches().map(move |patch| {
+            let (chunks, rest) = data.split_at(patch.compressed_len);
+            data = rest;
+            (patch, chunks)
+        })
+    }
+
     /// Splices the decompressed patches into the skeleton: the original message.
     pub fn reconstruct(&self) -> Result<Vec<u8>, ContainerError> {
         let mut out = Vec::with_capacity(self.message_len);
-        let (mut skeleton, mut data) = (self.skeleton, self.patch_data);
-        for (index, patch) in self.patches().enumerate() {
+        let mut skeleton = self.skeleton;
+        for (index, (patch, chunks)) in self.patches_with_data().enumerate() {
             let (gap, skeleton_rest) = skeleton.split_at(patch.offset - out.len());
             out.extend_from_slice(gap);
-            let (chunks, data_rest) = data.split_at(patch.compressed_len);
             codec::decompress_append(chunks, patch.len, &mut out)
                 .map_err(|source| ContainerError::PatchData { index, source })?;
-            (skeleton, data) = (skeleton_rest, data_rest);
+            skeleton = skeleton_rest;
         }
         out.extend_from_slice(skeleton);
         debug_assert_eq!(out.len(), self.message_len);

@@ -22,6 +22,9 @@ pub enum Error {
     /// A bloscar container was malformed, corrupt, or beyond the configured limits.
     #[error(transparent)]
     Container(#[from] crate::container::ContainerError),
+    /// An ndarray frame was malformed, corrupt, or beyond the limits.
+    #[error(transparent)]
+    Ndarray(#[from] crate::ndarray::NdarrayError),
 }
 
 impl Error {
@@ -30,6 +33,7 @@ impl Error {
         match self {
             Error::Codec(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Ndarray(e) => e.kind(),
         }
     }
 }

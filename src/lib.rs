@@ -3,22 +3,33 @@
 //! The core (`codec`, `container`, `locate`, `message`) does no I/O and knows
 //! nothing of HTTP. The proxy and the tower layer are thin glue over it.
 
+pub mod admin;
 pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod container;
 pub mod dtype;
 pub mod error;
+pub mod grpc;
+pub mod layer;
 pub mod locate;
 pub mod message;
 pub mod metrics;
+pub mod ndarray;
 pub mod npy;
+#[cfg(feature = "pb")]
+pub mod pb;
 pub mod proxy;
+pub mod sidecar;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
 pub use container::Limits;
 pub use dtype::DType;
 pub use error::Error;
 pub use error::ErrorKind;
+pub use layer::{Bloscar, BloscarLayer};
 pub use message::{Chooser, FixedChooser, TensorInfo, TensorOutcome};
 pub use message::{EncodedMessage, MessageCodec};
+
+/// The boxed error type of bodies and services in the proxy and the layer.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

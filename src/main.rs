@@ -1,3 +1,7 @@
-//! The `bloscar` binary.
+//! The `bloscar` binary: the sidecar by default, and tools as subcommands.
 
-fn main() {}
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

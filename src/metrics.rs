@@ -1,9 +1,300 @@
 //! Prometheus metrics of the sidecar (prometheus-client).
 //!
-//! Contract: `Metrics::new() -> Metrics`, `Metrics::render(&self) -> String` (text
-//! exposition format, served by the admin listener); recording methods are called by the
-//! proxy and the layer.
+//! `Metrics::new()` registers every family; `Metrics::render()` gives the text exposition
+//! format served by the admin listener. The proxy and the layer record through the methods
+//! below; one `Metrics` is shared (`Arc`) by every listener of a process.
+
+use std::collections::HashSet;
+use std::fmt::{self, Write};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Which way a message travels between the apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// What the sidecar did to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Written as a bloscar container.
+    Encoded,
+    /// Read from a bloscar container (or gzip/deflate/zstd) back into identity.
+    Decoded,
+    /// Forwarded as identity, nothing worth compressing.
+    Passed,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        })
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(match self {
+            Outcome::Encoded => "encoded",
+            Outcome::Decoded => "decoded",
+            Outcome::Passed => "passed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MessageLabels {
+    direction: Direction,
+    outcome: Outcome,
+    method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: String,
+}
+
+/// Distinct method labels kept before further methods are counted as `other`: method
+/// paths come from clients and must not grow the registry without bound.
+const MAX_METHOD_LABELS: usize = 256;
+
+type HistogramFamily = Family<DirectionLabels, Histogram, fn() -> Histogram>;
 
 /// The sidecar's metric families.
-#[derive(Default)]
-pub struct Metrics {}
+pub struct Metrics {
+    registry: Registry,
+    messages: Family<MessageLabels, Counter>,
+    bytes_before: Family<MessageLabels, Counter>,
+    bytes_after: Family<MessageLabels, Counter>,
+    ratio: HistogramFamily,
+    seconds: HistogramFamily,
+    errors: Family<ErrorLabels, Counter>,
+    streams: Gauge<i64, AtomicI64>,
+    methods: Mutex<HashSet<String>>,
+}
+
+fn ratio_histogram() -> Histogram {
+    Histogram::new([
+        1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1000.0,
+    ])
+}
+
+fn seconds_histogram() -> Histogram {
+    // 10 µs to ~5 s.
+    Histogram::new(exponential_buckets(1e-5, 3.0, 13))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric family under the `bloscar` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bloscar");
+        let messages = Family::<MessageLabels, Counter>::default();
+        let bytes_before = Family::<MessageLabels, Counter>::default();
+        let bytes_after = Family::<MessageLabels, Counter>::default();
+        let ratio: HistogramFamily = Family::new_with_constructor(ratio_histogram);
+        let seconds: HistogramFamily = Family::new_with_constructor(seconds_histogram);
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let streams = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "messages",
+            "gRPC messages by direction, method and what was done to them",
+            messages.clone(),
+        );
+        registry.register(
+            "message_bytes_before",
+            "Message bytes as the sending app wrote them (identity), before encoding or after decoding",
+            bytes_before.clone(),
+        );
+        registry.register(
+            "message_bytes_after",
+            "Message bytes as they travel between the sidecars",
+            bytes_after.clone(),
+        );
+        registry.register(
+            "compression_ratio",
+            "Identity size over encoded size of each encoded message",
+            ratio.clone(),
+        );
+        registry.register(
+            "transform_seconds",
+            "Time spent encoding or decoding one message",
+            seconds.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed gRPC calls by kind (the gRPC status they ended with)",
+            errors.clone(),
+        );
+        registry.register(
+            "streams_in_flight",
+            "gRPC calls currently proxied",
+            streams.clone(),
+        );
+        Metrics {
+            registry,
+            messages,
+            bytes_before,
+            bytes_after,
+            ratio,
+            seconds,
+            errors,
+            streams,
+            methods: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The metrics in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records one message: `identity_len` is its plain size, `wire_len` its size between
+    /// the sidecars; `elapsed` the encode or decode time (zero when passed through).
+    pub fn record_message(
+        &self,
+        direction: Direction,
+        outcome: Outcome,
+        method: &str,
+        identity_len: usize,
+        wire_len: usize,
+        elapsed: Duration,
+    ) {
+        let labels = MessageLabels {
+            direction,
+            outcome,
+            method: self.method_label(method),
+        };
+        self.messages.get_or_create(&labels).inc();
+        self.bytes_before
+            .get_or_create(&labels)
+            .inc_by(identity_len as u64);
+        self.bytes_after
+            .get_or_create(&labels)
+            .inc_by(wire_len as u64);
+        if outcome != Outcome::Passed {
+            let d = DirectionLabels { direction };
+            if wire_len > 0 {
+                self.ratio
+                    .get_or_create(&d)
+                    .observe(identity_len as f64 / wire_len as f64);
+            }
+            self.seconds
+                .get_or_create(&d)
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts a call that failed with the given kind (a gRPC status label such as
+    /// `data_loss`, or `upstream_unavailable`).
+    pub fn record_error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a call in flight until the returned guard is dropped.
+    pub fn stream_started(&self) -> StreamGuard {
+        self.streams.inc();
+        StreamGuard {
+            gauge: self.streams.clone(),
+        }
+    }
+
+    fn method_label(&self, method: &str) -> String {
+        let mut methods = self.methods.lock().unwrap_or_else(|e| e.into_inner());
+        if methods.contains(method) {
+            return method.to_owned();
+        }
+        if methods.len() < MAX_METHOD_LABELS {
+            methods.insert(method.to_owned());
+            return method.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+/// Keeps one call counted in `streams_in_flight`.
+#[derive(Debug)]
+pub struct StreamGuard {
+    gauge: Gauge<i64, AtomicI64>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_shows_recorded_values() {
+        let metrics = Metrics::new();
+        metrics.record_message(
+            Direction::Request,
+            Outcome::Encoded,
+            "/inference.GRPCInferenceService/ModelInfer",
+            4000,
+            1000,
+            Duration::from_micros(50),
+        );
+        metrics.record_error("data_loss");
+        let guard = metrics.stream_started();
+        let text = metrics.render();
+        assert!(text.contains(
+            "bloscar_messages_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\"} 1"
+        ), "{text}");
+        assert!(text.contains("bloscar_message_bytes_before_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\"} 4000"));
+        assert!(text.contains("bloscar_compression_ratio_sum{direction=\"request\"} 4.0"));
+        assert!(text.contains("bloscar_errors_total{kind=\"data_loss\"} 1"));
+        assert!(text.contains("bloscar_streams_in_flight 1"));
+        drop(guard);
+        assert!(metrics.render().contains("bloscar_streams_in_flight 0"));
+    }
+
+    #[test]
+    fn method_labels_are_bounded() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_METHOD_LABELS + 10 {
+            metrics.record_message(
+                Direction::Response,
+                Outcome::Passed,
+                &format!("/svc/M{i}"),
+                1,
+                1,
+                Duration::ZERO,
+            );
+        }
+        assert!(metrics.render().contains("method=\"other\"} 10"));
+    }
+}

@@ -173,6 +173,21 @@ pub fn decompress_append(src: &[u8], len: usize, dst: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
+/// The total decompressed size the chunks in `src` declare, after validating every
+/// chunk header; reads headers only, so it is cheap to call before allocating.
+pub fn decompressed_len(src: &[u8]) -> Result<usize, CodecError> {
+    let mut read = 0;
+    let mut total = 0usize;
+    while read < src.len() {
+        let (chunk, nbytes) = validated_chunk(&src[read..], read)?;
+        total = total
+            .checked_add(nbytes)
+            .ok_or(CodecError::InvalidChunk { offset: read })?;
+        read += chunk.len();
+    }
+    Ok(total)
+}
+
 /// Decompresses `src` into `dst`; on success every byte of `dst` has been written.
 fn decompress_uninit(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> Result<(), CodecError> {
     let mut read = 0;
@@ -342,6 +357,26 @@ mod tests {
         let mut untouched = vec![1u8, 2];
         assert!(decompress_append(&packed, 101, &mut untouched).is_err());
         assert_eq!(untouched, [1, 2]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn split_round_trip_is_bit_exact(
+            len in 0usize..6000,
+            typesize in 0usize..20,
+            max_chunk in 1usize..3000,
+            codec in 0u8..6,
+            shuffle in 0u8..3,
+        ) {
+            let opts = CompressOptions {
+                codec: Codec::from_id(codec).unwrap(),
+                level: 5,
+                shuffle: Shuffle::from_id(shuffle).unwrap(),
+            };
+            round_trip_split(&ramp(len), typesize, opts, max_chunk);
+        }
     }
 
     /// Crosses Blosc's 2 GiB chunk limit for real: needs about 5 GiB of memory.

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 pub use blosc::{
     CHUNK_OVERHEAD, MAX_CHUNK_BYTES, compress, compressed_bound, decompress, decompress_append,
+    decompressed_len,
 };
 
 /// A Blosc compressor.

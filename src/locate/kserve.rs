@@ -5,9 +5,9 @@
 //! belongs to the k-th input that has neither typed `contents` nor a
 //! `shared_memory_region` parameter (Triton's rule: inputs in shared memory or with typed
 //! contents have no raw entry). In a response, `raw_output_contents[k]` belongs to the
-//! k-th output (the rule of Triton's clients; servers send an empty entry for an output
-//! they place in shared memory). A raw entry without a matching tensor, or whose tensor
-//! has a datatype outside the protocol, is left alone.
+//! k-th output, whatever its other fields (the rule of tritonclient's `as_numpy`, which
+//! counts every output). A raw entry without a matching tensor, or whose tensor has a
+//! datatype outside the protocol, is left alone.
 
 use super::wire::{Field, Fields, WireError};
 use super::{Direction, TensorRange, name_of};

@@ -160,6 +160,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn locator_is_shareable() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Locator>();
+    }
+
+    #[test]
     fn unknown_method_gives_nothing() {
         let locator = Locator::default();
         let msg = [0x3a, 4, 1, 2, 3, 4];

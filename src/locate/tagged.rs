@@ -473,6 +473,12 @@ mod tests {
         }
         let rules = TaggedRule::parse_list(" /a.B/C=1 ;; /a.B/D=2:dtype=f32; ").unwrap();
         assert_eq!(rules.len(), 2);
+        // The documented multi-line form.
+        let rules = TaggedRule::parse_list(
+            "/e.v1.I/D=2;\n  /e.v1.I/D@request=3.3:dtype=2:name=1;\n  /e.v1.I/D@response=5:dtype=float32",
+        )
+        .unwrap();
+        assert_eq!(rules.len(), 3);
     }
 
     #[test]
@@ -499,5 +505,40 @@ mod tests {
         }
         let err = TaggedRule::parse_list("/a.B/C=1;/a.B/D=x").unwrap_err();
         assert_eq!(err.rule, "/a.B/D=x");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_names_a_problem(text in ".{0,80}") {
+            if let Err(e) = text.parse::<TaggedRule>() {
+                proptest::prop_assert!(!e.problem.is_empty());
+            }
+        }
+
+        #[test]
+        fn generated_rules_print_and_parse_back(
+            method in "/[a-z]{1,6}(\\.[a-z]{1,6}){0,2}/[A-Z][a-z]{0,8}",
+            direction in 0u8..3,
+            path in proptest::collection::vec(1u32..=MAX_FIELD_NUMBER, 1..=MAX_PATH_LEN),
+            dtype in 0usize..4,
+            fixed in proptest::sample::select(&DType::ALL[..]),
+            reference in proptest::collection::vec(1u32..1000, 1..4),
+            name in proptest::option::of(proptest::collection::vec(1u32..1000, 1..4)),
+        ) {
+            let rule = TaggedRule {
+                method,
+                direction: [None, Some(Direction::Request), Some(Direction::Response)]
+                    [usize::from(direction)],
+                path,
+                dtype: match dtype {
+                    0 => DTypeSource::NdArray,
+                    1 => DTypeSource::Fixed(fixed),
+                    2 => DTypeSource::Field { path: reference, encoding: DTypeEnum::Tf },
+                    _ => DTypeSource::Field { path: reference, encoding: DTypeEnum::Onnx },
+                },
+                name,
+            };
+            proptest::prop_assert_eq!(parse(&rule.to_string()), rule);
+        }
     }
 }

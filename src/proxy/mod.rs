@@ -7,9 +7,17 @@
 //! serves until `shutdown` resolves, then stops accepting, sends GOAWAY, and returns once
 //! in-flight streams finish or `grace` has passed.
 
+mod headers;
+mod server;
+mod upstream;
+
 use std::sync::Arc;
 
 use crate::MessageCodec;
+
+pub use headers::strip_hop_by_hop;
+pub use server::serve;
+pub use upstream::Upstream;
 
 /// Which side of the link a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,196 @@
+//! The admin listener: `/live`, `/ready` and `/metrics` over HTTP/1.1.
+//!
+//! Kubernetes probes and Prometheus scrapes are plain HTTP/1.1 requests, so this listener
+//! speaks only that, on its own port, apart from the gRPC traffic.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+/// The content type of `/metrics`: prometheus-client writes the OpenMetrics text format,
+/// which Prometheus scrapes natively.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Slow or idle probe clients must not hold connections open for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the process is in its life, as `/ready` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Listeners are not all bound yet.
+    Starting,
+    /// Every listener is bound and serving.
+    Ready,
+    /// Shutting down: no new connections, in-flight streams finishing.
+    Draining,
+}
+
+/// The process's readiness, shared by the run loop (which moves it forward) and the
+/// admin listener (which reports it).
+#[derive(Debug)]
+pub struct Health {
+    state: AtomicU8,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new()
+    }
+}
+
+impl Health {
+    /// A process that is starting.
+    pub fn new() -> Health {
+        Health {
+            state: AtomicU8::new(Readiness::Starting as u8),
+        }
+    }
+
+    /// The current state.
+    pub fn readiness(&self) -> Readiness {
+        match self.state.load(Ordering::Acquire) {
+            0 => Readiness::Starting,
+            1 => Readiness::Ready,
+            _ => Readiness::Draining,
+        }
+    }
+
+    /// Every listener is bound: `/ready` answers 200 from now on (unless draining).
+    pub fn set_ready(&self) {
+        // A process that has begun draining never becomes ready again.
+        let _ = self.state.compare_exchange(
+            Readiness::Starting as u8,
+            Readiness::Ready as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Shutdown has begun: `/ready` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.state
+            .store(Readiness::Draining as u8, Ordering::Release);
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves; `/metrics` answers
+/// with what `render_metrics` returns (the sidecar's `Metrics::render`).
+///
+/// Connections already open when `shutdown` resolves are left to finish on their own;
+/// the process exits soon after anyway.
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    render_metrics: impl Fn() -> String + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let render_metrics = Arc::new(render_metrics);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Per-connection failures (e.g. a reset before accept, or running out
+                    // of file descriptors for a moment) must not end the listener.
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let health = health.clone();
+        let render_metrics = render_metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let response = respond(&req, &health, &*render_metrics);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let result = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The response to one admin request.
+fn respond(
+    req: &Request<Incoming>,
+    health: &Health,
+    render_metrics: &dyn Fn() -> String,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if !matches!(path, "/live" | "/ready" | "/metrics") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /live, /ready or /metrics\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => match health.readiness() {
+            Readiness::Ready => text(StatusCode::OK, "ready\n"),
+            Readiness::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            Readiness::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        },
+        _ => {
+            let mut response = Response::new(Full::new(Bytes::from(render_metrics())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
+            );
+            response
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_moves_forward_only() {
+        let health = Health::new();
+        assert_eq!(health.readiness(), Readiness::Starting);
+        health.set_ready();
+        assert_eq!(health.readiness(), Readiness::Ready);
+        health.set_draining();
+        assert_eq!(health.readiness(), Readiness::Draining);
+        health.set_ready();
+        assert_eq!(health.readiness(), Readiness::Draining);
+    }
+}

@@ -1,0 +1,245 @@
+//! `bloscar demo`: the whole picture in one process on loopback.
+//!
+//! ```text
+//!  client ──────────────── throttled link ─────────────────────────────── echo model
+//!  client ── outbound ──── throttled link (same bandwidth) ── inbound ── echo model
+//! ```
+//!
+//! An identity model (KServe v2 ModelInfer echo), both sidecars, two links throttled to
+//! the same bandwidth (one direct, one between the sidecars) and a client that sends
+//! realistic tensors both ways and checks every response bit for bit. Prints the bytes
+//! each link carried, latency and the codec chosen per tensor.
+
+mod grpc;
+mod kserve;
+mod link;
+mod recording;
+mod report;
+mod tensors;
+
+use std::future::pending;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bloscar::config::Config;
+use bloscar::metrics::Metrics;
+use bloscar::proxy::{self, ProxySettings, Role, UnknownPeer};
+use tokio::net::TcpListener;
+
+use self::grpc::Client;
+use self::link::Link;
+use self::recording::Recording;
+use self::report::Row;
+
+/// Options of `bloscar demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Bandwidth of the simulated network between the two pods, in Mbit/s each way.
+    #[arg(long, default_value_t = 100.0, value_parser = positive)]
+    pub bandwidth_mbps: f64,
+    /// Compression setting of the sidecars: auto, or codec[:level[:shuffle]] (e.g. lz4:5:byte).
+    #[arg(long, default_value = "auto")]
+    pub codec: String,
+    /// Timed calls per tensor and path, after one untimed warm-up call.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// Multiplies every tensor's batch size (at least one item each).
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    pub scale: f64,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+/// Runs the demo; the exit status says whether every response was bit-exact.
+pub fn main(args: DemoArgs) -> ExitCode {
+    // The sidecars' warnings and errors go to stderr; BLOSCAR_LOG overrides the filter.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BLOSCAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bloscar demo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(&args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(rows) => {
+            println!("{}", report::table(&rows, &args));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bloscar demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The sidecars' configuration, read from the same variables the sidecar reads.
+fn demo_config(args: &DemoArgs) -> Result<Config, String> {
+    let vars = [
+        ("BLOSCAR_MODE", "both".to_owned()),
+        ("BLOSCAR_OUTBOUND_FORWARD", "127.0.0.1:9".to_owned()),
+        ("BLOSCAR_CODEC", args.codec.clone()),
+        ("BLOSCAR_LINK_MBPS", args.bandwidth_mbps.to_string()),
+    ];
+    Config::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v))).map_err(|e| e.to_string())
+}
+
+async fn bind() -> Result<TcpListener, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot bind a loopback port: {e}"))
+}
+
+async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
+    let config = demo_config(args)?;
+    let chooser = Arc::new(Recording::new(config.chooser()));
+    let codec = Arc::new(config.message_codec_with(chooser.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let settings = |role, forward: String| ProxySettings {
+        role,
+        forward,
+        codec: codec.clone(),
+        max_message_bytes: config.max_message_bytes,
+        unknown_peer: UnknownPeer::Identity,
+    };
+
+    eprintln!(
+        "bloscar demo: echo model, two sidecars and two {} Mbit/s links on loopback (codec {})",
+        args.bandwidth_mbps, args.codec
+    );
+    let echo = bind().await?;
+    let echo_addr = echo.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(grpc::serve_echo(echo));
+    let direct =
+        Link::start(bind().await?, echo_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
+
+    let inbound = bind().await?;
+    let inbound_addr = inbound.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(proxy::serve(
+        inbound,
+        settings(Role::Inbound, echo_addr.to_string()),
+        metrics.clone(),
+        pending(),
+        Duration::from_secs(1),
+    ));
+    let between =
+        Link::start(bind().await?, inbound_addr, args.bandwidth_mbps).map_err(|e| e.to_string())?;
+    let outbound = bind().await?;
+    let outbound_addr = outbound.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(proxy::serve(
+        outbound,
+        settings(Role::Outbound, between.addr().to_string()),
+        metrics.clone(),
+        pending(),
+        Duration::from_secs(1),
+    ));
+
+    let mut direct_client = Client::connect(direct.addr())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut bloscar_client = Client::connect(outbound_addr)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let all = tensors::all(args.scale);
+    let mut rows = Vec::new();
+    for (i, tensor) in all.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {} ({:.1} MB): direct...",
+            i + 1,
+            all.len(),
+            tensor.label,
+            tensor.data.len() as f64 / 1e6
+        );
+        let request = kserve::infer_request("echo", &i.to_string(), tensor);
+        let expected = kserve::echo_response(&request).map_err(|e| e.to_string())?;
+        let direct_run = measure(
+            &mut direct_client,
+            &direct,
+            &request,
+            &expected,
+            args.rounds,
+        )
+        .await?;
+        eprintln!(
+            "[{}/{}] {}: through bloscar...",
+            i + 1,
+            all.len(),
+            tensor.label
+        );
+        let bloscar_run = measure(
+            &mut bloscar_client,
+            &between,
+            &request,
+            &expected,
+            args.rounds,
+        )
+        .await?;
+        rows.push(Row {
+            label: tensor.label,
+            tensor_bytes: tensor.data.len() as u64,
+            direct: direct_run,
+            bloscar: bloscar_run,
+            codec: chooser.pick(tensor.name),
+        });
+    }
+    Ok(rows)
+}
+
+/// Link bytes per call (both directions) and the median latency of `rounds` calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub link_bytes: u64,
+    pub latency: Duration,
+}
+
+async fn measure(
+    client: &mut Client,
+    link: &Link,
+    request: &[u8],
+    expected: &[u8],
+    rounds: u32,
+) -> Result<Measured, String> {
+    // Warm-up: lets the outbound sidecar learn that its peer reads bloscar.
+    call(client, request, expected).await?;
+    let before = link.carried();
+    let mut latencies = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        call(client, request, expected).await?;
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    Ok(Measured {
+        link_bytes: link.carried().since(before).total() / u64::from(rounds),
+        latency: latencies[latencies.len() / 2],
+    })
+}
+
+/// One call, checked bit for bit against the identity model's answer.
+async fn call(client: &mut Client, request: &[u8], expected: &[u8]) -> Result<(), String> {
+    let response = client
+        .unary(kserve::MODEL_INFER, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response != expected {
+        return Err("a response differs from its request's tensors".to_owned());
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `bloscar run`: the sidecar process. Configuration, logging, the runtime, signals.
+
+use std::process::ExitCode;
+
+use bloscar::config::{self, Config};
+use bloscar::proxy::Role;
+use bloscar::sidecar::Sidecar;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{EXIT_CONFIG, logging};
+
+/// The `--help` text listing the environment variables and their defaults.
+pub fn environment_help() -> String {
+    let mut help = String::from("Environment (defaults in brackets):\n");
+    for v in config::VARIABLES {
+        let default = if v.default.starts_with('(') {
+            v.default.to_string()
+        } else {
+            format!("[{}]", v.default)
+        };
+        help.push_str(&format!(
+            "  {} {default}\n      {}; accepts {}\n",
+            v.name, v.meaning, v.accepts
+        ));
+    }
+    help
+}
+
+/// Runs the sidecar until SIGTERM or SIGINT and the drain that follows.
+pub fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bloscar: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(&config);
+    for name in &config.ignored {
+        tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bloscar: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
+    // Signal handlers first: a SIGTERM that arrives while listeners bind must drain, not
+    // kill the process.
+    let (mut terminate, mut interrupt) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("bloscar: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sidecar = match Sidecar::bind(&config).await {
+        Ok(sidecar) => sidecar,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("bloscar: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = |role| sidecar.proxy_addr(role).map(|a| a.to_string());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        mode = %config.mode,
+        inbound = addr(Role::Inbound),
+        inbound_forward = addr(Role::Inbound).map(|_| config.inbound_forward.as_str()),
+        outbound = addr(Role::Outbound),
+        outbound_forward = config.outbound_forward.as_deref(),
+        admin = %sidecar.admin_addr(),
+        codec = %config.codec,
+        min_tensor_bytes = config.min_tensor_bytes,
+        max_message_bytes = config.max_message_bytes,
+        "listening"
+    );
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+        // A second signal while draining ends the process at once.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::warn!("second signal: exiting without waiting for in-flight streams");
+            std::process::exit(1);
+        });
+    };
+    match sidecar.run(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bloscar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A response body that ends a failing gRPC stream with `grpc-status` trailers instead of
+//! a reset, so the client app learns what went wrong.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::body::ErrorSlot;
+use super::status::{Code, Status};
+use crate::BoxError;
+
+pin_project! {
+    /// Turns errors of the wrapped response body into gRPC trailers. A failure recorded in
+    /// the call's [`ErrorSlot`] (by the request side) takes precedence over what the
+    /// upstream reported, since the upstream's status is only a consequence of it.
+    pub struct GrpcErrorBody<B, F> {
+        #[pin]
+        inner: B,
+        slot: ErrorSlot,
+        on_failure: Option<F>,
+        done: bool,
+    }
+}
+
+impl<B, F: FnOnce(&Status)> GrpcErrorBody<B, F> {
+    /// Wraps a gRPC response body; `on_failure` learns the status when the call fails.
+    pub fn new(inner: B, slot: ErrorSlot, on_failure: F) -> Self {
+        GrpcErrorBody {
+            inner,
+            slot,
+            on_failure: Some(on_failure),
+            done: false,
+        }
+    }
+}
+
+impl<B, F> Body for GrpcErrorBody<B, F>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    F: FnOnce(&Status),
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    *this.done = true;
+                    if let Some(status) = this.slot.get() {
+                        status.add_to(&mut trailers);
+                        if let Some(on_failure) = this.on_failure.take() {
+                            on_failure(&status);
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Some(Err(err)) => {
+                *this.done = true;
+                let err: BoxError = err.into();
+                let status = this.slot.get().unwrap_or_else(|| status_of(&*err));
+                tracing::debug!(code = status.code.label(), message = %status.message, "gRPC response ended by an error");
+                if let Some(on_failure) = this.on_failure.take() {
+                    on_failure(&status);
+                }
+                Poll::Ready(Some(Ok(Frame::trailers(status.to_header_map()))))
+            }
+            None => {
+                *this.done = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// The gRPC status for an error of a body or an upstream call: a [`Status`] as it is, an
+/// HTTP/2 reset by its reason (as the gRPC HTTP/2 mapping says), anything else UNAVAILABLE.
+pub fn status_of(err: &(dyn std::error::Error + 'static)) -> Status {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = source {
+        if let Some(status) = err.downcast_ref::<Status>() {
+            return status.clone();
+        }
+        if let Some(reason) = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            let code = match reason {
+                h2::Reason::CANCEL => Code::Cancelled,
+                h2::Reason::REFUSED_STREAM => Code::Unavailable,
+                h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+                h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+                _ => Code::Internal,
+            };
+            return Status::new(code, format!("upstream stream reset: {reason}"));
+        }
+        source = err.source();
+    }
+    Status::new(Code::Unavailable, format!("upstream failed: {err}"))
+}

@@ -1,0 +1,22 @@
+//! gRPC over HTTP/2 as a proxy sees it: message framing, statuses, message encodings.
+
+pub mod body;
+pub mod encoding;
+pub mod error_body;
+pub mod status;
+
+pub use body::{ErrorSlot, Message, MessageBody, Transform};
+pub use encoding::Encoding;
+pub use status::{Code, Status};
+
+/// Whether a `content-type` names gRPC (`application/grpc`, `application/grpc+proto`, ...).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.strip_prefix("application/grpc").is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('+') || rest.starts_with(';')
+            })
+        })
+}

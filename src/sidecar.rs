@@ -1,0 +1,178 @@
+//! A whole sidecar process minus the process concerns: binds the configured proxy
+//! listeners and the admin listener, serves them, and drains on shutdown.
+//!
+//! The binary's default command wraps this with signals and logging; tests, examples and
+//! the demo can run a sidecar in-process the same way (port 0 picks free ports, and the
+//! `*_addr` methods say which).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, Health};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::{ProxySettings, Role};
+
+/// A listener that could not be opened: one line naming the variable that set it.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The configuration variable of the listener.
+    pub variable: &'static str,
+    /// The address it asked for.
+    pub addr: SocketAddr,
+    /// Why the bind failed.
+    #[source]
+    pub source: io::Error,
+}
+
+/// A sidecar whose listeners are all bound, ready to serve.
+pub struct Sidecar {
+    proxies: Vec<(TcpListener, ProxySettings)>,
+    admin: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    grace: Duration,
+}
+
+impl Sidecar {
+    /// Binds every listener `config` asks for (proxy roles first, then admin); fails on
+    /// the first that cannot be bound, before anything serves.
+    pub async fn bind(config: &Config) -> Result<Sidecar, BindError> {
+        let codec = Arc::new(config.message_codec());
+        let mut proxies = Vec::new();
+        for (role, addr, settings) in config.proxies(codec) {
+            let variable = match role {
+                Role::Inbound => "BLOSCAR_INBOUND_LISTEN",
+                Role::Outbound => "BLOSCAR_OUTBOUND_LISTEN",
+            };
+            proxies.push((bind(variable, addr).await?, settings));
+        }
+        let admin = bind("BLOSCAR_ADMIN_LISTEN", config.admin_listen).await?;
+        Ok(Sidecar {
+            proxies,
+            admin,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::new()),
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The bound address of the listener serving `role`, if this sidecar runs it.
+    pub fn proxy_addr(&self, role: Role) -> Option<SocketAddr> {
+        self.proxies
+            .iter()
+            .find(|(_, settings)| settings.role == role)
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The readiness the admin listener reports.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// The metrics the proxies record and `/metrics` serves.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns to 503, the proxy
+    /// listeners stop accepting, and in-flight streams get the grace period to finish.
+    /// Returns once every proxy listener has finished.
+    ///
+    /// If a proxy listener fails on its own, the others are drained the same way and its
+    /// error is returned.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let (stop_proxies, proxies_stopping) = watch::channel(false);
+        let (stop_admin, admin_stopping) = watch::channel(false);
+
+        let metrics = self.metrics.clone();
+        let admin = tokio::spawn(admin::serve(
+            self.admin,
+            self.health.clone(),
+            move || metrics.render(),
+            stopped(admin_stopping),
+        ));
+
+        let mut proxies = JoinSet::new();
+        for (listener, settings) in self.proxies {
+            let role = settings.role;
+            let metrics = self.metrics.clone();
+            let stopping = stopped(proxies_stopping.clone());
+            let grace = self.grace;
+            proxies.spawn(async move {
+                let result =
+                    crate::proxy::serve(listener, settings, metrics, stopping, grace).await;
+                (role, result)
+            });
+        }
+        self.health.set_ready();
+        tracing::info!("ready");
+
+        let mut failure = None;
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            Some(ended) = proxies.join_next() => failure = Some(ended),
+        }
+        self.health.set_draining();
+        tracing::info!(grace_secs = self.grace.as_secs(), "draining");
+        let _ = stop_proxies.send(true);
+
+        let mut result = Ok(());
+        if let Some(ended) = failure {
+            result = proxy_result(ended);
+        }
+        while let Some(ended) = proxies.join_next().await {
+            if let (Err(e), Ok(())) = (proxy_result(ended), &result) {
+                result = Err(e);
+            }
+        }
+        let _ = stop_admin.send(true);
+        let _ = admin.await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+async fn bind(variable: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| BindError {
+        variable,
+        addr,
+        source,
+    })
+}
+
+/// Resolves once `rx` carries `true` (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// A proxy task's outcome as an `io::Result`, logging failures with the role.
+fn proxy_result(ended: Result<(Role, io::Result<()>), tokio::task::JoinError>) -> io::Result<()> {
+    match ended {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((role, Err(e))) => {
+            tracing::error!(?role, error = %e, "proxy listener failed");
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "proxy listener task failed");
+            Err(io::Error::other(e))
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! The `bloscar` binary as users run it: the command line, configuration errors, the
+//! admin listener, and draining on SIGTERM with a real tonic server and client through
+//! both roles of one process.
+
+#[path = "common/raw.rs"]
+mod raw;
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bloscar::pb::inference::{
+    ModelInferRequest, ModelInferResponse, ModelStreamInferResponse, model_infer_response,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use raw::RawCodec;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tonic::server::Grpc;
+use tonic::{Request, Response, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bloscar");
+const STREAM_METHOD: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+
+/// Bound on every wait for the child process, so a broken build fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn bloscar(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bloscar")
+}
+
+#[test]
+fn version_and_help() {
+    let out = bloscar(&["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("bloscar {}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = bloscar(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("Usage: bloscar [COMMAND]"), "{help}");
+    assert!(help.contains("run "), "{help}");
+    for variable in bloscar::config::VARIABLES {
+        assert!(
+            help.contains(variable.name),
+            "{} missing:\n{help}",
+            variable.name
+        );
+    }
+
+    let out = bloscar(&["help", "run"], &[]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("Usage: bloscar run")
+    );
+
+    let out = bloscar(&["--no-such-flag"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn invalid_configuration_exits_64_with_one_line_naming_the_variable() {
+    let cases = [
+        (
+            ("BLOSCAR_CODEC", "lz5"),
+            "bloscar: BLOSCAR_CODEC: invalid value \"lz5\": expected auto, or codec[:level[:shuffle]]",
+        ),
+        (
+            ("BLOSCAR_MODE", "outbound"),
+            "bloscar: BLOSCAR_OUTBOUND_FORWARD: required when BLOSCAR_MODE is outbound or both",
+        ),
+        (
+            ("BLOSCAR_MAX_MESSAGE_BYTES", "0"),
+            "bloscar: BLOSCAR_MAX_MESSAGE_BYTES: invalid value \"0\": expected a size",
+        ),
+        (
+            ("BLOSCAR_ADMIN_LISTEN", "localhost:9449"),
+            "bloscar: BLOSCAR_ADMIN_LISTEN: invalid value \"localhost:9449\": expected ip:port",
+        ),
+        (
+            ("BLOSCAR_LOG_FORMAT", "xml"),
+            "bloscar: BLOSCAR_LOG_FORMAT: invalid value \"xml\": expected text or json",
+        ),
+    ];
+    for ((name, value), expected) in cases {
+        for args in [&[][..], &["run"][..]] {
+            let out = bloscar(args, &[(name, value)]);
+            assert_eq!(out.status.code(), Some(64), "{name}={value}");
+            assert!(out.stdout.is_empty());
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.starts_with(expected), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_listener_that_cannot_bind_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = bloscar(
+        &[],
+        &[
+            ("BLOSCAR_INBOUND_LISTEN", "127.0.0.1:0"),
+            ("BLOSCAR_ADMIN_LISTEN", &addr),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "bloscar: BLOSCAR_ADMIN_LISTEN: cannot listen on {addr}: "
+        )),
+        "{stderr}"
+    );
+}
+
+/// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The binary running in the background, with its stderr collected; killed if the test
+/// ends without waiting for it.
+struct Sidecar {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    admin: SocketAddr,
+}
+
+impl Sidecar {
+    fn start(env: &[(&str, String)]) -> Sidecar {
+        let admin = free_addr();
+        let mut child = Command::new(BIN)
+            .env_clear()
+            .env("BLOSCAR_ADMIN_LISTEN", admin.to_string())
+            .env("BLOSCAR_LOG", "info,bloscar=debug")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start bloscar");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Sidecar {
+            child,
+            stderr,
+            reader: Some(reader),
+            admin,
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Polls `/ready` until it answers 200.
+    async fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Ok((StatusCode::OK, _, _)) = get(self.admin, "/ready").await {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("bloscar exited with {status}:\n{}", self.logs());
+            }
+            assert!(start.elapsed() < PATIENCE, "never ready:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The pipe closes with the process: collect the last lines.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            assert!(start.elapsed() < PATIENCE, "never exited:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 GET with a real hyper client: status, headers, body.
+async fn get(addr: SocketAddr, path: &str) -> io::Result<(StatusCode, HeaderMap, String)> {
+    request(addr, http::Method::GET, path).await
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+) -> io::Result<(StatusCode, HeaderMap, String)> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(io::Error::other)?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    Ok((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn admin_endpoints_and_sigint() {
+    let mut sidecar = Sidecar::start(&[("BLOSCAR_INBOUND_LISTEN", free_addr().to_string())]);
+    sidecar.wait_ready().await;
+    let admin = sidecar.admin;
+
+    let (status, headers, body) = get(admin, "/live").await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "live\n"));
+    assert_eq!(content_type(&headers), "text/plain; charset=utf-8");
+
+    let (status, _, body) = get(admin, "/ready").await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
+
+    let (status, headers, body) = get(admin, "/metrics").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        content_type(&headers),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(
+        body.contains("# TYPE bloscar_streams_in_flight gauge\n"),
+        "{body}"
+    );
+    assert!(body.contains("\nbloscar_streams_in_flight 0\n"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+
+    let (status, _, _) = get(admin, "/").await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = get(admin, "/metrics/extra").await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, headers, _) = request(admin, http::Method::POST, "/ready").await.unwrap();
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers[http::header::ALLOW], "GET, HEAD");
+    let (status, _, body) = request(admin, http::Method::HEAD, "/live").await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+
+    sidecar.signal("INT");
+    let status = sidecar.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+    let logs = sidecar.logs();
+    assert!(
+        logs.contains("shutting down") && logs.contains("SIGINT"),
+        "{logs}"
+    );
+}
+
+/// A server-streaming tonic service that sends its first response at once and the rest
+/// only when the test opens the gate, so the stream is surely in flight while the
+/// sidecar shuts down.
+#[derive(Clone)]
+struct GatedStream {
+    responses: Arc<Vec<Bytes>>,
+    gate: watch::Receiver<bool>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+type ResponseStream = Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, Status>> + Send>>;
+
+impl<B> tower::Service<http::Request<B>> for GatedStream
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let handler = self.clone();
+        Box::pin(async move { Ok(Grpc::new(RawCodec).server_streaming(handler, request).await) })
+    }
+}
+
+impl tower::Service<Request<Bytes>> for GatedStream {
+    type Response = Response<ResponseStream>;
+    type Error = Status;
+    type Future = BoxFuture<Result<Self::Response, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<Bytes>) -> Self::Future {
+        let responses = self.responses.clone();
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let stream = futures_util::stream::unfold((0usize, gate), move |(i, mut gate)| {
+                let responses = responses.clone();
+                async move {
+                    let message = responses.get(i)?.clone();
+                    if i > 0 {
+                        let _ = gate.wait_for(|open| *open).await;
+                    }
+                    Some((Ok(message), (i + 1, gate)))
+                }
+            });
+            Ok(Response::new(Box::pin(stream) as ResponseStream))
+        })
+    }
+}
+
+/// KServe stream responses, each with a smooth 256 KiB FP32 output worth compressing.
+fn stream_responses(count: usize) -> Vec<Bytes> {
+    (0..count)
+        .map(|i| {
+            let values: Vec<u8> = (0..65536)
+                .flat_map(|k| ((k as f32 * 0.001).sin() + i as f32).to_le_bytes())
+                .collect();
+            let response = ModelStreamInferResponse {
+                error_message: String::new(),
+                infer_response: Some(ModelInferResponse {
+                    model_name: "slow".into(),
+                    id: i.to_string(),
+                    outputs: vec![model_infer_response::InferOutputTensor {
+                        name: "out".into(),
+                        datatype: "FP32".into(),
+                        shape: vec![65536],
+                        ..Default::default()
+                    }],
+                    raw_output_contents: vec![values],
+                    ..Default::default()
+                }),
+            };
+            Bytes::from(response.encode_to_vec())
+        })
+        .collect()
+}
+
+/// A gated server stream in flight through both roles of one bloscar process, its first
+/// response received.
+struct StreamInFlight {
+    sidecar: Sidecar,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    responses: Arc<Vec<Bytes>>,
+    open_gate: watch::Sender<bool>,
+    stream: tonic::Streaming<Bytes>,
+    first: Bytes,
+}
+
+async fn stream_in_flight(grace_secs: u64) -> StreamInFlight {
+    // The app server: a real tonic server behind the inbound role.
+    let responses = Arc::new(stream_responses(8));
+    let (open_gate, gate) = watch::channel(false);
+    let server_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server_listener.local_addr().unwrap();
+    let service = GatedStream {
+        responses: responses.clone(),
+        gate,
+    };
+    tokio::spawn(tonic::transport::Server::builder().serve_with_incoming(
+        service,
+        tonic::transport::server::TcpIncoming::from(server_listener),
+    ));
+
+    // One process with both roles: the client app -> outbound -> inbound -> server app.
+    let inbound = free_addr();
+    let outbound = free_addr();
+    let mut sidecar = Sidecar::start(&[
+        ("BLOSCAR_MODE", "both".into()),
+        ("BLOSCAR_INBOUND_LISTEN", inbound.to_string()),
+        ("BLOSCAR_INBOUND_FORWARD", server_addr.to_string()),
+        ("BLOSCAR_OUTBOUND_LISTEN", outbound.to_string()),
+        ("BLOSCAR_OUTBOUND_FORWARD", inbound.to_string()),
+        ("BLOSCAR_CODEC", "lz4:5:byte".into()),
+        ("BLOSCAR_SHUTDOWN_GRACE_SECS", grace_secs.to_string()),
+    ]);
+    sidecar.wait_ready().await;
+
+    // The client app: a real tonic client through the outbound listener.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{outbound}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+    client.ready().await.unwrap();
+    let request = ModelInferRequest {
+        model_name: "slow".into(),
+        ..Default::default()
+    };
+    let mut stream = client
+        .server_streaming(
+            Request::new(Bytes::from(request.encode_to_vec())),
+            http::uri::PathAndQuery::from_static(STREAM_METHOD),
+            RawCodec,
+        )
+        .await
+        .expect("stream starts")
+        .into_inner();
+    let first = stream.next().await.expect("a first response").unwrap();
+    assert_eq!(first, responses[0]);
+    StreamInFlight {
+        sidecar,
+        inbound,
+        outbound,
+        responses,
+        open_gate,
+        stream,
+        first,
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
+    let StreamInFlight {
+        mut sidecar,
+        inbound,
+        outbound,
+        responses,
+        open_gate,
+        mut stream,
+        first,
+    } = stream_in_flight(120).await;
+
+    // The admin listener sees the call in flight and the first response encoded.
+    let (_, _, metrics) = get(sidecar.admin, "/metrics").await.unwrap();
+    let in_flight = metric(&metrics, "bloscar_streams_in_flight ");
+    assert!(in_flight >= 1.0, "{metrics}");
+    let encoded = metric(
+        &metrics,
+        &format!(
+            "bloscar_messages_total{{direction=\"response\",outcome=\"encoded\",method=\"{STREAM_METHOD}\"}} "
+        ),
+    );
+    assert!(encoded >= 1.0, "{metrics}");
+
+    sidecar.signal("TERM");
+
+    // Draining: not ready any more, the proxy listeners refuse new connections.
+    let start = Instant::now();
+    loop {
+        let (status, _, body) = get(sidecar.admin, "/ready").await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(body, "draining\n");
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(start.elapsed() < PATIENCE, "{}", sidecar.logs());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for addr in [outbound, inbound] {
+        let start = Instant::now();
+        loop {
+            match TcpStream::connect(addr).await {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                Err(e) => panic!("connecting to {addr}: {e}"),
+                Ok(_) => {
+                    assert!(start.elapsed() < PATIENCE, "{addr} still accepts");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    assert!(
+        sidecar.child.try_wait().unwrap().is_none(),
+        "exited with the stream in flight:\n{}",
+        sidecar.logs()
+    );
+
+    // The stream in flight finishes, every message bit-exact, with an OK status.
+    open_gate.send(true).unwrap();
+    let mut received = vec![first];
+    while let Some(message) = stream.next().await {
+        received.push(message.expect("stream ends with OK"));
+    }
+    assert_eq!(received.len(), responses.len());
+    for (got, sent) in received.iter().zip(responses.iter()) {
+        assert!(got == sent, "a response changed on the way");
+    }
+
+    let status = sidecar.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+    let logs = sidecar.logs();
+    assert!(
+        logs.contains("SIGTERM") && logs.contains("draining"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_the_drain() {
+    let StreamInFlight {
+        mut sidecar,
+        mut stream,
+        open_gate,
+        ..
+    } = stream_in_flight(1).await;
+    sidecar.signal("TERM");
+    // The server never sends the rest: after the grace period the process closes the
+    // stream and still exits cleanly.
+    let status = sidecar.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+    let logs = sidecar.logs();
+    assert!(logs.contains("grace period over"), "{logs}");
+    // Cut short: the client sees an error, never a clean end after one message.
+    let end = stream.next().await;
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
+    drop(open_gate);
+}
+
+/// The value of the series whose line starts with `prefix` (0 when absent).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
