@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venvs/skimage (scikit-image, Pillow, numpy) in the repository: the real images
-# that scripts/tuner-check.sh and the tuner's tests feed to the tuner. Idempotent: an
+# that the tuner tests and scripts/tuner-check.sh feed to the tuner. Idempotent: an
 # environment whose packages import is left alone. Quiet unless it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."

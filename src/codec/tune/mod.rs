@@ -47,7 +47,8 @@ pub struct TunerConfig {
     /// Messages after which a remembered pick is searched again, at the least.
     pub recheck_every: u64,
     /// Re-checks are spaced further apart when needed so that searching costs at most
-    /// this fraction of the end-to-end time of the messages between two searches.
+    /// this fraction of the end-to-end time of the messages between two searches
+    /// (0 turns the spacing off: every `recheck_every` messages).
     pub search_budget: f64,
     /// Relative change of the observed ratio (0.25 = 25%) that triggers a new search.
     pub drift: f64,
@@ -316,7 +317,7 @@ impl Tuner {
         let spaced = if budget > 0.0 {
             (search_secs / budget).ceil()
         } else {
-            f64::MAX
+            0.0
         };
         // Saturating float-to-int conversion: an enormous spacing means "practically never".
         (spaced as u64).max(self.config.recheck_every)

@@ -1,8 +1,8 @@
 //! What the tuner has done, for metrics: counters, and the current pick per tensor.
 //!
-//! The proxy's metrics module registers [`TunerCollector`] with its prometheus-client
-//! registry (`registry.register_collector(Box::new(tuner.collector()))`); each scrape
-//! then reads these values. The same numbers are available as plain data through
+//! The sidecar registers [`TunerCollector`] with its metrics
+//! (`metrics.register_collector(Box::new(tuner.collector()))`, names prefixed with
+//! `bloscar_`); each scrape then reads these values. The same numbers are available as plain data through
 //! [`Tuner::stats`](super::Tuner::stats) and [`Tuner::picks`](super::Tuner::picks).
 
 use std::sync::Arc;
@@ -133,7 +133,7 @@ impl Collector for TunerCollector {
         let s = self.tuner.stats();
         let searches = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
-            "bloscar_tuner_searches",
+            "tuner_searches",
             "Trial-compression searches the auto-tuner ran, by reason",
             None,
             searches.metric_type(),
@@ -148,22 +148,22 @@ impl Collector for TunerCollector {
         }
         for (name, help, value) in [
             (
-                "bloscar_tuner_cache_hits",
+                "tuner_cache_hits",
                 "Tensors whose setting came from the tuner's cache",
                 s.cache_hits,
             ),
             (
-                "bloscar_tuner_below_min_size",
+                "tuner_below_min_size",
                 "Tensors the tuner left alone because they were below the minimum size",
                 s.below_min_size,
             ),
             (
-                "bloscar_tuner_store_decisions",
+                "tuner_store_decisions",
                 "Searches that decided to send the tensor uncompressed",
                 s.store_decisions,
             ),
             (
-                "bloscar_tuner_errors",
+                "tuner_errors",
                 "Searches that failed (the tensor was sent uncompressed)",
                 s.errors,
             ),
@@ -173,14 +173,14 @@ impl Collector for TunerCollector {
         }
         let c = ConstCounter::new(s.search_seconds);
         c.encode(encoder.encode_descriptor(
-            "bloscar_tuner_search_seconds",
+            "tuner_search_seconds",
             "Time the auto-tuner spent in trial compression",
             None,
             c.metric_type(),
         )?)?;
         let g = ConstGauge::new(s.entries as i64);
         g.encode(encoder.encode_descriptor(
-            "bloscar_tuner_entries",
+            "tuner_entries",
             "(method, tensor, dtype) keys the auto-tuner remembers",
             None,
             g.metric_type(),
@@ -189,7 +189,7 @@ impl Collector for TunerCollector {
         let picks = self.tuner.picks();
         let ratio = ConstGauge::new(0.0f64);
         let mut family = encoder.encode_descriptor(
-            "bloscar_tuner_pick_sample_ratio",
+            "tuner_pick_sample_ratio",
             "Current pick per tensor (codec, level, shuffle; codec=\"store\" when sent uncompressed) and the ratio it reached on the search's sample",
             None,
             ratio.metric_type(),

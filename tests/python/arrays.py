@@ -1,6 +1,6 @@
-"""Writes the arrays the tuner and .npy tests read, with numpy itself.
+"""Writes the arrays the tuner, .npy reader and `bloscar bench` tests read, with numpy itself.
 
-Usage: python scripts/test-arrays.py OUTDIR   (run with .venvs/skimage/bin/python)
+Usage: python tests/python/arrays.py OUTDIR   (run with .venvs/skimage/bin/python)
 
 OUTDIR/npy/      small arrays of every supported dtype in .npy format versions 1.0, 2.0
                  and 3.0, each beside NAME.bin (its raw C-order bytes) and a manifest
