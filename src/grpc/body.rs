@@ -32,7 +32,9 @@ const INLINE_LIMIT: usize = 4 * 1024;
 /// One gRPC message: its compressed flag and its bytes (without the prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The compressed flag: the data is in the call's `grpc-encoding`, not identity.
     pub compressed: bool,
+    /// The message bytes.
     pub data: Bytes,
 }
 
