@@ -4,6 +4,7 @@
 #
 #   .venvs/triton-client  tritonclient[grpc] + numpy   (KServe v2 / Triton protobuf classes)
 #   .venvs/tfs            min-tfs-client + protobuf 3.20.3 + numpy (TF Serving protobuf classes)
+#   .venvs/blosc          python-blosc (decodes docs/wire-format.md's vectors in Python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +33,4 @@ make_venv() {
 make_venv triton-client "import tritonclient.grpc.service_pb2, numpy, ml_dtypes" "tritonclient[grpc]" numpy
 make_venv tfs "import min_tfs_client, tensorflow.core.framework.tensor_pb2, numpy" \
     min-tfs-client "protobuf==3.20.3" numpy
+make_venv blosc "import blosc" blosc

@@ -26,6 +26,7 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -52,6 +53,13 @@ struct Shared {
     unknown_peer: UnknownPeer,
     peer: AtomicU8,
     metrics: Arc<Metrics>,
+    /// Bounds the messages transformed at once across all streams of the layer.
+    pool: Arc<Semaphore>,
+}
+
+/// Transforms run at once per layer: enough to keep every core busy while one waits.
+fn pool_size() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
 /// A tower layer that speaks the bloscar encoding on one side of a gRPC link.
@@ -75,6 +83,7 @@ impl BloscarLayer {
                 unknown_peer: UnknownPeer::default(),
                 peer: AtomicU8::new(PEER_UNKNOWN),
                 metrics: Arc::new(Metrics::new()),
+                pool: Arc::new(Semaphore::new(pool_size())),
             }),
         }
     }
@@ -122,6 +131,7 @@ impl BloscarLayer {
             unknown_peer: shared.unknown_peer,
             peer: AtomicU8::new(shared.peer.load(Ordering::Relaxed)),
             metrics: Arc::clone(&shared.metrics),
+            pool: Arc::clone(&shared.pool),
         });
         edit(&mut shared);
         BloscarLayer {
@@ -311,12 +321,15 @@ where
                 direction: Direction::Request,
                 source,
             };
-            boxed(MessageBody::new(
-                body,
-                Arc::new(transform),
-                shared.max_message_bytes,
-                slot.clone(),
-            ))
+            boxed(
+                MessageBody::new(
+                    body,
+                    Arc::new(transform),
+                    shared.max_message_bytes,
+                    slot.clone(),
+                )
+                .bounded(Arc::clone(&shared.pool)),
+            )
         }
         _ => boxed(body),
     };
@@ -412,12 +425,15 @@ where
                 direction: Direction::Response,
                 source,
             };
-            boxed(MessageBody::new(
-                body,
-                Arc::new(transform),
-                shared.max_message_bytes,
-                slot.clone(),
-            ))
+            boxed(
+                MessageBody::new(
+                    body,
+                    Arc::new(transform),
+                    shared.max_message_bytes,
+                    slot.clone(),
+                )
+                .bounded(Arc::clone(&shared.pool)),
+            )
         }
         _ => boxed(body),
     };
@@ -440,12 +456,15 @@ where
         method: Arc::clone(method),
         direction,
     };
-    boxed(MessageBody::new(
-        body,
-        Arc::new(transform),
-        shared.max_message_bytes,
-        slot.clone(),
-    ))
+    boxed(
+        MessageBody::new(
+            body,
+            Arc::new(transform),
+            shared.max_message_bytes,
+            slot.clone(),
+        )
+        .bounded(Arc::clone(&shared.pool)),
+    )
 }
 
 fn metrics_direction(direction: Direction) -> metrics::Direction {

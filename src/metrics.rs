@@ -21,7 +21,9 @@ use prometheus_client::registry::Registry;
 /// Which way a message travels between the apps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// Client to server.
     Request,
+    /// Server to client.
     Response,
 }
 

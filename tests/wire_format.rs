@@ -157,3 +157,27 @@ fn ndarray_vector_round_trips() {
         .join(" ");
     assert!(doc_hex.contains(&vector_hex));
 }
+
+/// The Python decoder printed in the document, run with python-blosc on the document's
+/// vectors (the environment comes from scripts/venvs.sh).
+#[test]
+fn python_decoder_in_the_document_decodes_the_vectors() {
+    use std::process::Command;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let venvs = Command::new("bash")
+        .arg(format!("{root}/scripts/venvs.sh"))
+        .status()
+        .unwrap();
+    assert!(venvs.success(), "scripts/venvs.sh failed");
+    let out = Command::new(format!("{root}/.venvs/blosc/bin/python"))
+        .arg(format!("{root}/scripts/check-wire-format.py"))
+        .arg(format!("{root}/docs/wire-format.md"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -7,6 +7,7 @@
 //! transform off the async reactor when it may be costly, and passes trailers through.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -15,6 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::status::{Code, Status};
@@ -30,7 +32,9 @@ const INLINE_LIMIT: usize = 4 * 1024;
 /// One gRPC message: its compressed flag and its bytes (without the prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The compressed flag: the data is in the call's `grpc-encoding`, not identity.
     pub compressed: bool,
+    /// The message bytes.
     pub data: Bytes,
 }
 
@@ -79,9 +83,13 @@ impl ErrorSlot {
     }
 }
 
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
 enum State {
     /// Collecting the next message from the inner body.
     Reading,
+    /// A message waits for a slot in the bounded transform pool.
+    Waiting(Acquire, Option<Message>),
     /// A message is being transformed on the blocking pool.
     Transforming(JoinHandle<Result<Message, Status>>),
     /// Trailers to send once the output queue is empty.
@@ -100,6 +108,7 @@ pin_project! {
         buf: BytesMut,
         out: VecDeque<Bytes>,
         state: State,
+        pool: Option<Arc<Semaphore>>,
     }
 }
 
@@ -120,7 +129,16 @@ impl<B> MessageBody<B> {
             buf: BytesMut::new(),
             out: VecDeque::new(),
             state: State::Reading,
+            pool: None,
         }
+    }
+
+    /// Runs costly transforms only while holding a permit of `pool`, which bounds how
+    /// many messages of all streams are transformed at once (and so the memory their
+    /// results take).
+    pub fn bounded(mut self, pool: Arc<Semaphore>) -> Self {
+        self.pool = Some(pool);
+        self
     }
 }
 
@@ -151,6 +169,16 @@ where
                     }
                     return Poll::Ready(None);
                 }
+                State::Waiting(acquire, message) => {
+                    // A closed pool only means no bound.
+                    let permit = ready!(acquire.as_mut().poll(cx)).ok();
+                    let message = message.take().expect("a waiting message");
+                    let transform = Arc::clone(this.transform);
+                    *this.state = State::Transforming(tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        transform.transform(message)
+                    }));
+                }
                 State::Transforming(handle) => {
                     let joined = ready!(Pin::new(handle).poll(cx));
                     *this.state = State::Reading;
@@ -179,6 +207,9 @@ where
                                         this.slot, this.state, status,
                                     ))));
                                 }
+                            } else if let Some(pool) = this.pool {
+                                let acquire = Box::pin(Arc::clone(pool).acquire_owned());
+                                *this.state = State::Waiting(acquire, Some(message));
                             } else {
                                 *this.state =
                                     State::Transforming(tokio::task::spawn_blocking(move || {
@@ -420,5 +451,31 @@ mod tests {
         );
         let err = collect(body).await.unwrap_err();
         assert_eq!(err, Status::new(Code::DataLoss, "checksum mismatch"));
+    }
+
+    #[tokio::test]
+    async fn a_bounded_pool_serialises_costly_transforms_of_many_streams() {
+        let pool = Arc::new(Semaphore::new(1));
+        let big = vec![7u8; 64 * 1024];
+        let input = framed(&[
+            (false, &big),
+            (true, b"small but compressed"),
+            (false, &big),
+        ]);
+        let bodies = (0..4).map(|_| {
+            let body = MessageBody::new(
+                chunked(&input, 1000, None),
+                reverse(),
+                1 << 20,
+                ErrorSlot::default(),
+            )
+            .bounded(Arc::clone(&pool));
+            tokio::spawn(collect(body))
+        });
+        for body in bodies.collect::<Vec<_>>() {
+            let (out, _) = body.await.unwrap().unwrap();
+            assert_eq!(out.len(), input.len());
+        }
+        assert_eq!(pool.available_permits(), 1);
     }
 }

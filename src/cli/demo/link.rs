@@ -3,7 +3,8 @@
 //!
 //! Each direction is a serial line shared by every connection: a chunk of n bytes may
 //! leave only when the line has finished sending what came before it, and takes
-//! n / bandwidth to send. Deadlines are absolute, so timer granularity does not add up.
+//! n / bandwidth to send. A line that fell behind its schedule by less than [`SLACK`]
+//! (a timer firing late) keeps the schedule, so timer granularity does not add up.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +19,9 @@ use tokio::time::Instant;
 
 /// Largest piece sent at once: about a millisecond at 100 Mbit/s.
 const CHUNK: usize = 16 * 1024;
+
+/// How late a line may be on its schedule and still be considered busy rather than idle.
+const SLACK: Duration = Duration::from_millis(5);
 
 /// One direction of the link.
 struct Line {
@@ -40,7 +44,12 @@ impl Line {
     async fn send(&self, n: usize) {
         let done = {
             let mut free_at = self.free_at.lock().await;
-            let start = (*free_at).max(Instant::now());
+            let now = Instant::now();
+            let start = if now > *free_at + SLACK {
+                now
+            } else {
+                *free_at
+            };
             *free_at = start + Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
             *free_at
         };
