@@ -143,6 +143,31 @@ def table(records: list) -> str:
     return "\n".join([fmt(head), sep, *map(fmt, rows)])
 
 
+def summary(records: list) -> str:
+    """One row per (suite, tensor, mode): every compression combination added up."""
+    groups: dict = {}
+    for r in records:
+        g = groups.setdefault((r["suite"], r["tensor"], r["mode"]), {"cases": 0, "exact": 0, "app": 0, "link": 0})
+        g["cases"] += 1
+        g["exact"] += bool(r["bit_exact"])
+        g["app"] += r.get("app_bytes") or 0
+        g["link"] += r.get("link_bytes") or 0
+    head = ("suite", "tensor", "mode", "cases", "app bytes", "link bytes", "ratio", "bit-exact")
+    rows = [
+        (suite, tensor, mode, str(g["cases"]), str(g["app"]), str(g["link"]),
+         f"{g['app'] / g['link']:.2f}" if g["link"] else "-", f"{g['exact']}/{g['cases']}")
+        for (suite, tensor, mode), g in groups.items()
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    numeric = {3, 4, 5, 6}
+
+    def fmt(row):
+        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+
+    sep = "|" + "|".join("-" * (w + 1) + (":" if i in numeric else "-") for i, w in enumerate(widths)) + "|"
+    return "\n".join([fmt(head), sep, *map(fmt, rows)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bloscar", help="path of the bloscar binary")
@@ -235,6 +260,8 @@ def main() -> int:
         print("app bytes: client <-> outbound sidecar; server bytes: inbound sidecar <-> server;")
         print("link bytes: between the sidecars; ratio = app bytes / link bytes; both directions.")
         print(table(records))
+        print("\nPer tensor and mode (all request/response compression settings added up):")
+        print(summary(records))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
     exact = sum(r["bit_exact"] for r in records)
