@@ -482,6 +482,42 @@ mod tests {
         assert_eq!(pool.available_permits(), 1);
     }
 
+    /// The runtime below has one thread: if a costly transform ran on it, the task that
+    /// releases the transform could never run, and the transform would give up.
+    #[test]
+    fn costly_transforms_run_off_the_async_threads() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let released = Mutex::new(released);
+            let waiting: Arc<dyn Transform> = Arc::new(move |m: Message| {
+                let released = released.lock().unwrap_or_else(|e| e.into_inner());
+                released
+                    .recv_timeout(std::time::Duration::from_secs(30))
+                    .map_err(|_| Status::new(Code::Internal, "transform ran on the reactor"))?;
+                Ok(m)
+            });
+            let big = vec![1u8; 64 * 1024];
+            let input = framed(&[(false, &big)]);
+            let body = MessageBody::new(
+                chunked(&input, 4096, None),
+                waiting,
+                1 << 20,
+                ErrorSlot::default(),
+            );
+            let collecting = tokio::spawn(collect(body));
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                let _ = release.send(());
+            });
+            let (out, _) = collecting.await.unwrap().unwrap();
+            assert_eq!(out, input);
+        });
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
