@@ -172,7 +172,10 @@ where
                 State::Waiting(acquire, message) => {
                     // A closed pool only means no bound.
                     let permit = ready!(acquire.as_mut().poll(cx)).ok();
-                    let message = message.take().expect("a waiting message");
+                    let Some(message) = message.take() else {
+                        *this.state = State::Reading;
+                        continue;
+                    };
                     let transform = Arc::clone(this.transform);
                     *this.state = State::Transforming(tokio::task::spawn_blocking(move || {
                         let _permit = permit;
@@ -477,5 +480,51 @@ mod tests {
             assert_eq!(out.len(), input.len());
         }
         assert_eq!(pool.available_permits(), 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any messages, cut into frames at any points, come out whole and in order.
+        #[test]
+        fn any_framing_of_any_messages_is_reassembled(
+            messages in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..9000)),
+                0..6,
+            ),
+            cuts in proptest::collection::vec(1usize..5000, 1..20),
+        ) {
+            let refs: Vec<(bool, &[u8])> = messages.iter().map(|(c, d)| (*c, d.as_slice())).collect();
+            let input = framed(&refs);
+            let expected = framed(
+                &messages
+                    .iter()
+                    .map(|(c, d)| (*c, d.iter().rev().copied().collect::<Vec<u8>>()))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|(c, d)| (*c, d.as_slice()))
+                    .collect::<Vec<_>>(),
+            );
+            let mut frames = Vec::new();
+            let mut rest = &input[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (head, tail) = rest.split_at((*cut).min(rest.len()));
+                frames.push(Ok::<_, Infallible>(Frame::data(Bytes::copy_from_slice(head))));
+                rest = tail;
+            }
+            let body = MessageBody::new(
+                StreamBody::new(futures_util::stream::iter(frames)),
+                reverse(),
+                1 << 20,
+                ErrorSlot::default(),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (out, trailers) = runtime.block_on(collect(body)).unwrap();
+            proptest::prop_assert_eq!(out, expected);
+            proptest::prop_assert!(trailers.is_none());
+        }
     }
 }
