@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::codec::{Codec, CompressOptions, Shuffle};
+use crate::codec::CompressOptions;
+use crate::codec::tune::{Tuner, TunerConfig};
 use crate::container::Limits;
 use crate::locate::{Locator, TaggedRule};
 use crate::message::{Chooser, FixedChooser, MessageCodec};
@@ -217,14 +218,6 @@ pub enum CodecSetting {
     /// One setting for every tensor at or above the minimum size.
     Fixed(CompressOptions),
 }
-
-/// The setting `auto` stands for: lz4 level 5 with byte shuffle is fast enough on any
-/// link this side of 10 Gbit/s and shrinks smooth numeric tensors well.
-pub const AUTO_SETTING: CompressOptions = CompressOptions {
-    codec: Codec::Lz4,
-    level: 5,
-    shuffle: Shuffle::Byte,
-};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,23 +490,32 @@ impl Config {
 
     /// The message encoder/decoder the proxies share: the built-in and configured
     /// locators, the chooser of the codec setting, and the message size limit.
-    ///
-    /// `auto` currently compresses every tensor of at least the minimum size with
-    /// [`AUTO_SETTING`] (lz4 level 5, byte shuffle; bit shuffle for one-byte elements).
     pub fn message_codec(&self) -> MessageCodec {
         self.message_codec_with(self.chooser())
     }
 
     /// The chooser of the codec setting: what [`Config::message_codec`] compresses with.
+    ///
+    /// `auto` is a new [`Tuner`] (see [`Config::tuner`]); a fixed setting applies to every
+    /// tensor of at least the minimum size.
     pub fn chooser(&self) -> Arc<dyn Chooser> {
-        let options = match self.codec {
-            CodecSetting::Auto => AUTO_SETTING,
-            CodecSetting::Fixed(options) => options,
-        };
-        Arc::new(FixedChooser {
-            options,
+        match self.codec {
+            CodecSetting::Auto => self.tuner(),
+            CodecSetting::Fixed(options) => Arc::new(FixedChooser {
+                options,
+                min_size: self.min_tensor_bytes,
+            }),
+        }
+    }
+
+    /// The auto-tuner for this link bandwidth and minimum tensor size; share one per
+    /// process so that its picks are remembered across listeners.
+    pub fn tuner(&self) -> Arc<Tuner> {
+        Arc::new(Tuner::new(TunerConfig {
+            link_mbps: self.link_mbps,
             min_size: self.min_tensor_bytes,
-        })
+            ..TunerConfig::default()
+        }))
     }
 
     /// [`Config::message_codec`] with another chooser, e.g. one that wraps

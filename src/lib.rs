@@ -4,6 +4,7 @@
 //! nothing of HTTP. The proxy and the tower layer are thin glue over it.
 
 pub mod admin;
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod container;
@@ -15,6 +16,7 @@ pub mod locate;
 pub mod message;
 pub mod metrics;
 pub mod ndarray;
+pub mod npy;
 #[cfg(feature = "pb")]
 pub mod pb;
 pub mod proxy;

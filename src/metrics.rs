@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,7 +21,9 @@ use prometheus_client::registry::Registry;
 /// Which way a message travels between the apps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// Client to server.
     Request,
+    /// Server to client.
     Response,
 }
 
@@ -164,6 +167,13 @@ impl Metrics {
             streams,
             methods: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Adds metrics that are read at scrape time, such as the auto-tuner's
+    /// ([`Tuner::collector`](crate::codec::tune::Tuner::collector)); their names get the
+    /// `bloscar_` prefix too.
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// The metrics in the Prometheus text exposition format.

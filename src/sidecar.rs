@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Health};
-use crate::config::Config;
+use crate::config::{CodecSetting, Config};
+use crate::message::Chooser;
 use crate::metrics::Metrics;
 use crate::proxy::{ProxySettings, Role};
 
@@ -46,7 +47,16 @@ impl Sidecar {
     /// Binds every listener `config` asks for (proxy roles first, then admin); fails on
     /// the first that cannot be bound, before anything serves.
     pub async fn bind(config: &Config) -> Result<Sidecar, BindError> {
-        let codec = Arc::new(config.message_codec());
+        let mut metrics = Metrics::new();
+        let chooser: Arc<dyn Chooser> = match config.codec {
+            CodecSetting::Auto => {
+                let tuner = config.tuner();
+                metrics.register_collector(Box::new(tuner.collector()));
+                tuner
+            }
+            CodecSetting::Fixed(_) => config.chooser(),
+        };
+        let codec = Arc::new(config.message_codec_with(chooser));
         let mut proxies = Vec::new();
         for (role, addr, settings) in config.proxies(codec) {
             let variable = match role {
@@ -59,7 +69,7 @@ impl Sidecar {
         Ok(Sidecar {
             proxies,
             admin,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             health: Arc::new(Health::new()),
             grace: config.shutdown_grace,
         })

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod logging;
 mod run;
@@ -31,6 +32,9 @@ enum Command {
     /// process on loopback; prints the bytes on the link and the latency, direct and
     /// through bloscar.
     Demo(demo::DemoArgs),
+    /// Measure every Blosc setting (codec x level x shuffle) on tensors from .npy files
+    /// or a built-in set, with the end-to-end time per link and the auto-tuner's pick.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -43,5 +47,6 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run::main(),
         Command::Demo(args) => demo::main(args),
+        Command::Bench(args) => bench::main(args),
     }
 }

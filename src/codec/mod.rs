@@ -4,6 +4,7 @@
 //! function is safe to call from any number of threads at once.
 
 mod blosc;
+pub mod tune;
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::codec::{Codec, Shuffle};
 
 fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
     Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))

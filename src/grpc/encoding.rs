@@ -17,10 +17,15 @@ pub const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 /// A message encoding named in `grpc-encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
+    /// No compression.
     Identity,
+    /// gzip (RFC 1952).
     Gzip,
+    /// zlib-wrapped deflate (RFC 1950), as gRPC's `deflate` is.
     Deflate,
+    /// Zstandard frames.
     Zstd,
+    /// bloscar containers (skeleton + Blosc patches).
     Bloscar,
 }
 

@@ -9,22 +9,39 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Code {
+    /// The call succeeded.
     Ok = 0,
+    /// The call was cancelled, usually by the caller.
     Cancelled = 1,
+    /// An error without a better code.
     Unknown = 2,
+    /// The client sent something invalid.
     InvalidArgument = 3,
+    /// The deadline passed before the call finished.
     DeadlineExceeded = 4,
+    /// Something requested was not found.
     NotFound = 5,
+    /// Something to create already exists.
     AlreadyExists = 6,
+    /// The caller may not do this.
     PermissionDenied = 7,
+    /// A limit was hit, e.g. the maximum message size.
     ResourceExhausted = 8,
+    /// The system is not in a state that allows the call.
     FailedPrecondition = 9,
+    /// The call was aborted, e.g. by a concurrency conflict.
     Aborted = 10,
+    /// A value was outside its valid range.
     OutOfRange = 11,
+    /// The method (or an encoding) is not supported.
     Unimplemented = 12,
+    /// An invariant broke: malformed data, a failed component.
     Internal = 13,
+    /// The service cannot be reached right now.
     Unavailable = 14,
+    /// Data was lost or corrupted.
     DataLoss = 15,
+    /// The caller has no valid credentials.
     Unauthenticated = 16,
 }
 
@@ -87,7 +104,9 @@ impl Code {
 /// A gRPC status the proxy ends a call with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// The status code.
     pub code: Code,
+    /// A message for people, sent percent-encoded in `grpc-message`.
     pub message: String,
 }
 

@@ -41,6 +41,7 @@ pub enum UnknownPeer {
 /// Everything one proxy listener needs.
 #[derive(Clone)]
 pub struct ProxySettings {
+    /// Which side of the link this listener serves.
     pub role: Role,
     /// `host:port` of the upstream: the local app (inbound) or the peer sidecar (outbound).
     pub forward: String,
@@ -48,5 +49,6 @@ pub struct ProxySettings {
     pub codec: Arc<MessageCodec>,
     /// Largest gRPC message buffered, after any decompression.
     pub max_message_bytes: usize,
+    /// Outbound: how to treat a peer whose capability is not known yet.
     pub unknown_peer: UnknownPeer,
 }

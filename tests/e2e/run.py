@@ -143,6 +143,31 @@ def table(records: list) -> str:
     return "\n".join([fmt(head), sep, *map(fmt, rows)])
 
 
+def summary(records: list) -> str:
+    """One row per (suite, tensor, mode): every compression combination added up."""
+    groups: dict = {}
+    for r in records:
+        g = groups.setdefault((r["suite"], r["tensor"], r["mode"]), {"cases": 0, "exact": 0, "app": 0, "link": 0})
+        g["cases"] += 1
+        g["exact"] += bool(r["bit_exact"])
+        g["app"] += r.get("app_bytes") or 0
+        g["link"] += r.get("link_bytes") or 0
+    head = ("suite", "tensor", "mode", "cases", "app bytes", "link bytes", "ratio", "bit-exact")
+    rows = [
+        (suite, tensor, mode, str(g["cases"]), str(g["app"]), str(g["link"]),
+         f"{g['app'] / g['link']:.2f}" if g["link"] else "-", f"{g['exact']}/{g['cases']}")
+        for (suite, tensor, mode), g in groups.items()
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    numeric = {3, 4, 5, 6}
+
+    def fmt(row):
+        return "| " + " | ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+
+    sep = "|" + "|".join("-" * (w + 1) + (":" if i in numeric else "-") for i, w in enumerate(widths)) + "|"
+    return "\n".join([fmt(head), sep, *map(fmt, rows)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bloscar", help="path of the bloscar binary")
@@ -154,6 +179,8 @@ def main() -> int:
     if not args.direct and not args.bloscar:
         parser.error("--bloscar is required unless --direct")
 
+    # A runner stopped by SIGTERM (a CI timeout) still stops its servers and sidecars.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logdir = Path(args.logdir or tempfile.mkdtemp(prefix="bloscar-e2e-"))
     logdir.mkdir(parents=True, exist_ok=True)
     procs = Processes(logdir)
@@ -166,7 +193,7 @@ def main() -> int:
             script, python, rc, _ = SERVERS[name]
             procs.start(name, [python, script, "--ports-file", logdir / f"{name}.ports",
                                "--response-compression", rc])
-        backend = {name: wait_for_file(logdir / f"{name}.ports", procs, 120)["grpc"] for name in servers}
+        backend = {name: wait_for_file(logdir / f"{name}.ports", procs, 300)["grpc"] for name in servers}
         log("servers ready: " + ", ".join(f"{n}=:{p}" for n, p in backend.items()))
 
         inbound = {name: free_port() for name in servers}
@@ -233,6 +260,8 @@ def main() -> int:
         print("app bytes: client <-> outbound sidecar; server bytes: inbound sidecar <-> server;")
         print("link bytes: between the sidecars; ratio = app bytes / link bytes; both directions.")
         print(table(records))
+        print("\nPer tensor and mode (all request/response compression settings added up):")
+        print(summary(records))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
     exact = sum(r["bit_exact"] for r in records)

@@ -1,0 +1,280 @@
+//! The codec grid benchmark behind `bloscar bench`: every codec x level x shuffle on a
+//! tensor, the estimated end-to-end time per link, and the tuner's pick beside the best.
+//!
+//! Measuring is CPU work only; reading files and printing belong to the caller.
+
+pub mod report;
+pub mod synthetic;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::codec::tune::cost::Measurement;
+use crate::codec::tune::{Tuner, TunerConfig};
+use crate::codec::{self, Codec, CodecError, CompressOptions, Shuffle};
+pub use synthetic::Tensor;
+
+/// Which settings to measure and how carefully.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSpec {
+    /// Codecs to try.
+    pub codecs: Vec<Codec>,
+    /// Levels to try (1-9; 0 is Blosc's copy, which storing beats).
+    pub levels: Vec<u8>,
+    /// Shuffle modes to try.
+    pub shuffles: Vec<Shuffle>,
+    /// Runs per point; the fastest counts (the others met interference).
+    pub repeats: usize,
+    /// A point whose first run takes longer than this is run only once.
+    pub slow_run: Duration,
+}
+
+impl Default for GridSpec {
+    fn default() -> Self {
+        Self {
+            codecs: Codec::ALL.to_vec(),
+            levels: (1..=9).collect(),
+            shuffles: Shuffle::ALL.to_vec(),
+            repeats: 3,
+            slow_run: Duration::from_millis(200),
+        }
+    }
+}
+
+impl GridSpec {
+    /// The settings of the grid, in codec, level, shuffle order. Byte-shuffle is left
+    /// out for one-byte elements, where it is the same as no shuffle.
+    pub fn points(&self, elem_size: usize) -> Vec<CompressOptions> {
+        let mut out = Vec::new();
+        for &codec in &self.codecs {
+            for &level in &self.levels {
+                for &shuffle in &self.shuffles {
+                    if shuffle == Shuffle::Byte && elem_size <= 1 {
+                        continue;
+                    }
+                    out.push(CompressOptions {
+                        codec,
+                        level,
+                        shuffle,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why a grid run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Blosc failed on a setting.
+    #[error("{options}: {source}")]
+    Codec {
+        options: CompressOptions,
+        source: CodecError,
+    },
+    /// A round trip did not give the original bytes back.
+    #[error("{options}: decompressed bytes differ from the original")]
+    NotBitExact { options: CompressOptions },
+}
+
+/// One setting on one tensor, with its estimated end-to-end time on each link.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointResult {
+    /// `codec:level:shuffle`, or `store`.
+    pub setting: String,
+    /// Uncompressed over compressed bytes.
+    pub ratio: f64,
+    /// Compression speed, MB/s of uncompressed data (null when storing).
+    pub compress_mbs: Option<f64>,
+    /// Decompression speed, MB/s of uncompressed data (null when storing).
+    pub decompress_mbs: Option<f64>,
+    /// Compressed bytes.
+    pub compressed_bytes: usize,
+    /// Estimated compress + transfer + decompress, ms, one per link.
+    pub end_to_end_ms: Vec<f64>,
+    #[serde(skip)]
+    pub measurement: Measurement,
+}
+
+/// For one link: the best grid point and the tuner's pick.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkResult {
+    /// Link bandwidth, Mbit/s.
+    pub link_mbps: f64,
+    /// The grid point with the lowest end-to-end time.
+    pub best: String,
+    /// Its end-to-end time, ms.
+    pub best_ms: f64,
+    /// The tuner's pick.
+    pub tuner: String,
+    /// The pick's end-to-end time as measured by the grid, ms.
+    pub tuner_ms: f64,
+    /// `tuner_ms / best_ms`: 1.0 is the best the grid found.
+    pub tuner_over_best: f64,
+    /// Time the tuner's search took, ms.
+    pub search_ms: f64,
+}
+
+/// Everything measured on one tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorResult {
+    /// File or synthetic name.
+    pub name: String,
+    /// Element type.
+    pub dtype: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Bytes of data.
+    pub bytes: usize,
+    /// Every grid point, `store` first.
+    pub grid: Vec<PointResult>,
+    /// One per link.
+    pub links: Vec<LinkResult>,
+}
+
+/// Runs the grid and the tuner on `tensor` for every link in `links_mbps`; `progress`
+/// is called after each grid point with (done, total, setting).
+pub fn run(
+    tensor: &Tensor,
+    spec: &GridSpec,
+    links_mbps: &[f64],
+    tuner: &TunerConfig,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<TensorResult, BenchError> {
+    let points = spec.points(tensor.elem_size);
+    let mut measured = vec![Measurement::store(tensor.data.len())];
+    let mut compressed = Vec::new();
+    let mut restored = vec![1u8; tensor.data.len()];
+    for (i, &options) in points.iter().enumerate() {
+        measured.push(measure(
+            tensor,
+            options,
+            spec,
+            &mut compressed,
+            &mut restored,
+        )?);
+        progress(i + 1, points.len(), &options.to_string());
+    }
+    let grid: Vec<PointResult> = measured
+        .iter()
+        .map(|m| point_result(m, tensor.data.len(), links_mbps))
+        .collect();
+
+    let mut links = Vec::new();
+    for (li, &link_mbps) in links_mbps.iter().enumerate() {
+        let best = grid
+            .iter()
+            .min_by(|a, b| a.end_to_end_ms[li].total_cmp(&b.end_to_end_ms[li]))
+            .expect("the grid always holds the store point");
+        let config = TunerConfig {
+            link_mbps,
+            ..*tuner
+        };
+        let (pick, search_ms) = tuner_pick(&config, tensor)?;
+        let pick_setting = setting_name(pick);
+        let tuner_ms = match grid.iter().find(|p| p.setting == pick_setting) {
+            Some(p) => p.end_to_end_ms[li],
+            // The grid may leave out the tuner's setting: measure it the same way.
+            None => {
+                let options = pick.expect("store is always in the grid");
+                let m = measure(tensor, options, spec, &mut compressed, &mut restored)?;
+                m.end_to_end_secs(tensor.data.len(), link_mbps) * 1e3
+            }
+        };
+        links.push(LinkResult {
+            link_mbps,
+            best: best.setting.clone(),
+            best_ms: best.end_to_end_ms[li],
+            tuner: pick_setting,
+            tuner_ms,
+            tuner_over_best: tuner_ms / best.end_to_end_ms[li],
+            search_ms,
+        });
+    }
+    Ok(TensorResult {
+        name: tensor.name.clone(),
+        dtype: tensor.dtype.to_string(),
+        shape: tensor.shape.clone(),
+        bytes: tensor.data.len(),
+        grid,
+        links,
+    })
+}
+
+/// What the sidecar's tuner would do with this tensor on a fresh start.
+fn tuner_pick(
+    config: &TunerConfig,
+    tensor: &Tensor,
+) -> Result<(Option<CompressOptions>, f64), BenchError> {
+    if tensor.data.len() < config.min_size {
+        return Ok((None, 0.0));
+    }
+    let start = Instant::now();
+    let search = Tuner::new(*config)
+        .search(&tensor.data, tensor.elem_size)
+        .map_err(|source| BenchError::Codec {
+            options: CompressOptions::default(),
+            source,
+        })?;
+    Ok((search.pick, start.elapsed().as_secs_f64() * 1e3))
+}
+
+/// `codec:level:shuffle`, or `store`.
+pub fn setting_name(options: Option<CompressOptions>) -> String {
+    options.map_or_else(|| "store".to_owned(), |o| o.to_string())
+}
+
+fn point_result(m: &Measurement, len: usize, links_mbps: &[f64]) -> PointResult {
+    let stored = m.options.is_none();
+    PointResult {
+        setting: setting_name(m.options),
+        ratio: m.ratio(),
+        compress_mbs: (!stored).then(|| m.compress_mbs()),
+        decompress_mbs: (!stored).then(|| m.decompress_mbs()),
+        compressed_bytes: m.compressed_len,
+        end_to_end_ms: links_mbps
+            .iter()
+            .map(|&l| m.end_to_end_secs(len, l) * 1e3)
+            .collect(),
+        measurement: *m,
+    }
+}
+
+/// Compresses and decompresses the whole tensor `spec.repeats` times; the fastest run
+/// of each counts. The first round trip is checked bit for bit.
+fn measure(
+    tensor: &Tensor,
+    options: CompressOptions,
+    spec: &GridSpec,
+    compressed: &mut Vec<u8>,
+    restored: &mut [u8],
+) -> Result<Measurement, BenchError> {
+    let codec_err = |source| BenchError::Codec { options, source };
+    let (mut best_c, mut best_d) = (Duration::MAX, Duration::MAX);
+    for run in 0..spec.repeats.max(1) {
+        compressed.clear();
+        let start = Instant::now();
+        codec::compress(&tensor.data, tensor.elem_size, options, compressed).map_err(codec_err)?;
+        let c = start.elapsed();
+        let start = Instant::now();
+        codec::decompress(compressed, restored).map_err(codec_err)?;
+        let d = start.elapsed();
+        if run == 0 && restored != tensor.data.as_slice() {
+            return Err(BenchError::NotBitExact { options });
+        }
+        best_c = best_c.min(c);
+        best_d = best_d.min(d);
+        if c + d > spec.slow_run {
+            break;
+        }
+    }
+    Ok(Measurement {
+        options: Some(options),
+        input_len: tensor.data.len(),
+        compressed_len: compressed.len(),
+        compress: best_c,
+        decompress: best_d,
+    })
+}
