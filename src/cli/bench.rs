@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "PATH")]
+    json_out: Option<PathBuf>,
     /// No progress line on stderr.
     #[arg(long)]
     no_progress: bool,
@@ -126,8 +129,12 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         links_mbps: args.link_mbps.clone(),
         tensors: results,
     };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n";
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let out = if args.json {
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n"
+        json
     } else {
         report::text(&report, args.top)
     };

@@ -12,6 +12,7 @@
 //! Decisions are logged at debug level (target `bloscar::codec::tune`) and counted in
 //! [`TunerStats`]; [`TunerCollector`] exposes them to a prometheus-client registry.
 
+pub mod clock;
 pub mod cost;
 mod search;
 mod stats;
@@ -64,7 +65,7 @@ impl Default for TunerConfig {
         Self {
             link_mbps: 1000.0,
             min_size: 10 * 1024,
-            sample_block: 128 * 1024,
+            sample_block: 256 * 1024,
             sample_blocks: 4,
             trial_runs: 2,
             recheck_every: 1000,
