@@ -191,10 +191,11 @@ impl Sidecar {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid()])
+        // The shell's own `kill`, so that no procps package is needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{name} {}", self.pid())])
             .status()
-            .expect("run kill");
+            .expect("run sh");
         assert!(status.success());
     }
 
