@@ -187,7 +187,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The clone is ready-polled; keep it and call the one that was polled.
+        // The service polled ready takes this call; a fresh clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         if !grpc::is_grpc(request.headers()) {

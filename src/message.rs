@@ -255,6 +255,22 @@ mod tests {
     }
 
     #[test]
+    fn codec_is_shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<MessageCodec>();
+        let (msg, ranges) = message();
+        let codec = Arc::new(codec(0));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let encoded = codec.encode_ranges("/m", &msg, &ranges).unwrap().unwrap();
+                    assert_eq!(codec.decode(&encoded.bytes).unwrap(), msg);
+                });
+            }
+        });
+    }
+
+    #[test]
     fn ranges_outside_the_message_are_skipped() {
         let (msg, mut ranges) = message();
         ranges.push(range(msg.len() - 2, 4, 1));

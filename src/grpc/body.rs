@@ -172,7 +172,10 @@ where
                 State::Waiting(acquire, message) => {
                     // A closed pool only means no bound.
                     let permit = ready!(acquire.as_mut().poll(cx)).ok();
-                    let message = message.take().expect("a waiting message");
+                    let Some(message) = message.take() else {
+                        *this.state = State::Reading;
+                        continue;
+                    };
                     let transform = Arc::clone(this.transform);
                     *this.state = State::Transforming(tokio::task::spawn_blocking(move || {
                         let _permit = permit;
@@ -477,5 +480,87 @@ mod tests {
             assert_eq!(out.len(), input.len());
         }
         assert_eq!(pool.available_permits(), 1);
+    }
+
+    /// The runtime below has one thread: if a costly transform ran on it, the task that
+    /// releases the transform could never run, and the transform would give up.
+    #[test]
+    fn costly_transforms_run_off_the_async_threads() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let released = Mutex::new(released);
+            let waiting: Arc<dyn Transform> = Arc::new(move |m: Message| {
+                let released = released.lock().unwrap_or_else(|e| e.into_inner());
+                released
+                    .recv_timeout(std::time::Duration::from_secs(30))
+                    .map_err(|_| Status::new(Code::Internal, "transform ran on the reactor"))?;
+                Ok(m)
+            });
+            let big = vec![1u8; 64 * 1024];
+            let input = framed(&[(false, &big)]);
+            let body = MessageBody::new(
+                chunked(&input, 4096, None),
+                waiting,
+                1 << 20,
+                ErrorSlot::default(),
+            );
+            let collecting = tokio::spawn(collect(body));
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                let _ = release.send(());
+            });
+            let (out, _) = collecting.await.unwrap().unwrap();
+            assert_eq!(out, input);
+        });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any messages, cut into frames at any points, come out whole and in order.
+        #[test]
+        fn any_framing_of_any_messages_is_reassembled(
+            messages in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..9000)),
+                0..6,
+            ),
+            cuts in proptest::collection::vec(1usize..5000, 1..20),
+        ) {
+            let refs: Vec<(bool, &[u8])> = messages.iter().map(|(c, d)| (*c, d.as_slice())).collect();
+            let input = framed(&refs);
+            let expected = framed(
+                &messages
+                    .iter()
+                    .map(|(c, d)| (*c, d.iter().rev().copied().collect::<Vec<u8>>()))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|(c, d)| (*c, d.as_slice()))
+                    .collect::<Vec<_>>(),
+            );
+            let mut frames = Vec::new();
+            let mut rest = &input[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (head, tail) = rest.split_at((*cut).min(rest.len()));
+                frames.push(Ok::<_, Infallible>(Frame::data(Bytes::copy_from_slice(head))));
+                rest = tail;
+            }
+            let body = MessageBody::new(
+                StreamBody::new(futures_util::stream::iter(frames)),
+                reverse(),
+                1 << 20,
+                ErrorSlot::default(),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (out, trailers) = runtime.block_on(collect(body)).unwrap();
+            proptest::prop_assert_eq!(out, expected);
+            proptest::prop_assert!(trailers.is_none());
+        }
     }
 }
