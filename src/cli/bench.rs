@@ -10,12 +10,7 @@ use bloscar::bench::{self, GridSpec, Tensor, report};
 use bloscar::codec::tune::TunerConfig;
 use bloscar::{Codec, Shuffle, npy};
 
-/// Measure codec x level x shuffle on tensors from .npy files and show, per link
-/// bandwidth, the estimated end-to-end time (compress + transfer + decompress) of each
-/// setting, the best one, and the auto-tuner's pick.
-///
-/// Without paths, measures a built-in synthetic set: an image-like FP32 batch with noise,
-/// a UINT8 video-frame batch, a segmentation mask and FP32 random noise.
+/// The options of `bloscar bench` (its help text is on the `Bench` command).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// .npy files, or folders whose .npy files are all measured (numpy format 1.0, 2.0

@@ -54,6 +54,9 @@ pub struct Search {
     pub pick: Option<CompressOptions>,
     /// Estimated end-to-end seconds of the winner for the whole tensor.
     pub estimate_secs: f64,
+    /// Estimated seconds of Blosc work (compress + decompress) of the winner for the
+    /// whole tensor (0 when storing).
+    pub cpu_secs: f64,
     /// Seconds to send the whole tensor uncompressed.
     pub store_secs: f64,
     /// The winner's ratio on the sample (1.0 when storing).
@@ -187,6 +190,7 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
         Some((m, t)) => Search {
             pick: m.options,
             estimate_secs: t,
+            cpu_secs: m.cpu_secs(len),
             store_secs,
             ratio: m.ratio(),
             trials,
@@ -195,6 +199,7 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
         None => Search {
             pick: None,
             estimate_secs: store_secs,
+            cpu_secs: 0.0,
             store_secs,
             ratio: 1.0,
             trials,
