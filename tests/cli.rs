@@ -191,10 +191,11 @@ impl Sidecar {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid()])
+        // The shell's own `kill`, so that no procps package is needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{name} {}", self.pid())])
             .status()
-            .expect("run kill");
+            .expect("run sh");
         assert!(status.success());
     }
 
@@ -323,6 +324,34 @@ async fn admin_endpoints_and_sigint() {
         logs.contains("shutting down") && logs.contains("SIGINT"),
         "{logs}"
     );
+}
+
+#[tokio::test]
+async fn json_logs_and_a_warning_for_unknown_variables() {
+    let mut sidecar = Sidecar::start(&[
+        ("BLOSCAR_INBOUND_LISTEN", free_addr().to_string()),
+        ("BLOSCAR_LOG_FORMAT", "json".into()),
+        ("BLOSCAR_CODE", "zstd".into()),
+    ]);
+    sidecar.wait_ready().await;
+    sidecar.signal("TERM");
+    let status = sidecar.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+    let logs = sidecar.logs();
+    assert!(logs.lines().count() >= 4, "{logs}");
+    for line in logs.lines() {
+        assert!(
+            line.starts_with("{\"timestamp\":")
+                && line.ends_with('}')
+                && line.contains("\"level\":"),
+            "not a JSON log line: {line}"
+        );
+    }
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("\"variable\":\"BLOSCAR_CODE\""))
+        .unwrap_or_else(|| panic!("no warning about BLOSCAR_CODE:\n{logs}"));
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
 }
 
 /// A server-streaming tonic service that sends its first response at once and the rest

@@ -8,6 +8,8 @@ pub mod synthetic;
 
 use std::time::{Duration, Instant};
 
+use crate::codec::tune::clock::Stopwatch;
+
 use serde::Serialize;
 
 use crate::codec::tune::cost::Measurement;
@@ -255,10 +257,10 @@ fn measure(
     let (mut best_c, mut best_d) = (Duration::MAX, Duration::MAX);
     for run in 0..spec.repeats.max(1) {
         compressed.clear();
-        let start = Instant::now();
+        let start = Stopwatch::start();
         codec::compress(&tensor.data, tensor.elem_size, options, compressed).map_err(codec_err)?;
         let c = start.elapsed();
-        let start = Instant::now();
+        let start = Stopwatch::start();
         codec::decompress(compressed, restored).map_err(codec_err)?;
         let d = start.elapsed();
         if run == 0 && restored != tensor.data.as_slice() {

@@ -10,12 +10,7 @@ use bloscar::bench::{self, GridSpec, Tensor, report};
 use bloscar::codec::tune::TunerConfig;
 use bloscar::{Codec, Shuffle, npy};
 
-/// Measure codec x level x shuffle on tensors from .npy files and show, per link
-/// bandwidth, the estimated end-to-end time (compress + transfer + decompress) of each
-/// setting, the best one, and the auto-tuner's pick.
-///
-/// Without paths, measures a built-in synthetic set: an image-like FP32 batch with noise,
-/// a UINT8 video-frame batch, a segmentation mask and FP32 random noise.
+/// The options of `bloscar bench` (its help text is on the `Bench` command).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// .npy files, or folders whose .npy files are all measured (numpy format 1.0, 2.0
@@ -45,6 +40,9 @@ pub struct BenchArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "PATH")]
+    json_out: Option<PathBuf>,
     /// No progress line on stderr.
     #[arg(long)]
     no_progress: bool,
@@ -126,8 +124,12 @@ fn run(args: &BenchArgs) -> Result<(), String> {
         links_mbps: args.link_mbps.clone(),
         tensors: results,
     };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n";
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let out = if args.json {
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())? + "\n"
+        json
     } else {
         report::text(&report, args.top)
     };

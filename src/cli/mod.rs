@@ -34,6 +34,13 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure every Blosc setting (codec x level x shuffle) on tensors from .npy files
     /// or a built-in set, with the end-to-end time per link and the auto-tuner's pick.
+    ///
+    /// For each tensor and link bandwidth: ratio, compress and decompress MB/s (thread CPU
+    /// time, the fastest of --repeats runs on the whole tensor) and the estimated
+    /// end-to-end time (compress + transfer + decompress) of every setting, with B after
+    /// the best time per link and T after the auto-tuner's pick. Without paths, measures
+    /// a built-in set like the demo's: an image-like FP32 batch with noise, a UINT8
+    /// video-frame batch, a segmentation mask and FP32 random noise.
     Bench(bench::BenchArgs),
 }
 

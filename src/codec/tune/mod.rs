@@ -12,6 +12,7 @@
 //! Decisions are logged at debug level (target `bloscar::codec::tune`) and counted in
 //! [`TunerStats`]; [`TunerCollector`] exposes them to a prometheus-client registry.
 
+pub mod clock;
 pub mod cost;
 mod search;
 mod stats;
@@ -20,8 +21,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
+use clock::Stopwatch;
 pub use search::{Search, SearchParams, sample_ranges, search};
 pub use stats::{TuneReason, TunerCollector, TunerPick, TunerStats};
 
@@ -47,8 +48,9 @@ pub struct TunerConfig {
     /// Messages after which a remembered pick is searched again, at the least.
     pub recheck_every: u64,
     /// Re-checks are spaced further apart when needed so that searching costs at most
-    /// this fraction of the end-to-end time of the messages between two searches
-    /// (0 turns the spacing off: every `recheck_every` messages).
+    /// this fraction of the Blosc work (compress + decompress) of the messages between
+    /// two searches, or of their transfer time when they are stored (0 turns the spacing
+    /// off: every `recheck_every` messages).
     pub search_budget: f64,
     /// Relative change of the observed ratio (0.25 = 25%) that triggers a new search.
     pub drift: f64,
@@ -64,7 +66,7 @@ impl Default for TunerConfig {
         Self {
             link_mbps: 1000.0,
             min_size: 10 * 1024,
-            sample_block: 128 * 1024,
+            sample_block: 256 * 1024,
             sample_blocks: 4,
             trial_runs: 2,
             recheck_every: 1000,
@@ -264,7 +266,7 @@ impl Tuner {
         data: &[u8],
         reason: TuneReason,
     ) -> Option<CompressOptions> {
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let result = self.search(data, t.elem_size);
         let elapsed = start.elapsed();
         self.counters.searched(reason);
@@ -291,10 +293,10 @@ impl Tuner {
                     store_ms = s.store_secs * 1e3,
                     trials = s.trials.len(),
                     search_us = elapsed.as_micros() as u64,
-                    recheck_after = self.recheck_after(elapsed.as_secs_f64(), s.estimate_secs),
+                    recheck_after = self.recheck_after(elapsed.as_secs_f64(), &s),
                     "tuner decision"
                 );
-                let recheck_after = self.recheck_after(elapsed.as_secs_f64(), s.estimate_secs);
+                let recheck_after = self.recheck_after(elapsed.as_secs_f64(), &s);
                 self.remember(key, t, s.pick, s.ratio, recheck_after);
                 s.pick
             }
@@ -310,9 +312,14 @@ impl Tuner {
 
 impl Tuner {
     /// Messages until the next periodic search: at least `recheck_every`, and enough
-    /// that a search of `search_secs` stays within the budget of messages that each take
-    /// `message_secs` end to end.
-    fn recheck_after(&self, search_secs: f64, message_secs: f64) -> u64 {
+    /// that a search of `search_secs` stays within the budget of the messages' own cost
+    /// (Blosc work for the pick, or transfer time when stored).
+    fn recheck_after(&self, search_secs: f64, search: &Search) -> u64 {
+        let message_secs = if search.cpu_secs > 0.0 {
+            search.cpu_secs
+        } else {
+            search.estimate_secs
+        };
         let budget = self.config.search_budget * message_secs;
         let spaced = if budget > 0.0 {
             (search_secs / budget).ceil()

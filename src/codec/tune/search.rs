@@ -5,24 +5,30 @@
 //! stops as soon as a level's CPU time alone exceeds the best total found (higher levels
 //! only get slower), or a level no longer improves the ratio.
 
+use std::borrow::Cow;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::clock::Stopwatch;
 use super::cost::Measurement;
 use crate::codec::{self, Codec, CodecError, CompressOptions, Shuffle};
 
-/// Ladders tried with the probed shuffle, each in order of increasing cost.
-const LADDERS: [(Codec, &[u8]); 3] = [
-    (Codec::Lz4, &[1, 9]),
-    (Codec::BloscLz, &[1, 5, 9]),
-    (Codec::Zstd, &[1, 3, 5, 7, 9]),
+/// Ladders tried with the probed shuffles, each in order of increasing cost.
+/// When the first level of a ladder marked `true` already costs more CPU than the best
+/// total, the ladders after it (slower codecs) are skipped.
+const LADDERS: [(Codec, &[u8], bool); 4] = [
+    (Codec::Lz4, &[1, 9], false),
+    (Codec::BloscLz, &[1, 5, 7, 9], false),
+    (Codec::Zstd, &[1, 3, 5, 7, 9], true),
+    (Codec::Zlib, &[1, 3, 5], true),
 ];
 /// The probe that chooses the shuffle: lz4 is fast and its ratio follows the data's
 /// structure the way the other codecs' does.
 const PROBE: (Codec, u8) = (Codec::Lz4, 5);
 /// A trial run longer than this is not repeated.
 const LONG_RUN: Duration = Duration::from_millis(2);
-/// A level that improves the ratio by less than this over the previous one ends its ladder.
+/// A level that improves the ratio by less than this over the previous one, and is no
+/// faster end to end, ends its ladder.
 const MIN_LEVEL_GAIN: f64 = 1.01;
 
 /// Where to sample and how to judge.
@@ -48,6 +54,9 @@ pub struct Search {
     pub pick: Option<CompressOptions>,
     /// Estimated end-to-end seconds of the winner for the whole tensor.
     pub estimate_secs: f64,
+    /// Estimated seconds of Blosc work (compress + decompress) of the winner for the
+    /// whole tensor (0 when storing).
+    pub cpu_secs: f64,
     /// Seconds to send the whole tensor uncompressed.
     pub store_secs: f64,
     /// The winner's ratio on the sample (1.0 when storing).
@@ -144,9 +153,12 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
     ladder_shuffles.dedup();
 
     for shuffle in ladder_shuffles {
-        for (codec, levels) in LADDERS {
+        for (codec, levels, ends_ladders) in LADDERS {
             let mut previous: Option<Measurement> = None;
-            for &level in levels {
+            // zstd is faster than zlib at every level: when even zstd's fastest level
+            // costs more than the best total, zlib cannot win either.
+            let mut too_slow_from_the_start = false;
+            for (step, &level) in levels.iter().enumerate() {
                 let m = bench.run(CompressOptions {
                     codec,
                     level,
@@ -155,11 +167,21 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
                 trials.push(m);
                 consider(m, &mut best);
                 let bound = best.as_ref().map_or(store_secs, |(_, t)| *t);
-                let no_gain = previous.is_some_and(|p| m.ratio() < p.ratio() * MIN_LEVEL_GAIN);
-                if m.cpu_secs(len) >= bound || no_gain {
+                let cpu = m.cpu_secs(len);
+                let no_gain = previous.is_some_and(|p| {
+                    m.ratio() < p.ratio() * MIN_LEVEL_GAIN && total(&m) >= total(&p)
+                });
+                // Levels get slower roughly geometrically: the next one likely costs at
+                // least this level's time times the last step's growth.
+                let next_cpu = previous.map_or(cpu, |p| cpu * (cpu / p.cpu_secs(len)).max(1.0));
+                if cpu >= bound || next_cpu >= bound || no_gain {
+                    too_slow_from_the_start = ends_ladders && step == 0 && cpu >= bound;
                     break;
                 }
                 previous = Some(m);
+            }
+            if too_slow_from_the_start {
+                break;
             }
         }
     }
@@ -168,6 +190,7 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
         Some((m, t)) => Search {
             pick: m.options,
             estimate_secs: t,
+            cpu_secs: m.cpu_secs(len),
             store_secs,
             ratio: m.ratio(),
             trials,
@@ -176,6 +199,7 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
         None => Search {
             pick: None,
             estimate_secs: store_secs,
+            cpu_secs: 0.0,
             store_secs,
             ratio: 1.0,
             trials,
@@ -184,35 +208,42 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
     })
 }
 
-/// Compresses and decompresses the sample blocks with one setting at a time, reusing
-/// its buffers.
+/// Compresses and decompresses the sample with one setting at a time, reusing its
+/// buffers.
+///
+/// The sample blocks are joined into one buffer and compressed as one Blosc chunk: Blosc
+/// picks its internal block size from the level and the chunk's length (up to 1 MiB), so
+/// a sample compressed piece by piece would be judged with smaller blocks, and lower
+/// ratios, than the whole tensor gets.
 struct SampleBench<'a> {
-    blocks: Vec<&'a [u8]>,
+    sample: Cow<'a, [u8]>,
     elem_size: usize,
     runs: usize,
     compressed: Vec<u8>,
-    ends: Vec<usize>,
     restored: Vec<u8>,
 }
 
 impl<'a> SampleBench<'a> {
     fn new(data: &'a [u8], ranges: &[Range<usize>], elem_size: usize, runs: usize) -> Self {
-        let largest = ranges.iter().map(Range::len).max().unwrap_or(0);
-        let sample: usize = ranges.iter().map(Range::len).sum();
+        let sample = match ranges {
+            [one] => Cow::Borrowed(&data[one.clone()]),
+            many => Cow::Owned(
+                many.iter()
+                    .flat_map(|r| &data[r.clone()])
+                    .copied()
+                    .collect(),
+            ),
+        };
         // Both buffers are written once here, so that no trial pays for page faults.
-        let mut compressed = vec![
-            1u8;
-            codec::compressed_bound(sample, elem_size)
-                + ranges.len() * codec::CHUNK_OVERHEAD
-        ];
+        let mut compressed = vec![1u8; codec::compressed_bound(sample.len(), elem_size)];
         compressed.clear();
+        let restored = vec![1u8; sample.len()];
         Self {
-            blocks: ranges.iter().map(|r| &data[r.clone()]).collect(),
+            sample,
             elem_size,
             runs: runs.max(1),
             compressed,
-            ends: Vec::with_capacity(ranges.len()),
-            restored: vec![1u8; largest],
+            restored,
         }
     }
 
@@ -230,7 +261,7 @@ impl<'a> SampleBench<'a> {
         }
         Ok(Measurement {
             options: Some(options),
-            input_len: self.blocks.iter().map(|b| b.len()).sum(),
+            input_len: self.sample.len(),
             compressed_len: self.compressed.len(),
             compress,
             decompress: decompress.max(Duration::from_nanos(1)),
@@ -239,22 +270,11 @@ impl<'a> SampleBench<'a> {
 
     fn run_once(&mut self, options: CompressOptions) -> Result<(Duration, Duration), CodecError> {
         self.compressed.clear();
-        self.ends.clear();
-        let start = Instant::now();
-        for block in &self.blocks {
-            codec::compress(block, self.elem_size, options, &mut self.compressed)?;
-            self.ends.push(self.compressed.len());
-        }
+        let start = Stopwatch::start();
+        codec::compress(&self.sample, self.elem_size, options, &mut self.compressed)?;
         let compress = start.elapsed();
-        let start = Instant::now();
-        let mut from = 0;
-        for (block, &end) in self.blocks.iter().zip(&self.ends) {
-            codec::decompress(
-                &self.compressed[from..end],
-                &mut self.restored[..block.len()],
-            )?;
-            from = end;
-        }
+        let start = Stopwatch::start();
+        codec::decompress(&self.compressed, &mut self.restored)?;
         Ok((compress, start.elapsed()))
     }
 }
