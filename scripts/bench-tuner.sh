@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 
+# Earlier runs may have stored results under other picks' names.
+rm -rf "$target"/criterion/tuner_*
 cargo bench --bench tuner -- "$@" 2>&1 | grep -E '^tuner/' >&2 || true
 
 python3 - "$target/criterion" <<'PY'

@@ -280,3 +280,55 @@ fn measure(
         decompress: best_d,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_shuffle_is_left_out_for_one_byte_elements() {
+        let spec = GridSpec {
+            codecs: vec![Codec::Lz4, Codec::Zstd],
+            levels: vec![1, 9],
+            ..GridSpec::default()
+        };
+        assert_eq!(spec.points(4).len(), 2 * 2 * 3);
+        let bytes = spec.points(1);
+        assert_eq!(bytes.len(), 2 * 2 * 2);
+        assert!(bytes.iter().all(|o| o.shuffle != Shuffle::Byte));
+    }
+
+    #[test]
+    fn runs_the_grid_and_the_tuner_on_a_tensor() {
+        let tensor = synthetic::segmentation_mask();
+        let spec = GridSpec {
+            codecs: vec![Codec::BloscLz],
+            levels: vec![5],
+            shuffles: vec![Shuffle::None],
+            repeats: 1,
+            ..GridSpec::default()
+        };
+        let mut calls = 0;
+        let r = run(
+            &tensor,
+            &spec,
+            &[100.0],
+            &TunerConfig::default(),
+            &mut |done, total, _| {
+                calls += 1;
+                assert_eq!((done, total), (1, 1));
+            },
+        )
+        .unwrap();
+        assert_eq!(calls, 1);
+        assert_eq!(r.grid.len(), 2);
+        assert_eq!(
+            (r.grid[0].setting.as_str(), r.grid[0].ratio),
+            ("store", 1.0)
+        );
+        assert_eq!(r.grid[1].setting, "blosclz:5:none");
+        assert!(r.grid[1].ratio > 10.0);
+        assert_eq!(r.links.len(), 1);
+        assert_ne!(r.links[0].tuner, "store");
+    }
+}
