@@ -225,3 +225,42 @@ fn shows_its_decisions_in_the_sidecar_metrics() {
         "{text}"
     );
 }
+
+#[test]
+fn stores_an_empty_tensor_when_there_is_no_minimum_size() {
+    let tuner = Tuner::new(TunerConfig {
+        min_size: 0,
+        ..TunerConfig::default()
+    });
+    assert_eq!(tuner.choose(&info("empty", DType::F32, 4), &[]), None);
+    assert_eq!(tuner.stats().store_decisions, 1);
+}
+
+#[test]
+fn serves_many_threads_at_once() {
+    let tuner = Tuner::new(TunerConfig {
+        recheck_every: 20,
+        search_budget: 0.0,
+        ..TunerConfig::with_link_mbps(100.0)
+    });
+    let mask = synthetic::segmentation_mask();
+    let names = ["a", "b", "c", "d"];
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let (tuner, mask) = (&tuner, &mask);
+            s.spawn(move || {
+                for i in 0..50 {
+                    let t = info(names[(thread + i) % names.len()], DType::U8, 1);
+                    assert!(tuner.choose(&t, &mask.data).is_some());
+                }
+            });
+        }
+    });
+    let s = tuner.stats();
+    // Every call was answered either from the cache or by a search.
+    let searches = s.searches_new + s.searches_periodic + s.searches_drift;
+    assert_eq!(s.cache_hits + searches, 200);
+    assert!(s.searches_new >= 4, "{s:?}");
+    assert!(s.searches_periodic >= 1, "{s:?}");
+    assert_eq!(s.entries, 4);
+}
