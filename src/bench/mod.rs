@@ -6,7 +6,7 @@
 pub mod report;
 pub mod synthetic;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::codec::tune::clock::Stopwatch;
 
@@ -115,7 +115,7 @@ pub struct LinkResult {
     pub tuner_ms: f64,
     /// `tuner_ms / best_ms`: 1.0 is the best the grid found.
     pub tuner_over_best: f64,
-    /// Time the tuner's search took, ms.
+    /// Thread CPU time the tuner's search took, ms.
     pub search_ms: f64,
 }
 
@@ -213,7 +213,7 @@ fn tuner_pick(
     if tensor.data.len() < config.min_size {
         return Ok((None, 0.0));
     }
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let search = Tuner::new(*config)
         .search(&tensor.data, tensor.elem_size)
         .map_err(|source| BenchError::Codec {
