@@ -38,10 +38,10 @@ for target in $(cargo fuzz list --fuzz-dir fuzz); do
     status=0
     cargo fuzz run --fuzz-dir fuzz "$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=4096 -print_final_stats=1 >"$log" 2>&1 || status=$?
-    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
     crashes=$(find "fuzz/artifacts/$target" -type f 2>/dev/null | wc -l)
     summary+=("$(printf '%-26s %14s %8s %6s' "$target" "${runs:-?}" "$crashes" "$status")")
-    if [ "$status" -ne 0 ]; then tail -40 "$log"; fi
+    if [ "$status" -ne 0 ] || [ -z "$runs" ]; then tail -40 "$log"; fi
     rm -f "$log"
 done
 printf '%-26s %14s %8s %6s\n' target executions crashes exit

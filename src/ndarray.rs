@@ -40,7 +40,8 @@ pub enum NdarrayError {
     /// More dimensions than [`MAX_DIMS`].
     #[error("{0} dimensions exceed the maximum of {MAX_DIMS}")]
     TooManyDims(usize),
-    /// The data length is not the shape's element count times the element size.
+    /// The data length (given, or declared in a frame) is not the shape's element count
+    /// times the element size.
     #[error("shape needs {expected:?} bytes but the data has {actual}")]
     ShapeMismatch {
         expected: Option<usize>,
@@ -183,10 +184,11 @@ pub fn decompress_ndarray(frame: &[u8], limits: &Limits) -> Result<Ndarray, Ndar
     let dims = shape_bytes
         .chunks_exact(8)
         .map(|d| u64::from_le_bytes(d.try_into().expect("eight bytes")));
-    if data_len(item, dims.clone()) != Some(nbytes) {
+    let shape_len = data_len(item, dims.clone());
+    if shape_len != Some(nbytes) {
         return Err(NdarrayError::ShapeMismatch {
-            expected: usize::try_from(nbytes).ok(),
-            actual: 0,
+            expected: shape_len.and_then(|len| usize::try_from(len).ok()),
+            actual: usize::try_from(nbytes).unwrap_or(usize::MAX),
         });
     }
     let len = usize::try_from(nbytes)
@@ -275,6 +277,22 @@ mod tests {
             assert!(matches!(err, NdarrayError::ChecksumMismatch { .. }));
             frame[bit / 8] ^= 1 << (bit % 8);
         }
+    }
+
+    #[test]
+    fn frame_whose_shape_contradicts_its_size_is_refused() {
+        let mut frame = compress_ndarray(&[7; 24], DType::F32, &[2, 3], opts()).unwrap();
+        frame[24] = 4; // shape [2, 4]: 32 bytes, but nbytes says 24
+        let body = frame.len() - 4;
+        let crc = crc32fast::hash(&frame[..body]);
+        frame[body..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decompress_ndarray(&frame, &Limits::default()),
+            Err(NdarrayError::ShapeMismatch {
+                expected: Some(32),
+                actual: 24
+            })
+        );
     }
 
     #[test]
