@@ -315,21 +315,7 @@ where
             parts
                 .headers
                 .insert(GRPC_ENCODING, HeaderValue::from_static(BLOSCAR));
-            let transform = EncodeTransform {
-                shared: Arc::clone(shared),
-                method: Arc::clone(method),
-                direction: Direction::Request,
-                source,
-            };
-            boxed(
-                MessageBody::new(
-                    body,
-                    Arc::new(transform),
-                    shared.max_message_bytes,
-                    slot.clone(),
-                )
-                .bounded(Arc::clone(&shared.pool)),
-            )
+            encoding_body(shared, method, Direction::Request, source, slot, body)
         }
         _ => boxed(body),
     };
@@ -419,21 +405,7 @@ where
             parts
                 .headers
                 .insert(GRPC_ENCODING, HeaderValue::from_static(BLOSCAR));
-            let transform = EncodeTransform {
-                shared: Arc::clone(shared),
-                method: Arc::clone(method),
-                direction: Direction::Response,
-                source,
-            };
-            boxed(
-                MessageBody::new(
-                    body,
-                    Arc::new(transform),
-                    shared.max_message_bytes,
-                    slot.clone(),
-                )
-                .bounded(Arc::clone(&shared.pool)),
-            )
+            encoding_body(shared, method, Direction::Response, source, slot, body)
         }
         _ => boxed(body),
     };
@@ -456,6 +428,41 @@ where
         method: Arc::clone(method),
         direction,
     };
+    transformed_body(shared, transform, slot, body)
+}
+
+fn encoding_body<B>(
+    shared: &Arc<Shared>,
+    method: &Arc<str>,
+    direction: Direction,
+    source: Encoding,
+    slot: &ErrorSlot,
+    body: B,
+) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let transform = EncodeTransform {
+        shared: Arc::clone(shared),
+        method: Arc::clone(method),
+        direction,
+        source,
+    };
+    transformed_body(shared, transform, slot, body)
+}
+
+/// `body` with `transform` applied to each whole message, on the shared transform pool.
+fn transformed_body<B>(
+    shared: &Shared,
+    transform: impl Transform,
+    slot: &ErrorSlot,
+    body: B,
+) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     boxed(
         MessageBody::new(
             body,
