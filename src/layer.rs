@@ -34,7 +34,7 @@ use crate::grpc::encoding::{self, BLOSCAR, Encoding, GRPC_ENCODING};
 use crate::grpc::error_body::{GrpcErrorBody, status_of};
 use crate::grpc::{self, Code, ErrorSlot, Message, MessageBody, Status, Transform};
 use crate::locate::Direction;
-use crate::metrics::{self, Metrics, Outcome, StreamGuard};
+use crate::metrics::{Metrics, Outcome, StreamGuard};
 use crate::proxy::{ProxySettings, Role, UnknownPeer};
 use crate::{BoxError, MessageCodec};
 
@@ -474,13 +474,6 @@ where
     )
 }
 
-fn metrics_direction(direction: Direction) -> metrics::Direction {
-    match direction {
-        Direction::Request => metrics::Direction::Request,
-        Direction::Response => metrics::Direction::Response,
-    }
-}
-
 /// Writes each message as a bloscar container when it holds a tensor worth compressing,
 /// as identity (flag 0) otherwise. Messages the app compressed with a standard encoding
 /// are decoded first, within the message size limit.
@@ -513,7 +506,6 @@ impl Transform for EncodeTransform {
             message.data
         };
         let started = Instant::now();
-        let direction = metrics_direction(self.direction);
         let metrics = &self.shared.metrics;
         match self
             .shared
@@ -522,7 +514,7 @@ impl Transform for EncodeTransform {
         {
             Ok(Some(encoded)) => {
                 metrics.record_message(
-                    direction,
+                    self.direction,
                     Outcome::Encoded,
                     &self.method,
                     plain.len(),
@@ -536,7 +528,7 @@ impl Transform for EncodeTransform {
             }
             Ok(None) => {
                 metrics.record_message(
-                    direction,
+                    self.direction,
                     Outcome::Passed,
                     &self.method,
                     plain.len(),
@@ -572,12 +564,11 @@ struct DecodeTransform {
 
 impl Transform for DecodeTransform {
     fn transform(&self, message: Message) -> Result<Message, Status> {
-        let direction = metrics_direction(self.direction);
         let metrics = &self.shared.metrics;
         if !message.compressed {
             let len = message.data.len();
             metrics.record_message(
-                direction,
+                self.direction,
                 Outcome::Passed,
                 &self.method,
                 len,
@@ -603,7 +594,7 @@ impl Transform for DecodeTransform {
             ));
         }
         metrics.record_message(
-            direction,
+            self.direction,
             Outcome::Decoded,
             &self.method,
             plain.len(),

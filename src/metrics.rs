@@ -18,14 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Which way a message travels between the apps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Client to server.
-    Request,
-    /// Server to client.
-    Response,
-}
+/// Which way a message travels between the apps: the locator's direction, as a label.
+pub use crate::locate::Direction;
 
 /// What the sidecar did to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
