@@ -73,12 +73,17 @@ pub enum BenchError {
     /// Blosc failed on a setting.
     #[error("{options}: {source}")]
     Codec {
+        /// The setting that failed.
         options: CompressOptions,
+        /// What Blosc reported.
         source: CodecError,
     },
     /// A round trip did not give the original bytes back.
     #[error("{options}: decompressed bytes differ from the original")]
-    NotBitExact { options: CompressOptions },
+    NotBitExact {
+        /// The setting that failed.
+        options: CompressOptions,
+    },
 }
 
 /// One setting on one tensor, with its estimated end-to-end time on each link.
@@ -96,6 +101,7 @@ pub struct PointResult {
     pub compressed_bytes: usize,
     /// Estimated compress + transfer + decompress, ms, one per link.
     pub end_to_end_ms: Vec<f64>,
+    /// The raw figures the speeds and times above come from.
     #[serde(skip)]
     pub measurement: Measurement,
 }
