@@ -214,8 +214,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a call that failed with the given kind (a gRPC status label such as
-    /// `data_loss`, or `upstream_unavailable`).
+    /// Counts a failure of the given kind: the label of the gRPC status a call ended
+    /// with (`data_loss`, `unavailable`, ...), or `encode_failed` for a message that
+    /// went as identity because it could not be encoded.
     pub fn record_error(&self, kind: &str) {
         self.errors
             .get_or_create(&ErrorLabels {
