@@ -19,5 +19,7 @@ if [[ $profile == release ]]; then
 else
     cargo build --locked --bin bloscar
 fi
+# Absolute: the runner starts its processes from other working directories.
+bloscar=$(realpath "$target_dir/$profile/bloscar")
 bash scripts/venv-pytriton.sh
-exec .venvs/pytriton/bin/python tests/e2e/run.py --bloscar "$target_dir/$profile/bloscar" "$@"
+exec .venvs/pytriton/bin/python tests/e2e/run.py --bloscar "$bloscar" "$@"

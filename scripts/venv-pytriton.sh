@@ -12,22 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/make-venv.sh
 triton_python=${BLOSCAR_TRITON_PYTHON:-/usr/bin/python3.11}
-
-# make_venv PYTHON NAME IMPORT_CHECK PACKAGE...
-make_venv() {
-    local interpreter=$1 name=$2 check=$3
-    shift 3
-    local dir=.venvs/$name
-    if [[ -x $dir/bin/python ]] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
-        return 0
-    fi
-    rm -rf "$dir"
-    mkdir -p .venvs
-    "$interpreter" -m venv "$dir"
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
-    "$dir/bin/python" -c "$check"
-}
 
 make_venv "$triton_python" pytriton \
     "import pytriton.triton, tritonclient.grpc, numpy" \

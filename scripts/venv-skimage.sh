@@ -5,15 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python=${BLOSCAR_PYTHON:-python3}
-dir=.venvs/skimage
-check="import skimage.data, PIL.Image, numpy"
-
-if [[ -x $dir/bin/python ]] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
-    exit 0
-fi
-rm -rf "$dir"
-mkdir -p .venvs
-"$python" -m venv "$dir"
-"$dir/bin/python" -m pip install --quiet --disable-pip-version-check scikit-image pillow numpy
-"$dir/bin/python" -c "$check"
+source scripts/make-venv.sh
+make_venv "${BLOSCAR_PYTHON:-python3}" skimage "import skimage.data, PIL.Image, numpy" \
+    scikit-image pillow numpy

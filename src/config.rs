@@ -82,7 +82,7 @@ const OUTBOUND_FORWARD: Variable = var(
     "host:port",
     "the peer's inbound sidecar, e.g. a Kubernetes service name and port",
 );
-const ADMIN_LISTEN: Variable = var(
+pub(crate) const ADMIN_LISTEN: Variable = var(
     "BLOSCAR_ADMIN_LISTEN",
     "0.0.0.0:9449",
     "ip:port",
@@ -528,13 +528,25 @@ impl Config {
         MessageCodec::new(Locator::new(self.ndarray_rules.clone()), chooser, limits)
     }
 
-    /// The proxy listeners to open: role, listen address and settings, sharing `codec`.
-    pub fn proxies(&self, codec: Arc<MessageCodec>) -> Vec<(Role, SocketAddr, ProxySettings)> {
+    /// The proxy listeners to open: the variable that sets the listen address (for
+    /// error messages), the address, and the settings, sharing `codec`.
+    pub fn proxies(
+        &self,
+        codec: Arc<MessageCodec>,
+    ) -> Vec<(&'static str, SocketAddr, ProxySettings)> {
         let mut out = Vec::new();
         for &role in self.mode.roles() {
-            let (listen, forward) = match role {
-                Role::Inbound => (self.inbound_listen, Some(&self.inbound_forward)),
-                Role::Outbound => (self.outbound_listen, self.outbound_forward.as_ref()),
+            let (variable, listen, forward) = match role {
+                Role::Inbound => (
+                    INBOUND_LISTEN.name,
+                    self.inbound_listen,
+                    Some(&self.inbound_forward),
+                ),
+                Role::Outbound => (
+                    OUTBOUND_LISTEN.name,
+                    self.outbound_listen,
+                    self.outbound_forward.as_ref(),
+                ),
             };
             // Validation guarantees a forward address for every role the mode runs.
             if let Some(forward) = forward {
@@ -545,7 +557,7 @@ impl Config {
                     max_message_bytes: self.max_message_bytes,
                     unknown_peer: self.unknown_peer,
                 };
-                out.push((role, listen, settings));
+                out.push((variable, listen, settings));
             }
         }
         out

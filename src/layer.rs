@@ -34,7 +34,7 @@ use crate::grpc::encoding::{self, BLOSCAR, Encoding, GRPC_ENCODING};
 use crate::grpc::error_body::{GrpcErrorBody, status_of};
 use crate::grpc::{self, Code, ErrorSlot, Message, MessageBody, Status, Transform};
 use crate::locate::Direction;
-use crate::metrics::{self, Metrics, Outcome, StreamGuard};
+use crate::metrics::{Metrics, Outcome, StreamGuard};
 use crate::proxy::{ProxySettings, Role, UnknownPeer};
 use crate::{BoxError, MessageCodec};
 
@@ -315,21 +315,7 @@ where
             parts
                 .headers
                 .insert(GRPC_ENCODING, HeaderValue::from_static(BLOSCAR));
-            let transform = EncodeTransform {
-                shared: Arc::clone(shared),
-                method: Arc::clone(method),
-                direction: Direction::Request,
-                source,
-            };
-            boxed(
-                MessageBody::new(
-                    body,
-                    Arc::new(transform),
-                    shared.max_message_bytes,
-                    slot.clone(),
-                )
-                .bounded(Arc::clone(&shared.pool)),
-            )
+            encoding_body(shared, method, Direction::Request, source, slot, body)
         }
         _ => boxed(body),
     };
@@ -419,21 +405,7 @@ where
             parts
                 .headers
                 .insert(GRPC_ENCODING, HeaderValue::from_static(BLOSCAR));
-            let transform = EncodeTransform {
-                shared: Arc::clone(shared),
-                method: Arc::clone(method),
-                direction: Direction::Response,
-                source,
-            };
-            boxed(
-                MessageBody::new(
-                    body,
-                    Arc::new(transform),
-                    shared.max_message_bytes,
-                    slot.clone(),
-                )
-                .bounded(Arc::clone(&shared.pool)),
-            )
+            encoding_body(shared, method, Direction::Response, source, slot, body)
         }
         _ => boxed(body),
     };
@@ -456,6 +428,41 @@ where
         method: Arc::clone(method),
         direction,
     };
+    transformed_body(shared, transform, slot, body)
+}
+
+fn encoding_body<B>(
+    shared: &Arc<Shared>,
+    method: &Arc<str>,
+    direction: Direction,
+    source: Encoding,
+    slot: &ErrorSlot,
+    body: B,
+) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let transform = EncodeTransform {
+        shared: Arc::clone(shared),
+        method: Arc::clone(method),
+        direction,
+        source,
+    };
+    transformed_body(shared, transform, slot, body)
+}
+
+/// `body` with `transform` applied to each whole message, on the shared transform pool.
+fn transformed_body<B>(
+    shared: &Shared,
+    transform: impl Transform,
+    slot: &ErrorSlot,
+    body: B,
+) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     boxed(
         MessageBody::new(
             body,
@@ -465,13 +472,6 @@ where
         )
         .bounded(Arc::clone(&shared.pool)),
     )
-}
-
-fn metrics_direction(direction: Direction) -> metrics::Direction {
-    match direction {
-        Direction::Request => metrics::Direction::Request,
-        Direction::Response => metrics::Direction::Response,
-    }
 }
 
 /// Writes each message as a bloscar container when it holds a tensor worth compressing,
@@ -506,7 +506,6 @@ impl Transform for EncodeTransform {
             message.data
         };
         let started = Instant::now();
-        let direction = metrics_direction(self.direction);
         let metrics = &self.shared.metrics;
         match self
             .shared
@@ -515,7 +514,7 @@ impl Transform for EncodeTransform {
         {
             Ok(Some(encoded)) => {
                 metrics.record_message(
-                    direction,
+                    self.direction,
                     Outcome::Encoded,
                     &self.method,
                     plain.len(),
@@ -529,7 +528,7 @@ impl Transform for EncodeTransform {
             }
             Ok(None) => {
                 metrics.record_message(
-                    direction,
+                    self.direction,
                     Outcome::Passed,
                     &self.method,
                     plain.len(),
@@ -565,12 +564,11 @@ struct DecodeTransform {
 
 impl Transform for DecodeTransform {
     fn transform(&self, message: Message) -> Result<Message, Status> {
-        let direction = metrics_direction(self.direction);
         let metrics = &self.shared.metrics;
         if !message.compressed {
             let len = message.data.len();
             metrics.record_message(
-                direction,
+                self.direction,
                 Outcome::Passed,
                 &self.method,
                 len,
@@ -596,7 +594,7 @@ impl Transform for DecodeTransform {
             ));
         }
         metrics.record_message(
-            direction,
+            self.direction,
             Outcome::Decoded,
             &self.method,
             plain.len(),

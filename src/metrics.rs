@@ -18,14 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Which way a message travels between the apps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Client to server.
-    Request,
-    /// Server to client.
-    Response,
-}
+/// Which way a message travels between the apps: the locator's direction, as a label.
+pub use crate::locate::Direction;
 
 /// What the sidecar did to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,8 +214,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a call that failed with the given kind (a gRPC status label such as
-    /// `data_loss`, or `upstream_unavailable`).
+    /// Counts a failure of the given kind: the label of the gRPC status a call ended
+    /// with (`data_loss`, `unavailable`, ...), or `encode_failed` for a message that
+    /// went as identity because it could not be encoded.
     pub fn record_error(&self, kind: &str) {
         self.errors
             .get_or_create(&ErrorLabels {

@@ -37,7 +37,12 @@ pub enum NpyError {
     FortranOrder,
     /// The data after the header does not hold exactly `shape` elements.
     #[error("the .npy data holds {actual} bytes where the header declares {expected}")]
-    DataLength { expected: usize, actual: usize },
+    DataLength {
+        /// Bytes the header's shape and dtype call for.
+        expected: usize,
+        /// Bytes after the header.
+        actual: usize,
+    },
 }
 
 /// An array read from `.npy` bytes; `data` borrows from the input.

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Health};
-use crate::config::{CodecSetting, Config};
+use crate::config::{ADMIN_LISTEN, CodecSetting, Config};
 use crate::message::Chooser;
 use crate::metrics::Metrics;
 use crate::proxy::{ProxySettings, Role};
@@ -58,14 +58,10 @@ impl Sidecar {
         };
         let codec = Arc::new(config.message_codec_with(chooser));
         let mut proxies = Vec::new();
-        for (role, addr, settings) in config.proxies(codec) {
-            let variable = match role {
-                Role::Inbound => "BLOSCAR_INBOUND_LISTEN",
-                Role::Outbound => "BLOSCAR_OUTBOUND_LISTEN",
-            };
+        for (variable, addr, settings) in config.proxies(codec) {
             proxies.push((bind(variable, addr).await?, settings));
         }
-        let admin = bind("BLOSCAR_ADMIN_LISTEN", config.admin_listen).await?;
+        let admin = bind(ADMIN_LISTEN.name, config.admin_listen).await?;
         Ok(Sidecar {
             proxies,
             admin,

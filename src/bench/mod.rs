@@ -6,7 +6,7 @@
 pub mod report;
 pub mod synthetic;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::codec::tune::clock::Stopwatch;
 
@@ -73,12 +73,17 @@ pub enum BenchError {
     /// Blosc failed on a setting.
     #[error("{options}: {source}")]
     Codec {
+        /// The setting that failed.
         options: CompressOptions,
+        /// What Blosc reported.
         source: CodecError,
     },
     /// A round trip did not give the original bytes back.
     #[error("{options}: decompressed bytes differ from the original")]
-    NotBitExact { options: CompressOptions },
+    NotBitExact {
+        /// The setting that failed.
+        options: CompressOptions,
+    },
 }
 
 /// One setting on one tensor, with its estimated end-to-end time on each link.
@@ -96,6 +101,7 @@ pub struct PointResult {
     pub compressed_bytes: usize,
     /// Estimated compress + transfer + decompress, ms, one per link.
     pub end_to_end_ms: Vec<f64>,
+    /// The raw figures the speeds and times above come from.
     #[serde(skip)]
     pub measurement: Measurement,
 }
@@ -115,7 +121,7 @@ pub struct LinkResult {
     pub tuner_ms: f64,
     /// `tuner_ms / best_ms`: 1.0 is the best the grid found.
     pub tuner_over_best: f64,
-    /// Time the tuner's search took, ms.
+    /// Thread CPU time the tuner's search took, ms.
     pub search_ms: f64,
 }
 
@@ -213,7 +219,7 @@ fn tuner_pick(
     if tensor.data.len() < config.min_size {
         return Ok((None, 0.0));
     }
-    let start = Instant::now();
+    let start = Stopwatch::start();
     let search = Tuner::new(*config)
         .search(&tensor.data, tensor.elem_size)
         .map_err(|source| BenchError::Codec {

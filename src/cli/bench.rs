@@ -170,7 +170,9 @@ fn read_npy(path: &Path) -> Result<Tensor, String> {
             |n| n.to_string_lossy().into_owned(),
         ),
         dtype: array.dtype,
-        elem_size: array.elem_size,
+        // The typesize the sidecar compresses this dtype with (a complex number's scalar
+        // part), not the .npy element width, so that the figures are the sidecar's.
+        elem_size: array.dtype.elem_size(),
         shape: array.shape,
         data: array.data.to_vec(),
     })
@@ -202,5 +204,42 @@ impl Progress {
         if self.enabled {
             let _ = write!(std::io::stderr(), "\r\x1b[2K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bloscar::DType;
+
+    use super::*;
+
+    /// A version 1.0 `.npy` file of `descr` elements with `shape` and `data`.
+    fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        // numpy pads the preamble and header to a multiple of 64 bytes, ending in '\n'.
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend(u16::try_from(header.len()).unwrap().to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn complex_arrays_are_measured_with_the_sidecars_typesize() {
+        let dir = std::env::temp_dir().join(format!("bloscar-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.npy");
+        std::fs::write(&path, npy_bytes("<c8", "(3,)", &[7; 24])).unwrap();
+        let tensor = read_npy(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(tensor.dtype, DType::Complex64);
+        // The sidecar shuffles a complex number's scalar parts, so the bench must too.
+        assert_eq!(tensor.elem_size, DType::Complex64.elem_size());
+        assert_eq!(tensor.data, vec![7; 24]);
     }
 }

@@ -17,11 +17,17 @@ pub use blosc::{
 /// A Blosc compressor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
+    /// Blosc's own LZ77 variant: fast, modest ratios.
     BloscLz,
+    /// LZ4: very fast compression and decompression.
     Lz4,
+    /// LZ4 in high-compression mode: slower to compress, as fast to decompress.
     Lz4Hc,
+    /// Snappy.
     Snappy,
+    /// zlib (deflate): slow, good ratios.
     Zlib,
+    /// Zstandard: the best ratios, fast decompression.
     Zstd,
 }
 
@@ -79,8 +85,11 @@ impl FromStr for Codec {
 /// Blosc's pre-filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shuffle {
+    /// The bytes as they are.
     None,
+    /// Byte shuffle: the k-th bytes of all elements side by side.
     Byte,
+    /// Bit shuffle: the k-th bits of all elements side by side.
     Bit,
 }
 
@@ -133,9 +142,11 @@ impl FromStr for Shuffle {
 /// [`CompressOptions::DEFAULT_LEVEL`] and the shuffle to `byte`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CompressOptions {
+    /// The compressor.
     pub codec: Codec,
     /// 0 (store) to 9.
     pub level: u8,
+    /// The pre-filter applied before the compressor.
     pub shuffle: Shuffle,
 }
 
@@ -231,10 +242,18 @@ pub enum CodecError {
     CompressFailed(i32),
     /// The bytes are not a Blosc chunk, or its header contradicts its length.
     #[error("invalid blosc chunk at byte {offset} of the compressed data")]
-    InvalidChunk { offset: usize },
+    InvalidChunk {
+        /// Where the chunk starts in the compressed data.
+        offset: usize,
+    },
     /// The chunks declare a different decompressed size than the destination holds.
     #[error("blosc data holds {actual} bytes where {expected} were expected")]
-    SizeMismatch { expected: usize, actual: usize },
+    SizeMismatch {
+        /// The destination's size.
+        expected: usize,
+        /// The total the chunks declare.
+        actual: usize,
+    },
     /// c-blosc found the compressed data corrupt while decompressing.
     #[error("blosc decompression failed (code {0})")]
     DecompressFailed(i32),

@@ -225,14 +225,7 @@ where
                     }
                     match ready!(this.inner.as_mut().poll_frame(cx)) {
                         Some(Ok(frame)) => match frame.into_data() {
-                            Ok(mut data) => {
-                                while data.has_remaining() {
-                                    let chunk = data.chunk();
-                                    let n = chunk.len();
-                                    this.buf.put_slice(chunk);
-                                    data.advance(n);
-                                }
-                            }
+                            Ok(data) => this.buf.put(data),
                             Err(frame) => {
                                 if !this.buf.is_empty() {
                                     let status = cut_mid_message();

@@ -256,18 +256,8 @@ pub fn smooth_f32(count: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Random bytes (xorshift): Blosc cannot shrink them.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
+/// Random bytes: Blosc cannot shrink them.
+pub use bloscar::bench::synthetic::random_bytes;
 
 /// A KServe request with one FP32 input holding `data` in `raw_input_contents`.
 pub fn kserve_request(data: Vec<u8>) -> ModelInferRequest {

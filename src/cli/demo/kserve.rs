@@ -11,7 +11,7 @@ use bloscar::locate::wire::{Fields, Value, WireError};
 use super::tensors::DemoTensor;
 
 /// Unary inference method of the KServe v2 protocol.
-pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+pub use bloscar::locate::KSERVE_MODEL_INFER as MODEL_INFER;
 
 const WIRE_LEN: u64 = 2;
 

@@ -276,6 +276,7 @@ impl Tuner {
         );
         match result {
             Ok(s) => {
+                let recheck_after = self.recheck_after(elapsed.as_secs_f64(), &s);
                 if s.pick.is_none() {
                     self.counters
                         .store_decisions
@@ -293,10 +294,9 @@ impl Tuner {
                     store_ms = s.store_secs * 1e3,
                     trials = s.trials.len(),
                     search_us = elapsed.as_micros() as u64,
-                    recheck_after = self.recheck_after(elapsed.as_secs_f64(), &s),
+                    recheck_after,
                     "tuner decision"
                 );
-                let recheck_after = self.recheck_after(elapsed.as_secs_f64(), &s);
                 self.remember(key, t, s.pick, s.ratio, recheck_after);
                 s.pick
             }

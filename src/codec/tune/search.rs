@@ -1,9 +1,10 @@
 //! Trial compression of a sample: which setting minimises the estimated end-to-end time.
 //!
-//! The search is pruned so that it stays cheap: a probe with lz4 picks the shuffle that
-//! suits the data, then short ladders of codec levels run with that shuffle. A ladder
-//! stops as soon as a level's CPU time alone exceeds the best total found (higher levels
-//! only get slower), or a level no longer improves the ratio.
+//! The search is pruned so that it stays cheap: a probe with lz4 tries each shuffle,
+//! then short ladders of codec levels run with the shuffle that did best end to end and
+//! the one that shrank the data most. A ladder stops when a level's CPU time alone, or
+//! the next level's likely CPU time, exceeds the best total found, or when a level
+//! neither shrinks the data 1% more nor is faster end to end.
 
 use std::borrow::Cow;
 use std::ops::Range;
