@@ -87,7 +87,9 @@ pub struct PatchReport {
 /// A container and what compressing each patch cost, in the order of the specs.
 #[derive(Debug, Clone)]
 pub struct EncodedContainer {
+    /// The container as it travels.
     pub bytes: Vec<u8>,
+    /// One report per patch spec, in order.
     pub patches: Vec<PatchReport>,
 }
 
@@ -96,10 +98,18 @@ pub struct EncodedContainer {
 pub enum ContainerError {
     /// Shorter than a header and a checksum.
     #[error("container of {len} bytes is shorter than the minimum of {MIN_LEN}")]
-    Truncated { len: usize },
+    Truncated {
+        /// The container's length.
+        len: usize,
+    },
     /// The CRC-32 over the container does not match its last four bytes.
     #[error("container checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    ChecksumMismatch { stored: u32, computed: u32 },
+    ChecksumMismatch {
+        /// The checksum the container carries.
+        stored: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
     /// The bytes do not start with the bloscar magic.
     #[error("not a bloscar container (bad magic)")]
     BadMagic,
@@ -111,26 +121,54 @@ pub enum ContainerError {
     ReservedBitsSet,
     /// The reconstructed message would exceed the limit.
     #[error("declared message size {declared} exceeds the limit of {limit} bytes")]
-    MessageTooLarge { declared: u64, limit: usize },
+    MessageTooLarge {
+        /// The size the header declares.
+        declared: u64,
+        /// The configured limit.
+        limit: usize,
+    },
     /// More patches than the limit allows.
     #[error("declared patch count {declared} exceeds the limit of {limit}")]
-    TooManyPatches { declared: u32, limit: usize },
+    TooManyPatches {
+        /// The count the header declares.
+        declared: u32,
+        /// The configured limit.
+        limit: usize,
+    },
     /// A patch-table entry contradicts the header or the entries before it.
     #[error("patch {index}: {reason}")]
-    BadPatch { index: usize, reason: &'static str },
+    BadPatch {
+        /// The entry's position in the patch table.
+        index: usize,
+        /// What it contradicts.
+        reason: &'static str,
+    },
     /// The sizes in the header and patch table do not add up to the container's length.
     #[error("container sizes do not add up: {reason}")]
-    LengthMismatch { reason: &'static str },
+    LengthMismatch {
+        /// Which sizes disagree.
+        reason: &'static str,
+    },
     /// A patch's Blosc data is invalid, or does not hold exactly the patch's length.
     #[error("patch {index}: {source}")]
-    PatchData { index: usize, source: CodecError },
+    PatchData {
+        /// The patch's position in the patch table.
+        index: usize,
+        /// What the Blosc wrapper found.
+        source: CodecError,
+    },
     /// The encoder was given ranges that are unsorted, overlapping, empty or outside
     /// the message.
     #[error("invalid patch ranges for encoding: {0}")]
     InvalidSpecs(&'static str),
     /// Blosc failed while compressing a patch.
     #[error("compressing patch {index}: {source}")]
-    Compress { index: usize, source: CodecError },
+    Compress {
+        /// The patch's position in the specs.
+        index: usize,
+        /// What Blosc reported.
+        source: CodecError,
+    },
 }
 
 impl ContainerError {

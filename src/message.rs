@@ -14,6 +14,7 @@ pub struct TensorInfo<'a> {
     pub method: &'a str,
     /// Tensor name from the message ("" when the protocol has none).
     pub name: &'a str,
+    /// Element type.
     pub dtype: DType,
     /// Element size in bytes, the Blosc typesize.
     pub elem_size: usize,
@@ -22,11 +23,17 @@ pub struct TensorInfo<'a> {
 /// What happened to one tensor, for metrics and for the tuner's drift check.
 #[derive(Debug, Clone)]
 pub struct TensorOutcome {
+    /// Tensor name from the message ("" when the protocol has none).
     pub name: String,
+    /// Element type.
     pub dtype: DType,
+    /// The setting it was compressed with.
     pub options: CompressOptions,
+    /// Its bytes in the message.
     pub original_len: usize,
+    /// Its bytes in the container.
     pub compressed_len: usize,
+    /// Time Blosc took to compress it.
     pub compress_time: Duration,
 }
 
@@ -43,7 +50,9 @@ pub trait Chooser: Send + Sync + 'static {
 /// A message encoded as a bloscar container, with what happened to each tensor.
 #[derive(Debug, Clone)]
 pub struct EncodedMessage {
+    /// The container as it travels.
     pub bytes: Vec<u8>,
+    /// One outcome per compressed tensor, in message order.
     pub tensors: Vec<TensorOutcome>,
 }
 
@@ -54,7 +63,9 @@ pub struct EncodedMessage {
 /// anything (see [`CompressOptions::for_elem_size`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedChooser {
+    /// The setting for every tensor it compresses.
     pub options: CompressOptions,
+    /// Tensors smaller than this many bytes are left uncompressed.
     pub min_size: usize,
 }
 

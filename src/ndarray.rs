@@ -26,8 +26,11 @@ const CHECKSUM_LEN: usize = 4;
 /// A decompressed ndarray: row-major, little-endian element bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ndarray {
+    /// Element type.
     pub dtype: DType,
+    /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The elements, row-major and little-endian.
     pub data: Vec<u8>,
 }
 
@@ -44,15 +47,25 @@ pub enum NdarrayError {
     /// times the element size.
     #[error("shape needs {expected:?} bytes but the data has {actual}")]
     ShapeMismatch {
+        /// The bytes the shape calls for (`None` when that overflows).
         expected: Option<usize>,
+        /// The bytes given or declared.
         actual: usize,
     },
     /// Shorter than its header, shape and checksum.
     #[error("ndarray frame of {len} bytes is truncated")]
-    Truncated { len: usize },
+    Truncated {
+        /// The frame's length.
+        len: usize,
+    },
     /// The CRC-32 over the frame does not match its last four bytes.
     #[error("ndarray frame checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    ChecksumMismatch { stored: u32, computed: u32 },
+    ChecksumMismatch {
+        /// The checksum the frame carries.
+        stored: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
     /// The bytes do not start with the ndarray magic.
     #[error("not a bloscar ndarray frame (bad magic)")]
     BadMagic,
@@ -67,7 +80,12 @@ pub enum NdarrayError {
     UnknownDType(u8),
     /// The declared data size exceeds the limit.
     #[error("declared ndarray size {declared} exceeds the limit of {limit} bytes")]
-    TooLarge { declared: u64, limit: usize },
+    TooLarge {
+        /// The size the frame declares.
+        declared: u64,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The Blosc data is invalid or does not hold exactly the declared bytes.
     #[error("ndarray data: {0}")]
     Data(CodecError),
