@@ -3,6 +3,8 @@
 //! The core (`codec`, `container`, `locate`, `message`) does no I/O and knows
 //! nothing of HTTP. The proxy and the tower layer are thin glue over it.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod bench;
 pub mod codec;
