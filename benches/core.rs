@@ -4,17 +4,18 @@
 //! Times are the benchmark thread's CPU time, so that other load on the machine (a
 //! shared CI runner, parallel builds) moves the figures as little as possible.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bloscar::codec::{self, CompressOptions};
 use bloscar::locate::{Direction, KSERVE_MODEL_INFER, Locator};
 use bloscar::pb::inference::ModelInferRequest;
 use bloscar::pb::inference::model_infer_request::InferInputTensor;
 use bloscar::{FixedChooser, Limits, MessageCodec};
-use cpu_time::ThreadTime;
-use criterion::{Bencher, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use common::cpu_iter;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 
 const SIDE: usize = 1024;
@@ -72,17 +73,6 @@ fn random() -> Vec<u8> {
     (0..SIDE * SIDE)
         .flat_map(|_| noise.unit().to_le_bytes())
         .collect()
-}
-
-/// Runs `f` as criterion asks, timing the thread's CPU time rather than wall time.
-fn cpu_iter<O>(b: &mut Bencher<'_>, mut f: impl FnMut() -> O) {
-    b.iter_custom(|iters| {
-        let start = ThreadTime::now();
-        for _ in 0..iters {
-            black_box(f());
-        }
-        start.elapsed()
-    })
 }
 
 /// A ModelInferRequest with one raw input, serialized by prost.
@@ -189,10 +179,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::criterion();
     targets = bench
 }
 criterion_main!(benches);

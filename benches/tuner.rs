@@ -9,6 +9,8 @@
 //! Times are the benchmark thread's CPU time, so that other load on the machine moves
 //! the figures as little as possible.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -16,22 +18,11 @@ use bloscar::bench::{Tensor, synthetic};
 use bloscar::codec::tune::{Tuner, TunerConfig};
 use bloscar::codec::{self, CompressOptions};
 use bloscar::{Chooser, TensorInfo, TensorOutcome};
-use cpu_time::ThreadTime;
-use criterion::{Bencher, Criterion, Throughput, criterion_group, criterion_main};
+use common::cpu_iter;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Link bandwidth the tuner optimises for in this benchmark, Mbit/s.
 const LINK_MBPS: f64 = 1000.0;
-
-/// Runs `f` as criterion asks, timing the thread's CPU time rather than wall time.
-fn cpu_iter<O>(b: &mut Bencher<'_>, mut f: impl FnMut() -> O) {
-    b.iter_custom(|iters| {
-        let start = ThreadTime::now();
-        for _ in 0..iters {
-            black_box(f());
-        }
-        start.elapsed()
-    })
-}
 
 fn info<'a>(name: &'a str, tensor: &Tensor) -> TensorInfo<'a> {
     TensorInfo {
@@ -110,10 +101,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::criterion();
     targets = bench
 }
 criterion_main!(benches);
