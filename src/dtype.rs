@@ -88,6 +88,16 @@ impl DType {
         }
     }
 
+    /// Width of one element in the data: [`DType::elem_size`], except that a complex
+    /// number counts both its parts; `None` for variable-length elements.
+    pub const fn item_size(self) -> Option<usize> {
+        match self {
+            DType::Bytes => None,
+            DType::Complex64 | DType::Complex128 => Some(2 * self.elem_size()),
+            _ => Some(self.elem_size()),
+        }
+    }
+
     /// The KServe v2 datatype string (`"FP32"`, `"BYTES"`, ...), exactly as the protocol
     /// spells it; `None` for types KServe does not have.
     pub fn from_kserve(datatype: &str) -> Option<DType> {
@@ -310,6 +320,14 @@ impl FromStr for DType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item_size_is_the_element_width_in_the_data() {
+        assert_eq!(DType::F32.item_size(), Some(4));
+        assert_eq!(DType::Complex64.item_size(), Some(8));
+        assert_eq!(DType::Complex128.item_size(), Some(16));
+        assert_eq!(DType::Bytes.item_size(), None);
+    }
 
     #[test]
     fn kserve_names_round_trip() {

@@ -114,15 +114,6 @@ impl NdarrayError {
     }
 }
 
-/// Bytes per element; `None` for variable-width elements.
-fn item_size(dtype: DType) -> Option<usize> {
-    match dtype {
-        DType::Bytes => None,
-        DType::Complex64 | DType::Complex128 => Some(2 * dtype.elem_size()),
-        _ => Some(dtype.elem_size()),
-    }
-}
-
 /// Data bytes an array of `shape` holds, if that fits in `usize`.
 fn data_len(item: usize, shape: impl IntoIterator<Item = u64>) -> Option<u64> {
     shape
@@ -138,7 +129,9 @@ pub fn compress_ndarray(
     shape: &[usize],
     opts: CompressOptions,
 ) -> Result<Vec<u8>, NdarrayError> {
-    let item = item_size(dtype).ok_or(NdarrayError::UnsupportedDType(dtype))?;
+    let item = dtype
+        .item_size()
+        .ok_or(NdarrayError::UnsupportedDType(dtype))?;
     if shape.len() > MAX_DIMS {
         return Err(NdarrayError::TooManyDims(shape.len()));
     }
@@ -189,7 +182,7 @@ pub fn decompress_ndarray(frame: &[u8], limits: &Limits) -> Result<Ndarray, Ndar
         return Err(NdarrayError::ReservedBitsSet);
     }
     let (dtype, item) = DType::from_bloscar(u64::from(body[5]))
-        .and_then(|d| Some((d, item_size(d)?)))
+        .and_then(|d| Some((d, d.item_size()?)))
         .ok_or(NdarrayError::UnknownDType(body[5]))?;
     let ndim = usize::from(body[6]);
     if ndim > MAX_DIMS {
@@ -245,7 +238,7 @@ mod tests {
     #[test]
     fn round_trips_every_fixed_width_dtype() {
         for dtype in DType::ALL {
-            let Some(item) = item_size(dtype) else {
+            let Some(item) = dtype.item_size() else {
                 continue;
             };
             for shape in [vec![], vec![0], vec![3, 0, 2], vec![7], vec![2, 3, 5]] {

@@ -139,14 +139,7 @@ fn dtype_of(descr: &str) -> Result<(DType, usize), NpyError> {
         "c16" => DType::Complex128,
         _ => return Err(unsupported()),
     };
-    let elem_size = match dtype {
-        DType::Bool | DType::U8 | DType::I8 => 1,
-        DType::U16 | DType::I16 | DType::F16 => 2,
-        DType::U32 | DType::I32 | DType::F32 => 4,
-        DType::U64 | DType::I64 | DType::F64 | DType::Complex64 => 8,
-        DType::Complex128 => 16,
-        _ => return Err(unsupported()),
-    };
+    let elem_size = dtype.item_size().ok_or_else(unsupported)?;
     // numpy writes '<' or '>' for multi-byte types and '|' for one-byte types; order
     // does not matter for one byte, and anything but '<' is refused for wider types.
     let little_endian = order == b'<' || elem_size == 1;
