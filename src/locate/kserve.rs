@@ -48,7 +48,7 @@ pub(super) fn model_stream_infer<'a>(
     out: &mut Vec<TensorRange<'a>>,
 ) -> Result<(), WireError> {
     match direction {
-        Direction::Request => infer_message(Fields::new(msg), REQUEST_RAW, out),
+        Direction::Request => model_infer(direction, msg, out),
         Direction::Response => {
             let mut top = Fields::new(msg);
             while let Some(field) = top.next() {
@@ -75,14 +75,13 @@ struct TensorInfo<'a> {
 
 /// A `ModelInferRequest` (`raw_field` 7) or `ModelInferResponse` (`raw_field` 6).
 fn infer_message<'a>(
-    fields: Fields<'a>,
+    mut walker: Fields<'a>,
     raw_field: u32,
     out: &mut Vec<TensorRange<'a>>,
 ) -> Result<(), WireError> {
     let is_request = raw_field == REQUEST_RAW;
     let mut tensors: Vec<TensorInfo<'a>> = Vec::new();
     let mut raw: Vec<Field<'a>> = Vec::new();
-    let mut walker = fields.clone();
     while let Some(field) = walker.next() {
         let field = field?;
         match field.number {
