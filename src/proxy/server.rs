@@ -1,14 +1,13 @@
 //! The listener: accepts connections, serves HTTP/2 (and HTTP/1.1 for pass-through), and
 //! drains gracefully on shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
-
-use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
