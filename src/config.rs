@@ -16,11 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::codec::CompressOptions;
-use crate::codec::tune::{Tuner, TunerConfig};
-use crate::container::Limits;
-use crate::locate::{Locator, TaggedRule};
-use crate::message::{Chooser, FixedChooser, MessageCodec};
-use crate::proxy::{ProxySettings, Role, UnknownPeer};
+use crate::locate::TaggedRule;
 
 /// The prefix every variable shares.
 pub const PREFIX: &str = "BLOSCAR_";
@@ -58,7 +54,7 @@ const MODE: Variable = var(
     "inbound, outbound or both",
     "which proxy roles this process runs",
 );
-const INBOUND_LISTEN: Variable = var(
+pub const INBOUND_LISTEN: Variable = var(
     "BLOSCAR_INBOUND_LISTEN",
     "0.0.0.0:9440",
     "ip:port",
@@ -70,7 +66,7 @@ const INBOUND_FORWARD: Variable = var(
     "host:port",
     "the local server app the inbound side forwards to",
 );
-const OUTBOUND_LISTEN: Variable = var(
+pub const OUTBOUND_LISTEN: Variable = var(
     "BLOSCAR_OUTBOUND_LISTEN",
     "127.0.0.1:9441",
     "ip:port",
@@ -103,10 +99,10 @@ const MIN_TENSOR_BYTES: Variable = var(
 );
 const MAX_MESSAGE_BYTES: Variable = var(
     "BLOSCAR_MAX_MESSAGE_BYTES",
-    "67108864",
+    "4294967295",
     "a size from 1 byte to 4 GiB - 1: bytes, or a number with KiB, MiB or GiB",
-    "largest gRPC message buffered, after any decompression; larger ones fail with \
-     RESOURCE_EXHAUSTED",
+    "largest gRPC message accepted, after any decompression (messages stream through, \
+     so the default is gRPC's own maximum); larger ones fail with RESOURCE_EXHAUSTED",
 );
 const UNKNOWN_PEER: Variable = var(
     "BLOSCAR_UNKNOWN_PEER",
@@ -200,14 +196,26 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The roles this mode runs, inbound first.
-    pub fn roles(self) -> &'static [Role] {
-        match self {
-            Mode::Inbound => &[Role::Inbound],
-            Mode::Outbound => &[Role::Outbound],
-            Mode::Both => &[Role::Inbound, Role::Outbound],
-        }
+    /// Whether this mode runs the inbound role (beside a server app).
+    pub fn runs_inbound(self) -> bool {
+        matches!(self, Mode::Inbound | Mode::Both)
     }
+
+    /// Whether this mode runs the outbound role (beside a client app).
+    pub fn runs_outbound(self) -> bool {
+        matches!(self, Mode::Outbound | Mode::Both)
+    }
+}
+
+/// How the outbound side treats a peer whose capability it has not seen yet
+/// (`BLOSCAR_UNKNOWN_PEER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownPeer {
+    /// Send identity until a response advertises `bloscar` in `grpc-accept-encoding`.
+    #[default]
+    Identity,
+    /// Encode from the first call (the peer is known to run a sidecar).
+    Encode,
 }
 
 /// How tensors are compressed.
@@ -460,11 +468,11 @@ impl Config {
     /// The listeners this configuration opens, with the variable that sets each one.
     pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
         let mut out = Vec::new();
-        for role in self.mode.roles() {
-            match role {
-                Role::Inbound => out.push((INBOUND_LISTEN.name, self.inbound_listen)),
-                Role::Outbound => out.push((OUTBOUND_LISTEN.name, self.outbound_listen)),
-            }
+        if self.mode.runs_inbound() {
+            out.push((INBOUND_LISTEN.name, self.inbound_listen));
+        }
+        if self.mode.runs_outbound() {
+            out.push((OUTBOUND_LISTEN.name, self.outbound_listen));
         }
         out.push((ADMIN_LISTEN.name, self.admin_listen));
         out
@@ -486,81 +494,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The message encoder/decoder the proxies share: the built-in and configured
-    /// locators, the chooser of the codec setting, and the message size limit.
-    pub fn message_codec(&self) -> MessageCodec {
-        self.message_codec_with(self.chooser())
-    }
-
-    /// The chooser of the codec setting: what [`Config::message_codec`] compresses with.
-    ///
-    /// `auto` is a new [`Tuner`] (see [`Config::tuner`]); a fixed setting applies to every
-    /// tensor of at least the minimum size.
-    pub fn chooser(&self) -> Arc<dyn Chooser> {
-        match self.codec {
-            CodecSetting::Auto => self.tuner(),
-            CodecSetting::Fixed(options) => Arc::new(FixedChooser {
-                options,
-                min_size: self.min_tensor_bytes,
-            }),
-        }
-    }
-
-    /// The auto-tuner for this link bandwidth and minimum tensor size; share one per
-    /// process so that its picks are remembered across listeners.
-    pub fn tuner(&self) -> Arc<Tuner> {
-        Arc::new(Tuner::new(TunerConfig {
-            link_mbps: self.link_mbps,
-            min_size: self.min_tensor_bytes,
-            ..TunerConfig::default()
-        }))
-    }
-
-    /// [`Config::message_codec`] with another chooser, e.g. one that wraps
-    /// [`Config::chooser`] to watch its picks.
-    pub fn message_codec_with(&self, chooser: Arc<dyn Chooser>) -> MessageCodec {
-        let limits = Limits {
-            max_message_size: self.max_message_bytes,
-            ..Limits::default()
-        };
-        MessageCodec::new(Locator::new(self.ndarray_rules.clone()), chooser, limits)
-    }
-
-    /// The proxy listeners to open: the variable that sets the listen address (for
-    /// error messages), the address, and the settings, sharing `codec`.
-    pub fn proxies(
-        &self,
-        codec: Arc<MessageCodec>,
-    ) -> Vec<(&'static str, SocketAddr, ProxySettings)> {
-        let mut out = Vec::new();
-        for &role in self.mode.roles() {
-            let (variable, listen, forward) = match role {
-                Role::Inbound => (
-                    INBOUND_LISTEN.name,
-                    self.inbound_listen,
-                    Some(&self.inbound_forward),
-                ),
-                Role::Outbound => (
-                    OUTBOUND_LISTEN.name,
-                    self.outbound_listen,
-                    self.outbound_forward.as_ref(),
-                ),
-            };
-            // Validation guarantees a forward address for every role the mode runs.
-            if let Some(forward) = forward {
-                let settings = ProxySettings {
-                    role,
-                    forward: forward.clone(),
-                    codec: codec.clone(),
-                    max_message_bytes: self.max_message_bytes,
-                    unknown_peer: self.unknown_peer,
-                };
-                out.push((variable, listen, settings));
-            }
-        }
-        out
     }
 }
 

@@ -1,5 +1,8 @@
 //! The library's error type. Each variant maps to one gRPC status code at the edge.
 
+/// The boxed error type of bodies and services in the proxy and the layer.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The class of a failure, which the edge maps to a gRPC status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {

@@ -23,15 +23,14 @@ pub mod npy;
 pub mod pb;
 pub mod proxy;
 pub mod sidecar;
+pub mod stream_encoder;
 
 pub use codec::{Codec, CompressOptions, Shuffle};
 pub use container::Limits;
 pub use dtype::DType;
+pub use error::BoxError;
 pub use error::Error;
 pub use error::ErrorKind;
 pub use layer::{Bloscar, BloscarLayer};
 pub use message::{Chooser, FixedChooser, TensorInfo, TensorOutcome};
 pub use message::{EncodedMessage, MessageCodec};
-
-/// The boxed error type of bodies and services in the proxy and the layer.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -102,6 +102,11 @@ impl MessageCodec {
         &self.locator
     }
 
+    /// The chooser that picks each tensor's setting.
+    pub fn chooser(&self) -> &Arc<dyn Chooser> {
+        &self.chooser
+    }
+
     /// The limits containers are decoded within.
     pub fn limits(&self) -> &Limits {
         &self.limits

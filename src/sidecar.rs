@@ -16,10 +16,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Health};
-use crate::config::{ADMIN_LISTEN, CodecSetting, Config};
-use crate::message::Chooser;
+use crate::codec::tune::{Tuner, TunerConfig};
+use crate::config::{ADMIN_LISTEN, CodecSetting, Config, INBOUND_LISTEN, OUTBOUND_LISTEN};
+use crate::container::Limits;
+use crate::locate::Locator;
+use crate::message::{Chooser, FixedChooser, MessageCodec};
 use crate::metrics::Metrics;
-use crate::proxy::{ProxySettings, Role};
+use crate::layer::Role;
+use crate::proxy::ProxySettings;
 
 /// A listener that could not be opened: one line naming the variable that set it.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +54,15 @@ impl Sidecar {
         let mut metrics = Metrics::new();
         let chooser: Arc<dyn Chooser> = match config.codec {
             CodecSetting::Auto => {
-                let tuner = config.tuner();
+                let tuner = tuner(config);
                 metrics.register_collector(Box::new(tuner.collector()));
                 tuner
             }
-            CodecSetting::Fixed(_) => config.chooser(),
+            CodecSetting::Fixed(_) => chooser(config),
         };
-        let codec = Arc::new(config.message_codec_with(chooser));
+        let codec = Arc::new(message_codec(config, chooser));
         let mut proxies = Vec::new();
-        for (variable, addr, settings) in config.proxies(codec) {
+        for (variable, addr, settings) in proxies_of(config, codec) {
             proxies.push((bind(variable, addr).await?, settings));
         }
         let admin = bind(ADMIN_LISTEN.name, config.admin_listen).await?;
@@ -155,6 +159,70 @@ impl Sidecar {
     }
 }
 
+/// The chooser of the codec setting: `auto` is a new [`Tuner`] (see [`tuner`]); a fixed
+/// setting applies to every tensor of at least the minimum size.
+pub fn chooser(config: &Config) -> Arc<dyn Chooser> {
+    match config.codec {
+        CodecSetting::Auto => tuner(config),
+        CodecSetting::Fixed(options) => Arc::new(FixedChooser {
+            options,
+            min_size: config.min_tensor_bytes,
+        }),
+    }
+}
+
+/// The auto-tuner for the configured link and minimum tensor size; share one per
+/// process so that its picks are remembered across listeners.
+pub fn tuner(config: &Config) -> Arc<Tuner> {
+    Arc::new(Tuner::new(TunerConfig {
+        link_mbps: config.link_mbps,
+        min_size: config.min_tensor_bytes,
+        ..TunerConfig::default()
+    }))
+}
+
+/// The message encoder/decoder the proxies share: the built-in and configured locators,
+/// `chooser`, and the message size limit.
+pub fn message_codec(config: &Config, chooser: Arc<dyn Chooser>) -> MessageCodec {
+    let limits = Limits {
+        max_message_size: config.max_message_bytes,
+        ..Limits::default()
+    };
+    MessageCodec::new(Locator::new(config.ndarray_rules.clone()), chooser, limits)
+}
+
+/// The proxy listeners to open: the variable that sets the listen address (for error
+/// messages), the address, and the settings, sharing `codec`.
+pub fn proxies_of(
+    config: &Config,
+    codec: Arc<MessageCodec>,
+) -> Vec<(&'static str, SocketAddr, ProxySettings)> {
+    let mut out = Vec::new();
+    let settings = |role, forward: &String| ProxySettings {
+        role,
+        forward: forward.clone(),
+        codec: Arc::clone(&codec),
+        max_message_bytes: config.max_message_bytes,
+        unknown_peer: config.unknown_peer,
+    };
+    if config.mode.runs_inbound() {
+        out.push((
+            INBOUND_LISTEN.name,
+            config.inbound_listen,
+            settings(Role::Inbound, &config.inbound_forward),
+        ));
+    }
+    // Validation guarantees a forward address for every role the mode runs.
+    if let (true, Some(forward)) = (config.mode.runs_outbound(), &config.outbound_forward) {
+        out.push((
+            OUTBOUND_LISTEN.name,
+            config.outbound_listen,
+            settings(Role::Outbound, forward),
+        ));
+    }
+    out
+}
+
 async fn bind(variable: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr).await.map_err(|source| BindError {
         variable,
@@ -180,5 +248,39 @@ fn proxy_result(ended: Result<(Role, io::Result<()>), tokio::task::JoinError>) -
             tracing::error!(error = %e, "proxy listener task failed");
             Err(io::Error::other(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn message_codec_follows_the_size_and_rule_settings() {
+        let c = config(&[
+            ("BLOSCAR_MAX_MESSAGE_BYTES", "1MiB"),
+            ("BLOSCAR_NDARRAY_RULES", "/acme.v1.Imaging/Denoise=1"),
+        ]);
+        let codec = message_codec(&c, chooser(&c));
+        assert_eq!(codec.limits().max_message_size, 1 << 20);
+        assert_eq!(codec.locator().rules().len(), 1);
+    }
+
+    #[test]
+    fn proxies_follow_the_mode() {
+        let c = config(&[
+            ("BLOSCAR_MODE", "both"),
+            ("BLOSCAR_OUTBOUND_FORWARD", "peer:9440"),
+        ]);
+        let codec = Arc::new(message_codec(&c, chooser(&c)));
+        let roles: Vec<Role> = proxies_of(&c, codec)
+            .iter()
+            .map(|(_, _, settings)| settings.role)
+            .collect();
+        assert_eq!(roles, [Role::Inbound, Role::Outbound]);
     }
 }

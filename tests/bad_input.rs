@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bloscar::grpc::{Code, Status};
 use bloscar::locate::Direction;
-use bloscar::proxy::{Role, UnknownPeer};
+use bloscar::layer::{Role, UnknownPeer};
 use bytes::Bytes;
 use common::server::{MODEL_INFER, MODEL_STREAM_INFER};
 use common::*;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use bloscar::proxy::Role;
+use bloscar::layer::Role;
 use bytes::Bytes;
 use common::server::MODEL_STREAM_INFER;
 use common::*;

@@ -10,7 +10,7 @@ use bloscar::layer::BoxBody;
 use bloscar::metrics::Metrics;
 use bloscar::pb::inference::ModelInferRequest;
 use bloscar::pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use bloscar::proxy::{Role, UnknownPeer};
+use bloscar::layer::{Role, UnknownPeer};
 use bytes::Bytes;
 use common::server::{EchoService, MODEL_INFER};
 use common::*;

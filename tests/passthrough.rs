@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bloscar::proxy::Role;
+use bloscar::layer::Role;
 use bytes::Bytes;
 use common::server::MODEL_INFER;
 use common::*;

@@ -225,7 +225,7 @@ async fn bidi_streaming_is_bit_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_streaming_is_bit_identical() {
-    let pair = Pair::start_with(bloscar::proxy::UnknownPeer::Encode).await;
+    let pair = Pair::start_with(bloscar::layer::UnknownPeer::Encode).await;
     let messages = stream_messages(5);
     let mut client = raw_client(pair.channel().await);
     client.ready().await.unwrap();
@@ -250,7 +250,7 @@ async fn client_streaming_is_bit_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_streaming_is_bit_identical() {
-    let pair = Pair::start_with(bloscar::proxy::UnknownPeer::Encode).await;
+    let pair = Pair::start_with(bloscar::layer::UnknownPeer::Encode).await;
     let message = stream_messages(1).remove(0);
     let mut client = raw_client(pair.channel().await);
     client.ready().await.unwrap();
@@ -458,7 +458,7 @@ async fn an_upstream_reset_reaches_the_client_as_cancelled() {
             send.send_reset(h2::Reason::CANCEL);
         }
     });
-    let outbound = Proxy::start(bloscar::proxy::Role::Outbound, upstream).await;
+    let outbound = Proxy::start(bloscar::layer::Role::Outbound, upstream).await;
     let status = raw_unary(
         channel(outbound.addr).await,
         PLAIN_ECHO,
@@ -471,7 +471,7 @@ async fn an_upstream_reset_reaches_the_client_as_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_stay_bit_identical() {
-    let pair = Pair::start_with(bloscar::proxy::UnknownPeer::Encode).await;
+    let pair = Pair::start_with(bloscar::layer::UnknownPeer::Encode).await;
     let channel = pair.channel().await;
     let mut calls = Vec::new();
     for i in 0..48usize {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use bloscar::config::{self, Config};
-use bloscar::proxy::Role;
+use bloscar::layer::Role;
 use bloscar::sidecar::Sidecar;
 use tokio::signal::unix::{SignalKind, signal};
 

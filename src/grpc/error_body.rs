@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::body::ErrorSlot;
+use super::error_slot::ErrorSlot;
 use super::status::{Code, Status};
-use crate::BoxError;
+use crate::error::BoxError;
 
 pin_project! {
     /// Turns errors of the wrapped response body into gRPC trailers. A failure recorded in

@@ -1,11 +1,12 @@
 //! gRPC over HTTP/2 as a proxy sees it: message framing, statuses, message encodings.
 
-pub mod body;
 pub mod encoding;
 pub mod error_body;
+mod error_slot;
+pub mod frame;
 pub mod status;
 
-pub use body::{ErrorSlot, Message, MessageBody, Transform};
+pub use error_slot::ErrorSlot;
 pub use encoding::Encoding;
 pub use status::{Code, Status};
 

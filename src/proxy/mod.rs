@@ -14,29 +14,11 @@ mod upstream;
 use std::sync::Arc;
 
 use crate::MessageCodec;
+use crate::layer::{Role, UnknownPeer};
 
 pub use headers::strip_hop_by_hop;
 pub use server::serve;
 pub use upstream::Upstream;
-
-/// Which side of the link a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Beside the server app: decodes requests, encodes responses.
-    Inbound,
-    /// Beside the client app: encodes requests, decodes responses.
-    Outbound,
-}
-
-/// How the outbound side treats a peer whose capability it has not seen yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UnknownPeer {
-    /// Send identity until a response advertises `bloscar` in `grpc-accept-encoding`.
-    #[default]
-    Identity,
-    /// Encode from the first call (the peer is known to run a sidecar).
-    Encode,
-}
 
 /// Everything one proxy listener needs.
 #[derive(Clone)]

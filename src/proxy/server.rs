@@ -30,6 +30,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The layer of one proxy listener.
+fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
+    BloscarLayer::new(settings.role, Arc::clone(&settings.codec))
+        .max_message_bytes(settings.max_message_bytes)
+        .unknown_peer(settings.unknown_peer)
+        .metrics(metrics)
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting, sends GOAWAY on
 /// every connection, and returns once in-flight streams finish or `grace` has passed.
 pub async fn serve(
@@ -46,7 +54,7 @@ pub async fn serve(
         )
     })?;
     let service = ProxyService {
-        inner: BloscarLayer::from_settings(&settings, metrics).layer(upstream),
+        inner: layer(&settings, metrics).layer(upstream),
     };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::headers::strip_hop_by_hop;
-use crate::BoxError;
+use crate::error::BoxError;
 use crate::layer::BoxBody;
 
 /// How long a connection attempt to the upstream may take before the call is UNAVAILABLE.

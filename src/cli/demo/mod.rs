@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use bloscar::config::Config;
 use bloscar::metrics::Metrics;
-use bloscar::proxy::{self, ProxySettings, Role, UnknownPeer};
+use bloscar::layer::{Role, UnknownPeer};
+use bloscar::proxy::{self, ProxySettings};
 use tokio::net::TcpListener;
 
 use self::grpc::Client;
@@ -108,8 +109,8 @@ async fn bind() -> Result<TcpListener, String> {
 
 async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let config = demo_config(args)?;
-    let chooser = Arc::new(Recording::new(config.chooser()));
-    let codec = Arc::new(config.message_codec_with(chooser.clone()));
+    let chooser = Arc::new(Recording::new(bloscar::sidecar::chooser(&config)));
+    let codec = Arc::new(bloscar::sidecar::message_codec(&config, chooser.clone()));
     let metrics = Arc::new(Metrics::new());
     let settings = |role, forward: String| ProxySettings {
         role,

@@ -1,0 +1,348 @@
+//! The decoding body: reads bloscar records from the peer and gives the app identity
+//! messages, each verified segment forwarded as soon as it is restored.
+//!
+//! A container's header carries the restored length, so the identity prefix goes out
+//! first; plain segments follow at once, Blosc segments after decompressing on the
+//! blocking pool (up to [`MAX_JOBS_AHEAD`] at a time, in order). Identity messages from
+//! the peer stream through without being held. Every record is checked by
+//! `container::stream::StreamDecoder` before a byte of it reaches the app.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+
+use super::Shared;
+use super::encode::MAX_JOBS_AHEAD;
+use super::pipeline::{Pending, Pipeline};
+use crate::container::stream::{Record, StreamDecoder};
+use crate::error::BoxError;
+use crate::grpc::frame::{self, FrameDecoder, FrameEvent, prefix};
+use crate::grpc::{Code, ErrorSlot, Status};
+use crate::locate::Direction;
+use crate::metrics::Outcome;
+
+/// Largest version-1 container accepted: version 1 is read for senders that predate
+/// version 2, whose own limit was this.
+const MAX_V1_RECORD: usize = 64 << 20;
+
+/// Bytes a segment record may take beyond what it restores: its head and one Blosc
+/// chunk header (Blosc stores data that does not compress, so a chunk never grows more).
+const SEGMENT_OVERHEAD: usize = 64;
+
+/// What the body does with the message being read.
+enum Message {
+    Idle,
+    /// An identity message streaming through.
+    Identity { len: usize, started: Instant },
+    /// A record being gathered (one segment: at most a chunk).
+    Record(BytesMut),
+}
+
+/// The container being restored, for metrics.
+struct Restoring {
+    len: usize,
+    wire_len: usize,
+    started: Instant,
+}
+
+/// The state of the inner body.
+enum Input {
+    Open,
+    Ended(Option<HeaderMap>),
+    Done,
+}
+
+pin_project! {
+    /// A gRPC body whose bloscar records reach the app as identity messages.
+    pub struct DecodeBody<B> {
+        #[pin]
+        inner: B,
+        shared: Arc<Shared>,
+        method: Arc<str>,
+        direction: Direction,
+        slot: ErrorSlot,
+        frames: FrameDecoder,
+        decoder: StreamDecoder,
+        message: Message,
+        restoring: Option<Restoring>,
+        pipeline: Pipeline,
+        input: Input,
+    }
+}
+
+impl<B> DecodeBody<B> {
+    /// Decodes the records of `inner`, a stream of `method` going in `direction`.
+    pub(super) fn new(
+        inner: B,
+        shared: Arc<Shared>,
+        method: Arc<str>,
+        direction: Direction,
+        slot: ErrorSlot,
+    ) -> Self {
+        let decoder = StreamDecoder::new(*shared.codec.limits());
+        DecodeBody {
+            inner,
+            pipeline: Pipeline::new(Arc::clone(&shared.jobs)),
+            frames: FrameDecoder::new(shared.max_message_bytes),
+            shared,
+            method,
+            direction,
+            slot,
+            decoder,
+            message: Message::Idle,
+            restoring: None,
+            input: Input::Open,
+        }
+    }
+}
+
+/// The longest record accepted next, checked from its gRPC prefix before it is
+/// gathered: a segment inside a container; otherwise a header or a version-1 container.
+fn record_limit(shared: &Shared, open: bool) -> usize {
+    if open {
+        shared.codec.limits().max_segment_len + SEGMENT_OVERHEAD
+    } else {
+        MAX_V1_RECORD.min(shared.max_message_bytes)
+    }
+}
+
+impl<B> Body for DecodeBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            match this.pipeline.poll_next(cx) {
+                Poll::Ready(Some(Pending::Bytes(bytes))) => {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(Some(Pending::Failed(status))) => {
+                    return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                }
+                Poll::Ready(Some(Pending::End(_))) => continue,
+                Poll::Ready(None) | Poll::Pending => {}
+            }
+            let pipeline_empty = this.pipeline.is_empty();
+            match this.input {
+                Input::Done => {
+                    return if pipeline_empty {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Pending
+                    };
+                }
+                Input::Ended(trailers) => {
+                    if !pipeline_empty {
+                        return Poll::Pending;
+                    }
+                    let trailers = trailers.take();
+                    *this.input = Input::Done;
+                    return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                }
+                Input::Open => {}
+            }
+            if this.pipeline.jobs_ahead() >= MAX_JOBS_AHEAD {
+                return Poll::Pending;
+            }
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            let ended = match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => {
+                        let mut reader = Reader {
+                            shared: this.shared,
+                            method: this.method,
+                            direction: *this.direction,
+                            frames: this.frames,
+                            decoder: this.decoder,
+                            message: this.message,
+                            restoring: this.restoring,
+                            pipeline: this.pipeline,
+                        };
+                        if let Err(status) = reader.consume(&mut data) {
+                            return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                        }
+                        continue;
+                    }
+                    Err(frame) => frame.into_trailers().ok(),
+                },
+                Some(Err(err)) => {
+                    *this.input = Input::Done;
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+                None => None,
+            };
+            if !this.frames.at_boundary() {
+                let status = frame::cut_mid_message();
+                return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+            }
+            if let Err(err) = this.decoder.finish() {
+                let status = Status::from(&crate::Error::from(err));
+                return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+            }
+            *this.input = Input::Ended(ended);
+        }
+    }
+}
+
+/// The parts of the body that read the peer's stream.
+struct Reader<'a> {
+    shared: &'a Arc<Shared>,
+    method: &'a Arc<str>,
+    direction: Direction,
+    frames: &'a mut FrameDecoder,
+    decoder: &'a mut StreamDecoder,
+    message: &'a mut Message,
+    restoring: &'a mut Option<Restoring>,
+    pipeline: &'a mut Pipeline,
+}
+
+impl Reader<'_> {
+    /// Runs one DATA frame of the peer's stream through the decoder.
+    fn consume(&mut self, data: &mut Bytes) -> Result<(), Status> {
+        while let Some(event) = self.frames.decode(data)? {
+            match event {
+                FrameEvent::Start { compressed, len } => {
+                    if !compressed {
+                        if self.decoder.is_open() {
+                            return Err(Status::new(
+                                Code::Internal,
+                                "bloscar: identity message inside a container",
+                            ));
+                        }
+                        self.pipeline
+                            .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                        *self.message = Message::Identity {
+                            len,
+                            started: Instant::now(),
+                        };
+                    } else {
+                        let limit = record_limit(self.shared, self.decoder.is_open());
+                        if len > limit {
+                            return Err(Status::new(
+                                Code::ResourceExhausted,
+                                format!("bloscar record of {len} bytes exceeds the limit of {limit} bytes"),
+                            ));
+                        }
+                        *self.message = Message::Record(BytesMut::with_capacity(len));
+                    }
+                }
+                FrameEvent::Data(bytes) => match self.message {
+                    Message::Identity { .. } => self.pipeline.push_bytes(bytes),
+                    Message::Record(buf) => buf.extend_from_slice(&bytes),
+                    Message::Idle => {
+                        return Err(Status::new(Code::Internal, "message bytes before a prefix"));
+                    }
+                },
+                FrameEvent::End => match std::mem::replace(self.message, Message::Idle) {
+                    Message::Identity { len, started } => {
+                        self.shared.metrics.record_message(
+                            self.direction,
+                            Outcome::Passed,
+                            self.method,
+                            len,
+                            len,
+                            started.elapsed(),
+                        );
+                    }
+                    Message::Record(buf) => self.record(buf.freeze())?,
+                    Message::Idle => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// One verified record: its restored bytes go to the app in order.
+    fn record(&mut self, record: Bytes) -> Result<(), Status> {
+        let wire_len = record.len() + frame::PREFIX_LEN;
+        let max = self.shared.max_message_bytes;
+        let pushed = self
+            .decoder
+            .push(record)
+            .map_err(|err| Status::from(&crate::Error::from(err)))?;
+        match pushed {
+            Record::Start { restored_len } => {
+                let len = usize::try_from(restored_len)
+                    .ok()
+                    .filter(|&len| len <= max)
+                    .ok_or_else(|| too_large(restored_len, max))?;
+                self.pipeline
+                    .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                *self.restoring = Some(Restoring {
+                    len,
+                    wire_len: 0,
+                    started: Instant::now(),
+                });
+            }
+            Record::Plain(bytes) => self.pipeline.push_bytes(bytes),
+            Record::Blosc(job) => self.pipeline.push_job(
+                move || job.run().map_err(|err| Status::from(&crate::Error::from(err))),
+                None,
+            ),
+            Record::Whole(job) => {
+                let len = job.restored_len();
+                if len > max {
+                    return Err(too_large(len as u64, max));
+                }
+                self.pipeline.push_job(
+                    move || job.run().map_err(|err| Status::from(&crate::Error::from(err))),
+                    Some(false),
+                );
+                self.shared.metrics.record_message(
+                    self.direction,
+                    Outcome::Decoded,
+                    self.method,
+                    len,
+                    wire_len,
+                    std::time::Duration::ZERO,
+                );
+            }
+        }
+        if let Some(restoring) = self.restoring.as_mut() {
+            restoring.wire_len += wire_len;
+            if !self.decoder.is_open() {
+                let done = self.restoring.take().expect("checked above");
+                self.shared.metrics.record_message(
+                    self.direction,
+                    Outcome::Decoded,
+                    self.method,
+                    done.len,
+                    done.wire_len,
+                    done.started.elapsed(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_large(len: u64, max: usize) -> Status {
+    Status::new(
+        Code::ResourceExhausted,
+        format!("decoded message of {len} bytes exceeds the limit of {max} bytes"),
+    )
+}
+
+fn fail(slot: &ErrorSlot, input: &mut Input, status: Status) -> BoxError {
+    tracing::warn!(code = status.code.label(), message = %status.message, "gRPC stream failed");
+    slot.set(status.clone());
+    *input = Input::Done;
+    Box::new(status)
+}

@@ -1,0 +1,325 @@
+//! The encoding body: reads the app's gRPC messages as they arrive and sends them as
+//! bloscar records (or identity) chunk by chunk, compressing on the blocking pool.
+//!
+//! Per message, the 5-byte prefix gives the length; a streaming walk classifies the
+//! bytes as they come ([`StreamEncoder`]). Messages the app compressed itself (gzip,
+//! deflate, zstd), and methods whose locator needs the whole message, are gathered whole
+//! first, within the message size limit. Up to [`MAX_JOBS_AHEAD`] chunks compress while
+//! earlier ones are on the link; beyond that the body stops reading, so flow control,
+//! not buffering, holds the app back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+
+use super::pipeline::{Pending, Pipeline};
+use super::Shared;
+use crate::error::BoxError;
+use crate::grpc::encoding::{self, Encoding};
+use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
+use crate::grpc::{Code, ErrorSlot, Status};
+use crate::locate::Direction;
+use crate::metrics::Outcome;
+use crate::stream_encoder::{EncoderContext, Out, StreamEncoder};
+
+/// Compress jobs in flight per stream: enough to keep both stages busy (one compressing
+/// while one is on the link), few enough that memory stays a few chunks per stream.
+pub const MAX_JOBS_AHEAD: usize = 3;
+
+/// What the body does with the message being read.
+enum Message {
+    /// Between messages.
+    Idle,
+    /// Streaming through the encoder.
+    Streaming(Box<StreamEncoder>),
+    /// Gathered whole first: compressed by the app, or for a locator that needs it all.
+    Gathering { compressed: bool, buf: BytesMut },
+}
+
+pin_project! {
+    /// A gRPC body whose messages leave as bloscar records or identity.
+    pub struct EncodeBody<B> {
+        #[pin]
+        inner: B,
+        shared: Arc<Shared>,
+        context: EncoderContext,
+        direction: Direction,
+        source: Encoding,
+        slot: ErrorSlot,
+        frames: FrameDecoder,
+        message: Message,
+        pipeline: Pipeline,
+        input: Input,
+        scratch: Vec<Out>,
+    }
+}
+
+/// The state of the inner body.
+enum Input {
+    Open,
+    /// Ended; trailers (if any) go out once the pipeline is empty.
+    Ended(Option<HeaderMap>),
+    Done,
+}
+
+impl<B> EncodeBody<B> {
+    /// Encodes the messages of `inner`, a stream of `context.method` going in
+    /// `direction`, sent by the app in `source`.
+    pub(super) fn new(
+        inner: B,
+        shared: Arc<Shared>,
+        context: EncoderContext,
+        direction: Direction,
+        source: Encoding,
+        slot: ErrorSlot,
+    ) -> Self {
+        let max = shared.max_message_bytes;
+        EncodeBody {
+            inner,
+            pipeline: Pipeline::new(Arc::clone(&shared.jobs)),
+            shared,
+            context,
+            direction,
+            source,
+            slot,
+            frames: FrameDecoder::new(max),
+            message: Message::Idle,
+            input: Input::Open,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl<B> Body for EncodeBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            match this.pipeline.poll_next(cx) {
+                Poll::Ready(Some(Pending::Bytes(bytes))) => {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(Some(Pending::Failed(status))) => {
+                    return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                }
+                Poll::Ready(Some(Pending::End(summary))) => {
+                    let outcome = if summary.encoded {
+                        Outcome::Encoded
+                    } else {
+                        Outcome::Passed
+                    };
+                    this.shared.metrics.record_message(
+                        *this.direction,
+                        outcome,
+                        &this.context.method,
+                        summary.len,
+                        summary.wire_len,
+                        summary.started.elapsed(),
+                    );
+                    continue;
+                }
+                Poll::Ready(None) | Poll::Pending => {}
+            }
+            let pipeline_empty = this.pipeline.is_empty();
+            match this.input {
+                Input::Done => {
+                    if pipeline_empty {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Pending;
+                }
+                Input::Ended(trailers) => {
+                    if !pipeline_empty {
+                        return Poll::Pending;
+                    }
+                    let trailers = trailers.take();
+                    *this.input = Input::Done;
+                    match trailers {
+                        Some(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                        None => return Poll::Ready(None),
+                    }
+                }
+                Input::Open => {}
+            }
+            if this.pipeline.jobs_ahead() >= MAX_JOBS_AHEAD {
+                // Pending jobs wake the task when they finish.
+                return Poll::Pending;
+            }
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(frame) => frame,
+            };
+            match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => {
+                        if let Err(status) = consume(
+                            &mut data,
+                            this.frames,
+                            this.message,
+                            this.shared,
+                            this.context,
+                            *this.direction,
+                            *this.source,
+                            this.scratch,
+                            this.pipeline,
+                        ) {
+                            return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                        }
+                    }
+                    Err(frame) => {
+                        if !this.frames.at_boundary() {
+                            let status = frame::cut_mid_message();
+                            return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                        }
+                        *this.input = Input::Ended(frame.into_trailers().ok());
+                    }
+                },
+                Some(Err(err)) => {
+                    *this.input = Input::Done;
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+                None => {
+                    if !this.frames.at_boundary() {
+                        let status = frame::cut_mid_message();
+                        return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                    }
+                    *this.input = Input::Ended(None);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one DATA frame of the app's stream through the message state.
+#[allow(clippy::too_many_arguments)]
+fn consume(
+    data: &mut Bytes,
+    frames: &mut FrameDecoder,
+    message: &mut Message,
+    shared: &Shared,
+    context: &EncoderContext,
+    direction: Direction,
+    source: Encoding,
+    scratch: &mut Vec<Out>,
+    pipeline: &mut Pipeline,
+) -> Result<(), Status> {
+    while let Some(event) = frames.decode(data)? {
+        match event {
+            FrameEvent::Start { compressed, len } => {
+                *message = start(shared, context, direction, compressed, len);
+                if let Message::Streaming(encoder) = message
+                    && len == 0
+                {
+                    encoder.feed(Bytes::new(), scratch);
+                }
+            }
+            FrameEvent::Data(bytes) => match message {
+                Message::Streaming(encoder) => encoder.feed(bytes, scratch),
+                Message::Gathering { buf, .. } => buf.extend_from_slice(&bytes),
+                Message::Idle => {
+                    return Err(Status::new(Code::Internal, "message bytes before a prefix"));
+                }
+            },
+            FrameEvent::End => {
+                if let Message::Gathering { compressed, buf } =
+                    std::mem::replace(message, Message::Idle)
+                {
+                    pipeline.push_all(scratch.drain(..))?;
+                    let whole = Whole {
+                        codec: Arc::clone(&shared.codec),
+                        context: context.clone(),
+                        direction,
+                        source,
+                        compressed,
+                        max_message_bytes: shared.max_message_bytes,
+                    };
+                    let data = buf.freeze();
+                    pipeline.push_expand(move || whole.encode(data));
+                }
+                *message = Message::Idle;
+            }
+        }
+        pipeline.push_all(scratch.drain(..))?;
+    }
+    Ok(())
+}
+
+/// How a message of `len` bytes is read: streamed when a walk can follow it.
+fn start(
+    shared: &Shared,
+    context: &EncoderContext,
+    direction: Direction,
+    compressed: bool,
+    len: usize,
+) -> Message {
+    if !compressed
+        && let Some(walk) = shared.codec.locator().stream(&context.method, direction, len)
+    {
+        return Message::Streaming(Box::new(StreamEncoder::streaming(context.clone(), len, walk)));
+    }
+    Message::Gathering {
+        compressed,
+        buf: BytesMut::with_capacity(len.min(1 << 20)),
+    }
+}
+
+/// A message gathered whole, to encode on the blocking pool: decompressing the app's
+/// encoding and locating tensors in a large message are CPU-bound too.
+struct Whole {
+    codec: Arc<crate::MessageCodec>,
+    context: EncoderContext,
+    direction: Direction,
+    source: Encoding,
+    compressed: bool,
+    max_message_bytes: usize,
+}
+
+impl Whole {
+    fn encode(self, data: Bytes) -> Result<Vec<Out>, Status> {
+        let plain = if self.compressed {
+            match self.source {
+                Encoding::Gzip | Encoding::Deflate | Encoding::Zstd => Bytes::from(
+                    encoding::decompress(self.source, &data, self.max_message_bytes)?,
+                ),
+                Encoding::Identity | Encoding::Bloscar => {
+                    return Err(Status::new(
+                        Code::Internal,
+                        "compressed message without a grpc-encoding",
+                    ));
+                }
+            }
+        } else {
+            data
+        };
+        let ranges = self
+            .codec
+            .locator()
+            .locate(&self.context.method, self.direction, &plain);
+        let mut encoder = StreamEncoder::whole(self.context, plain.len(), &ranges);
+        drop(ranges);
+        let mut out = Vec::new();
+        encoder.feed(plain.clone(), &mut out);
+        Ok(out)
+    }
+}
+
+fn fail(slot: &ErrorSlot, input: &mut Input, status: Status) -> BoxError {
+    tracing::warn!(code = status.code.label(), message = %status.message, "gRPC stream failed");
+    slot.set(status.clone());
+    *input = Input::Done;
+    Box::new(status)
+}

@@ -1,0 +1,352 @@
+//! The bloscar tower layer: encodes and decodes gRPC messages per role, and negotiates the
+//! `bloscar` encoding with the peer through `grpc-encoding` / `grpc-accept-encoding`.
+//!
+//! - [`Role::Outbound`] (beside a client): advertises `bloscar` to the peer, encodes
+//!   request messages once the peer is known to read them, decodes bloscar responses and
+//!   hides the token from the client app.
+//! - [`Role::Inbound`] (beside a server): decodes bloscar requests into identity for the
+//!   app, encodes responses only when the request advertised `bloscar`, and advertises
+//!   `bloscar` on every gRPC response.
+//!
+//! Messages stream through chunk by chunk in both directions ([`encode`], [`decode`]);
+//! negotiation is pure functions over header maps ([`negotiate`]). Anything that is not
+//! gRPC passes through untouched. The same layer serves the sidecar and Rust services:
+//! wrap a tonic `Channel` with an outbound layer, or put an inbound layer in
+//! `tonic::transport::Server::builder().layer(...)`.
+
+pub mod decode;
+pub mod encode;
+pub mod negotiate;
+mod peer;
+mod pipeline;
+mod role;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use http::header::CONTENT_LENGTH;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::sync::Semaphore;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use self::negotiate::BodyPlan;
+use self::peer::PeerCapability;
+pub use self::role::Role;
+pub use crate::config::UnknownPeer;
+use crate::MessageCodec;
+use crate::error::BoxError;
+use crate::grpc::encoding::{self, BLOSCAR};
+use crate::grpc::error_body::{GrpcErrorBody, status_of};
+use crate::grpc::{self, ErrorSlot, Status};
+use crate::locate::Direction;
+use crate::metrics::{Metrics, StreamGuard};
+use crate::stream_encoder::{DEFAULT_CHUNK_LEN, EncoderContext};
+
+/// The body type the layer hands to the service it wraps and returns to its caller.
+pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What every service made by one layer shares.
+struct Shared {
+    role: Role,
+    codec: Arc<MessageCodec>,
+    max_message_bytes: usize,
+    peer: PeerCapability,
+    metrics: Arc<Metrics>,
+    /// Bounds the Blosc jobs running at once across all streams of the layer.
+    jobs: Arc<Semaphore>,
+}
+
+/// Blosc jobs at once per layer: one per core, plus one so a core never idles while a
+/// job's result is being handed over.
+fn job_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() + 1)
+}
+
+/// A tower layer that speaks the bloscar encoding on one side of a gRPC link.
+///
+/// All services made by one layer share what was learned of the peer, so use one layer
+/// per upstream.
+#[derive(Clone)]
+pub struct BloscarLayer {
+    shared: Arc<Shared>,
+}
+
+impl BloscarLayer {
+    /// A layer for `role` with default limits: messages up to gRPC's maximum (4 GiB - 1),
+    /// identity towards a peer until it advertises `bloscar`, metrics kept in a private
+    /// registry.
+    pub fn new(role: Role, codec: Arc<MessageCodec>) -> Self {
+        BloscarLayer {
+            shared: Arc::new(Shared {
+                role,
+                codec,
+                max_message_bytes: u32::MAX as usize,
+                peer: PeerCapability::new(UnknownPeer::default()),
+                metrics: Arc::new(Metrics::new()),
+                jobs: Arc::new(Semaphore::new(job_slots())),
+            }),
+        }
+    }
+
+    /// The client-side layer (for a tonic `Channel`): encodes requests, decodes responses.
+    pub fn client(codec: Arc<MessageCodec>) -> Self {
+        BloscarLayer::new(Role::Outbound, codec)
+    }
+
+    /// The server-side layer (for `tonic::transport::Server::builder().layer(...)`):
+    /// decodes requests, encodes responses.
+    pub fn server(codec: Arc<MessageCodec>) -> Self {
+        BloscarLayer::new(Role::Inbound, codec)
+    }
+
+    /// Largest gRPC message accepted, after any decompression.
+    pub fn max_message_bytes(self, max: usize) -> Self {
+        self.with(|s| s.max_message_bytes = max)
+    }
+
+    /// How the outbound side treats a peer whose capability it has not seen yet.
+    pub fn unknown_peer(self, unknown_peer: UnknownPeer) -> Self {
+        self.with(|s| s.peer = PeerCapability::new(unknown_peer))
+    }
+
+    /// Where the layer records its metrics.
+    pub fn metrics(self, metrics: Arc<Metrics>) -> Self {
+        self.with(|s| s.metrics = metrics)
+    }
+
+    fn with(self, edit: impl FnOnce(&mut Shared)) -> Self {
+        // Settings are fixed before services exist; a layer already shared is copied.
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
+            role: shared.role,
+            codec: Arc::clone(&shared.codec),
+            max_message_bytes: shared.max_message_bytes,
+            peer: PeerCapability::new(UnknownPeer::default()),
+            metrics: Arc::clone(&shared.metrics),
+            jobs: Arc::clone(&shared.jobs),
+        });
+        edit(&mut shared);
+        BloscarLayer {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl<S> Layer<S> for BloscarLayer {
+    type Service = Bloscar<S>;
+
+    fn layer(&self, inner: S) -> Bloscar<S> {
+        Bloscar {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service made by [`BloscarLayer`].
+#[derive(Clone)]
+pub struct Bloscar<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+fn boxed<B>(body: B) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+impl<S, B, RB> Service<Request<B>> for Bloscar<S>
+where
+    S: Service<Request<BoxBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<BoxBody>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The service polled ready takes this call; a fresh clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !grpc::is_grpc(request.headers()) {
+            let future = inner.call(request.map(boxed));
+            return Box::pin(future.map(|result| {
+                let response = result.map_err(Into::into)?;
+                Ok(response.map(boxed))
+            }));
+        }
+        let shared = Arc::clone(&self.shared);
+        let call = Call {
+            method: Arc::from(request.uri().path()),
+            slot: ErrorSlot::default(),
+            guard: shared.metrics.stream_started(),
+            client_reads_bloscar: false,
+            shared,
+        };
+        let (call, request) = call.request(request);
+        Box::pin(
+            inner
+                .call(request)
+                .map(move |result| Ok(call.response(result.map_err(Into::into)))),
+        )
+    }
+}
+
+/// What a gRPC call carries from its request to its response.
+struct Call {
+    shared: Arc<Shared>,
+    method: Arc<str>,
+    slot: ErrorSlot,
+    guard: StreamGuard,
+    /// Inbound: the request said the client side reads `bloscar`.
+    client_reads_bloscar: bool,
+}
+
+impl Call {
+    fn knows(&self, direction: Direction) -> bool {
+        self.shared.codec.locator().knows(&self.method, direction)
+    }
+
+    /// The request for the upstream, its body transformed per role.
+    fn request<B>(mut self, request: Request<B>) -> (Self, Request<BoxBody>)
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        // Encoding and decoding change a gRPC body's length, and gRPC's own framing
+        // delimits messages: a declared length would no longer hold.
+        parts.headers.remove(CONTENT_LENGTH);
+        let plan = match self.shared.role {
+            Role::Outbound => negotiate::outbound_request(
+                &mut parts.headers,
+                self.shared.peer.reads_bloscar(),
+                self.knows(Direction::Request),
+            ),
+            Role::Inbound => {
+                let (reads, plan) = negotiate::inbound_request(&mut parts.headers);
+                self.client_reads_bloscar = reads;
+                plan
+            }
+        };
+        let body = self.body(plan, Direction::Request, body);
+        (self, Request::from_parts(parts, body))
+    }
+
+    /// The response for the client: the upstream's, transformed per role, or a
+    /// trailers-only status when the call failed before a response.
+    fn response<RB>(self, result: Result<Response<RB>, BoxError>) -> Response<BoxBody>
+    where
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        let response = match result {
+            // A request that failed on its way in leaves the app with a broken stream
+            // only, so the client learns the real cause rather than the app's answer.
+            Ok(response) => match self.slot.get() {
+                None => response,
+                Some(status) => return self.failed(status),
+            },
+            Err(err) => {
+                let status = self.slot.get().unwrap_or_else(|| status_of(&*err));
+                return self.failed(status);
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        parts.headers.remove(CONTENT_LENGTH);
+        let plan = match self.shared.role {
+            Role::Outbound => {
+                let (reads, plan) = negotiate::outbound_response(&mut parts.headers);
+                if self.shared.peer.learn(reads) {
+                    tracing::info!(
+                        role = Role::Outbound.name(),
+                        speaks_bloscar = reads,
+                        "learned the peer's capability"
+                    );
+                }
+                plan
+            }
+            Role::Inbound => negotiate::inbound_response(
+                &mut parts.headers,
+                self.client_reads_bloscar,
+                self.knows(Direction::Response),
+            ),
+        };
+        let body = self.body(plan, Direction::Response, body);
+        let Call {
+            shared, slot, guard, ..
+        } = self;
+        let metrics = Arc::clone(&shared.metrics);
+        let body = GrpcErrorBody::new(body, slot, move |status: &Status| {
+            metrics.record_error(status.code.label());
+            drop(guard);
+        })
+        .boxed_unsync();
+        Response::from_parts(parts, body)
+    }
+
+    /// `body` with the plan applied.
+    fn body<B>(&self, plan: BodyPlan, direction: Direction, body: B) -> BoxBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let shared = Arc::clone(&self.shared);
+        match plan {
+            BodyPlan::Pass => boxed(body),
+            BodyPlan::Encode { source } => {
+                let context = EncoderContext {
+                    chooser: Arc::clone(shared.codec.chooser()),
+                    method: Arc::clone(&self.method),
+                    model: None,
+                    link_bytes_per_sec: None,
+                    chunk_len: DEFAULT_CHUNK_LEN,
+                };
+                boxed(encode::EncodeBody::new(
+                    body,
+                    shared,
+                    context,
+                    direction,
+                    source,
+                    self.slot.clone(),
+                ))
+            }
+            BodyPlan::Decode => boxed(decode::DecodeBody::new(
+                body,
+                shared,
+                Arc::clone(&self.method),
+                direction,
+                self.slot.clone(),
+            )),
+        }
+    }
+
+    /// A trailers-only response ending a call that failed before its response started.
+    fn failed(self, status: Status) -> Response<BoxBody> {
+        tracing::warn!(method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
+        self.shared.metrics.record_error(status.code.label());
+        let mut response: Response<BoxBody> = status.into_response();
+        if self.shared.role == Role::Inbound {
+            encoding::add_accept(response.headers_mut(), BLOSCAR);
+        }
+        response
+    }
+}

@@ -1,0 +1,228 @@
+//! The ordered output of a transforming body: bytes ready to send and CPU-bound jobs
+//! still running on the blocking pool, framed as gRPC messages and released in order.
+//!
+//! Jobs start as soon as they are queued, so while the HTTP/2 connection sends one
+//! chunk, the next ones are being compressed or decompressed: the stages overlap. A
+//! process-wide semaphore bounds the jobs running at once across all streams, so a burst
+//! of streams queues for the cores instead of oversubscribing them.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::grpc::frame::prefix;
+use crate::grpc::{Code, Status};
+use crate::stream_encoder::{MessageSummary, Out};
+
+/// What the pipeline releases next.
+#[derive(Debug)]
+pub enum Pending {
+    /// Bytes to send.
+    Bytes(Bytes),
+    /// A message was fully sent.
+    End(SentMessage),
+    /// A job failed: the stream ends with this status.
+    Failed(Status),
+}
+
+/// A message the pipeline has fully released.
+#[derive(Debug, Clone, Copy)]
+pub struct SentMessage {
+    /// Its plain length.
+    pub len: usize,
+    /// Bytes it took on the wire, gRPC prefixes included.
+    pub wire_len: usize,
+    /// Whether it went encoded (a container) rather than as it was.
+    pub encoded: bool,
+    /// When its first byte arrived.
+    pub started: Instant,
+}
+
+type Job = JoinHandle<Result<Bytes, Status>>;
+type Expansion = JoinHandle<Result<Vec<Out>, Status>>;
+
+enum Slot {
+    Ready(Bytes),
+    /// A job's result, preceded by a gRPC prefix with this flag when `Some`.
+    Job(Job, Option<bool>),
+    /// A job whose result is more output (a message gathered whole, then encoded).
+    Expand(Expansion),
+    End(MessageSummary),
+}
+
+/// Ordered output with jobs in flight; see the module docs.
+pub struct Pipeline {
+    queue: VecDeque<Slot>,
+    jobs: Arc<Semaphore>,
+    jobs_ahead: usize,
+    wire_len: usize,
+}
+
+impl Pipeline {
+    /// An empty pipeline whose jobs take permits of `jobs`.
+    pub fn new(jobs: Arc<Semaphore>) -> Self {
+        Pipeline {
+            queue: VecDeque::new(),
+            jobs,
+            jobs_ahead: 0,
+            wire_len: 0,
+        }
+    }
+
+    /// Nothing is queued or running.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Jobs queued or running.
+    pub fn jobs_ahead(&self) -> usize {
+        self.jobs_ahead
+    }
+
+    /// Queues the encoder's output, framing records and identity messages for gRPC.
+    pub fn push_all(&mut self, outs: impl IntoIterator<Item = Out>) -> Result<(), Status> {
+        for out in outs {
+            self.push(out)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, out: Out) -> Result<(), Status> {
+        match out {
+            Out::IdentityStart(len) => self.push_bytes(Bytes::copy_from_slice(&prefix(false, len)?)),
+            Out::Raw(bytes) => self.push_bytes(bytes),
+            Out::Record(parts) => {
+                let len = parts.iter().map(Bytes::len).sum();
+                self.push_bytes(Bytes::copy_from_slice(&prefix(true, len)?));
+                for part in parts {
+                    self.push_bytes(part);
+                }
+            }
+            Out::Compress(job) => self.push_job(move || Ok(job.run()), Some(true)),
+            Out::End(summary) => self.queue.push_back(Slot::End(summary)),
+        }
+        Ok(())
+    }
+
+    /// Queues bytes to send as they are.
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.queue.push_back(Slot::Ready(bytes));
+        }
+    }
+
+    /// Starts `job` on the blocking pool; its result is sent in order, after a gRPC
+    /// prefix with the flag `prefix_flag` when given.
+    pub fn push_job<F>(&mut self, job: F, prefix_flag: Option<bool>)
+    where
+        F: FnOnce() -> Result<Bytes, Status> + Send + 'static,
+    {
+        let handle = self.spawn(job);
+        self.jobs_ahead += 1;
+        self.queue.push_back(Slot::Job(handle, prefix_flag));
+    }
+
+    /// Starts `job` on the blocking pool; its output takes its place in the queue.
+    pub fn push_expand<F>(&mut self, job: F)
+    where
+        F: FnOnce() -> Result<Vec<Out>, Status> + Send + 'static,
+    {
+        let handle = self.spawn(job);
+        self.jobs_ahead += 1;
+        self.queue.push_back(Slot::Expand(handle));
+    }
+
+    fn spawn<T, F>(&self, job: F) -> JoinHandle<Result<T, Status>>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Status> + Send + 'static,
+    {
+        let jobs = Arc::clone(&self.jobs);
+        tokio::spawn(async move {
+            // A closed semaphore only means no bound.
+            let _permit = jobs.acquire_owned().await.ok();
+            tokio::task::spawn_blocking(job)
+                .await
+                .unwrap_or_else(|err| Err(Status::new(Code::Internal, format!("transform failed: {err}"))))
+        })
+    }
+
+    /// The next output in order, once it is ready; `None` when the queue is empty.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Pending>> {
+        loop {
+            let Some(front) = self.queue.front_mut() else {
+                return Poll::Ready(None);
+            };
+            match front {
+                Slot::Ready(_) => {
+                    let Some(Slot::Ready(bytes)) = self.queue.pop_front() else {
+                        unreachable!("the front slot was ready");
+                    };
+                    self.wire_len += bytes.len();
+                    return Poll::Ready(Some(Pending::Bytes(bytes)));
+                }
+                Slot::End(summary) => {
+                    let sent = SentMessage {
+                        len: summary.len,
+                        wire_len: std::mem::take(&mut self.wire_len),
+                        encoded: summary.encoded,
+                        started: summary.started,
+                    };
+                    self.queue.pop_front();
+                    return Poll::Ready(Some(Pending::End(sent)));
+                }
+                Slot::Job(handle, prefix_flag) => {
+                    let result = match Pin::new(handle).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(joined) => flatten(joined),
+                    };
+                    let flag = *prefix_flag;
+                    self.queue.pop_front();
+                    self.jobs_ahead -= 1;
+                    let bytes = match result {
+                        Ok(bytes) => bytes,
+                        Err(status) => return Poll::Ready(Some(Pending::Failed(status))),
+                    };
+                    let len = bytes.len();
+                    self.queue.push_front(Slot::Ready(bytes));
+                    if let Some(flag) = flag {
+                        match prefix(flag, len) {
+                            Ok(p) => self.queue.push_front(Slot::Ready(Bytes::copy_from_slice(&p))),
+                            Err(status) => return Poll::Ready(Some(Pending::Failed(status))),
+                        }
+                    }
+                }
+                Slot::Expand(handle) => {
+                    let result = match Pin::new(handle).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(joined) => flatten(joined),
+                    };
+                    self.queue.pop_front();
+                    self.jobs_ahead -= 1;
+                    let outs = match result {
+                        Ok(outs) => outs,
+                        Err(status) => return Poll::Ready(Some(Pending::Failed(status))),
+                    };
+                    // The expansion's output goes before everything queued after it.
+                    let rest = std::mem::take(&mut self.queue);
+                    let pushed = self.push_all(outs);
+                    self.queue.extend(rest);
+                    if let Err(status) = pushed {
+                        return Poll::Ready(Some(Pending::Failed(status)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn flatten<T>(joined: Result<Result<T, Status>, tokio::task::JoinError>) -> Result<T, Status> {
+    joined.unwrap_or_else(|err| Err(Status::new(Code::Internal, format!("transform failed: {err}"))))
+}
