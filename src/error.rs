@@ -3,18 +3,7 @@
 /// The boxed error type of bodies and services in the proxy and the layer.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The class of a failure, which the edge maps to a gRPC status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The input is not what the operation accepts (`INVALID_ARGUMENT`).
-    InvalidArgument,
-    /// The data is corrupt or truncated (`DATA_LOSS`).
-    DataLoss,
-    /// A size or count is beyond the configured limits (`RESOURCE_EXHAUSTED`).
-    ResourceExhausted,
-    /// A bug or an unexpected failure of c-blosc (`INTERNAL`).
-    Internal,
-}
+pub use crate::error_kind::ErrorKind;
 
 /// Everything the core can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod container;
 pub mod dtype;
 pub mod error;
+mod error_kind;
 pub mod grpc;
 pub mod layer;
 pub mod locate;

@@ -9,7 +9,7 @@
 use crate::codec::{self, CodecError, CompressOptions};
 use crate::container::Limits;
 use crate::dtype::DType;
-use crate::error::ErrorKind;
+use crate::error_kind::ErrorKind;
 
 pub use crate::codec::{compress, decompress};
 

@@ -83,6 +83,7 @@ fn claimed_terabyte_is_refused_by_the_chunk_headers_even_without_limits() {
     let unlimited = Limits {
         max_message_size: usize::MAX,
         max_patches: usize::MAX,
+        ..Limits::default()
     };
     let (result, largest) = largest_allocation(|| container::decode(&bytes, &unlimited));
     assert!(

@@ -154,6 +154,7 @@ fn sizes_beyond_the_limits_are_resource_exhausted() {
     let tight = Limits {
         max_message_size: 4000,
         max_patches: 2,
+        ..Limits::default()
     };
     assert!(matches!(
         container::decode(&bytes, &tight),

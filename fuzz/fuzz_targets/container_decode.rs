@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_message_size: 1 << 24,
         max_patches: 256,
+        ..Limits::default()
     };
     let chooser = FixedChooser {
         options: CompressOptions::default(),

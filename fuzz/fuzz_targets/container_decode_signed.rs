@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_message_size: 1 << 24,
         max_patches: 256,
+        ..Limits::default()
     };
     if let Ok(parsed) = Container::parse(&bytes, &limits) {
         let patched: usize = parsed.patches().map(|p| p.len).sum();

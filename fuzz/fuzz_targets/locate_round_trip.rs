@@ -26,6 +26,7 @@ static CODEC: LazyLock<MessageCodec> = LazyLock::new(|| {
     let limits = Limits {
         max_message_size: usize::MAX,
         max_patches: usize::MAX,
+        ..Limits::default()
     };
     MessageCodec::new(Locator::new(rules), Arc::new(chooser), limits)
 });

@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_message_size: 1 << 24,
         max_patches: 0,
+        ..Limits::default()
     };
     if let Ok(array) = decompress_ndarray(&bytes, &limits) {
         let count = array.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));

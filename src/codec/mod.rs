@@ -9,6 +9,8 @@ pub mod tune;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::error_kind::ErrorKind;
+
 pub use blosc::{
     CHUNK_OVERHEAD, MAX_CHUNK_BYTES, compress, compressed_bound, decompress, decompress_append,
     decompressed_len,
@@ -261,8 +263,7 @@ pub enum CodecError {
 
 impl CodecError {
     /// How the failure maps to a gRPC status at the edge.
-    pub fn kind(&self) -> crate::error::ErrorKind {
-        use crate::error::ErrorKind;
+    pub fn kind(&self) -> ErrorKind {
         match self {
             CodecError::UnknownCodec(_)
             | CodecError::UnknownShuffle(_)

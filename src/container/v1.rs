@@ -1,4 +1,5 @@
-//! The bloscar message encoding: skeleton + patches. See `docs/wire-format.md`.
+//! Container version 1: a whole message as skeleton + patches, in one buffer with one
+//! checksum. See `docs/wire-format.md`.
 //!
 //! A container holds a message with some byte ranges (the patches) cut out and
 //! compressed with Blosc. Layout, all integers little-endian:
@@ -12,12 +13,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::{ContainerError, Limits, MAGIC};
 use crate::codec::{self, Codec, CodecError, CompressOptions, Shuffle};
-use crate::error::ErrorKind;
 
-/// The first four bytes of every container.
-pub const MAGIC: [u8; 4] = *b"BLCR";
-/// The format version this code writes and reads.
+/// The version of the whole-message container, which this code writes and reads.
 pub const VERSION: u8 = 1;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 28;
@@ -27,25 +26,6 @@ pub const PATCH_ENTRY_LEN: usize = 32;
 pub const CHECKSUM_LEN: usize = 4;
 /// The smallest possible container: a header and a checksum.
 pub const MIN_LEN: usize = HEADER_LEN + CHECKSUM_LEN;
-
-/// Bounds a decoder enforces before allocating anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest reconstructed message, in bytes.
-    pub max_message_size: usize,
-    /// Most patches in one container.
-    pub max_patches: usize,
-}
-
-impl Default for Limits {
-    /// 64 MiB messages (the sidecar's default maximum) with up to 4096 patches.
-    fn default() -> Self {
-        Self {
-            max_message_size: 64 << 20,
-            max_patches: 4096,
-        }
-    }
-}
 
 /// A range of the message to compress, as the encoder is asked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,105 +71,6 @@ pub struct EncodedContainer {
     pub bytes: Vec<u8>,
     /// One report per patch spec, in order.
     pub patches: Vec<PatchReport>,
-}
-
-/// Failures encoding or decoding a container; everything in a container is untrusted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ContainerError {
-    /// Shorter than a header and a checksum.
-    #[error("container of {len} bytes is shorter than the minimum of {MIN_LEN}")]
-    Truncated {
-        /// The container's length.
-        len: usize,
-    },
-    /// The CRC-32 over the container does not match its last four bytes.
-    #[error("container checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    ChecksumMismatch {
-        /// The checksum the container carries.
-        stored: u32,
-        /// The checksum of the bytes received.
-        computed: u32,
-    },
-    /// The bytes do not start with the bloscar magic.
-    #[error("not a bloscar container (bad magic)")]
-    BadMagic,
-    /// A format version this decoder does not know.
-    #[error("unsupported bloscar container version {0}")]
-    UnsupportedVersion(u8),
-    /// Reserved header or patch-table bytes are not zero.
-    #[error("reserved bytes are set in the container header or patch table")]
-    ReservedBitsSet,
-    /// The reconstructed message would exceed the limit.
-    #[error("declared message size {declared} exceeds the limit of {limit} bytes")]
-    MessageTooLarge {
-        /// The size the header declares.
-        declared: u64,
-        /// The configured limit.
-        limit: usize,
-    },
-    /// More patches than the limit allows.
-    #[error("declared patch count {declared} exceeds the limit of {limit}")]
-    TooManyPatches {
-        /// The count the header declares.
-        declared: u32,
-        /// The configured limit.
-        limit: usize,
-    },
-    /// A patch-table entry contradicts the header or the entries before it.
-    #[error("patch {index}: {reason}")]
-    BadPatch {
-        /// The entry's position in the patch table.
-        index: usize,
-        /// What it contradicts.
-        reason: &'static str,
-    },
-    /// The sizes in the header and patch table do not add up to the container's length.
-    #[error("container sizes do not add up: {reason}")]
-    LengthMismatch {
-        /// Which sizes disagree.
-        reason: &'static str,
-    },
-    /// A patch's Blosc data is invalid, or does not hold exactly the patch's length.
-    #[error("patch {index}: {source}")]
-    PatchData {
-        /// The patch's position in the patch table.
-        index: usize,
-        /// What the Blosc wrapper found.
-        source: CodecError,
-    },
-    /// The encoder was given ranges that are unsorted, overlapping, empty or outside
-    /// the message.
-    #[error("invalid patch ranges for encoding: {0}")]
-    InvalidSpecs(&'static str),
-    /// Blosc failed while compressing a patch.
-    #[error("compressing patch {index}: {source}")]
-    Compress {
-        /// The patch's position in the specs.
-        index: usize,
-        /// What Blosc reported.
-        source: CodecError,
-    },
-}
-
-impl ContainerError {
-    /// How the failure maps to a gRPC status at the edge.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ContainerError::Truncated { .. }
-            | ContainerError::ChecksumMismatch { .. }
-            | ContainerError::PatchData { .. } => ErrorKind::DataLoss,
-            ContainerError::BadMagic
-            | ContainerError::UnsupportedVersion(_)
-            | ContainerError::ReservedBitsSet
-            | ContainerError::BadPatch { .. }
-            | ContainerError::LengthMismatch { .. } => ErrorKind::InvalidArgument,
-            ContainerError::MessageTooLarge { .. } | ContainerError::TooManyPatches { .. } => {
-                ErrorKind::ResourceExhausted
-            }
-            ContainerError::InvalidSpecs(_) => ErrorKind::Internal,
-            ContainerError::Compress { source, .. } => source.kind(),
-        }
-    }
 }
 
 /// Builds a container from `msg` with each spec's range compressed.
@@ -296,10 +177,43 @@ pub struct Container<'a> {
     patch_data: &'a [u8],
 }
 
+/// Where the parts of a validated container lie in its bytes, so that an owner of the
+/// bytes can keep the result of [`Container::parse`] without borrowing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    message_len: usize,
+    table_end: usize,
+    skeleton_end: usize,
+    data_end: usize,
+}
+
+impl Layout {
+    /// The container these bytes held when [`Container::parse`] returned this layout.
+    /// The bytes must be the same ones; nothing is checked again.
+    pub(crate) fn view(self, bytes: &[u8]) -> Container<'_> {
+        Container {
+            message_len: self.message_len,
+            table: &bytes[HEADER_LEN..self.table_end],
+            skeleton: &bytes[self.table_end..self.skeleton_end],
+            patch_data: &bytes[self.skeleton_end..self.data_end],
+        }
+    }
+
+    /// Length of the original message.
+    pub(crate) fn message_len(self) -> usize {
+        self.message_len
+    }
+}
+
 impl<'a> Container<'a> {
     /// Checks the checksum, the header, the limits and every patch-table entry; nothing
     /// is allocated.
     pub fn parse(bytes: &'a [u8], limits: &Limits) -> Result<Self, ContainerError> {
+        Ok(Self::parse_layout(bytes, limits)?.view(bytes))
+    }
+
+    /// [`Container::parse`], answering where the parts lie instead of borrowing them.
+    pub(crate) fn parse_layout(bytes: &[u8], limits: &Limits) -> Result<Layout, ContainerError> {
         let Some((body, stored)) = bytes
             .len()
             .checked_sub(CHECKSUM_LEN)
@@ -384,13 +298,14 @@ impl<'a> Container<'a> {
                 reason: "skeleton and patch data do not fill the container",
             });
         }
-        let (skeleton, patch_data) = rest.split_at(skeleton_len);
-        let container = Self {
+        let table_end = HEADER_LEN + table_len;
+        let layout = Layout {
             message_len,
-            table,
-            skeleton,
-            patch_data,
+            table_end,
+            skeleton_end: table_end + skeleton_len,
+            data_end: body.len(),
         };
+        let container = layout.view(bytes);
         // The chunk headers must account for every patch byte before anything is
         // allocated for them.
         for (index, (patch, chunks)) in container.patches_with_data().enumerate() {
@@ -406,7 +321,7 @@ impl<'a> Container<'a> {
                 Err(source) => return Err(ContainerError::PatchData { index, source }),
             }
         }
-        Ok(container)
+        Ok(layout)
     }
 
     /// Length of the original message.
@@ -479,6 +394,7 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error_kind::ErrorKind;
 
     fn spec(offset: usize, len: usize) -> PatchSpec {
         PatchSpec {
