@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -54,6 +53,7 @@ const MODE: Variable = var(
     "inbound, outbound or both",
     "which proxy roles this process runs",
 );
+/// `BLOSCAR_INBOUND_LISTEN`.
 pub const INBOUND_LISTEN: Variable = var(
     "BLOSCAR_INBOUND_LISTEN",
     "0.0.0.0:9440",
@@ -66,6 +66,7 @@ const INBOUND_FORWARD: Variable = var(
     "host:port",
     "the local server app the inbound side forwards to",
 );
+/// `BLOSCAR_OUTBOUND_LISTEN`.
 pub const OUTBOUND_LISTEN: Variable = var(
     "BLOSCAR_OUTBOUND_LISTEN",
     "127.0.0.1:9441",

@@ -19,10 +19,10 @@ use crate::admin::{self, Health};
 use crate::codec::tune::{Tuner, TunerConfig};
 use crate::config::{ADMIN_LISTEN, CodecSetting, Config, INBOUND_LISTEN, OUTBOUND_LISTEN};
 use crate::container::Limits;
+use crate::layer::Role;
 use crate::locate::Locator;
 use crate::message::{Chooser, FixedChooser, MessageCodec};
 use crate::metrics::Metrics;
-use crate::layer::Role;
 use crate::proxy::ProxySettings;
 
 /// A listener that could not be opened: one line naming the variable that set it.

@@ -348,13 +348,21 @@ impl StreamEncoder {
         if chunk.is_empty() {
             return;
         }
+        // Blosc stored an earlier chunk as it was: the rest of the tensor is sent plain
+        // rather than spending CPU on both sides for nothing.
+        if let Some(tally) = tensor.tally.as_ref()
+            && tally.incompressible.load(Ordering::Relaxed)
+        {
+            tensor.decision = Decision::Store;
+            tally.seal();
+        }
         match (tensor.decision, self.form) {
             (Decision::Compress(options), Form::Container) => {
                 let tally = tensor.tally.clone();
                 if let Some(tally) = &tally {
                     tally.chunks_out.fetch_add(1, Ordering::AcqRel);
                     if tensor.remaining == 0 {
-                        tally.sealed.store(true, Ordering::Release);
+                        tally.seal();
                     }
                 }
                 self.flush_plain(out);
@@ -480,6 +488,9 @@ struct TensorTally {
     chunks_done: AtomicUsize,
     /// Every chunk of the tensor has been handed out.
     sealed: AtomicBool,
+    /// A chunk did not compress: Blosc stored it.
+    incompressible: AtomicBool,
+    reported: AtomicBool,
 }
 
 impl TensorTally {
@@ -502,20 +513,38 @@ impl TensorTally {
             chunks_out: AtomicUsize::new(0),
             chunks_done: AtomicUsize::new(0),
             sealed: AtomicBool::new(false),
+            incompressible: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
         }
     }
 
-    fn add(&self, compressed_len: usize, took: Duration) {
+    fn add(&self, restored_len: usize, compressed_len: usize, took: Duration) {
+        if compressed_len >= restored_len {
+            self.incompressible.store(true, Ordering::Relaxed);
+        }
         self.compressed_len
             .fetch_add(compressed_len, Ordering::Relaxed);
         self.nanos.fetch_add(
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        // Chunks finish in any order: the one that completes the count after the last
-        // chunk was handed out reports.
-        let done = self.chunks_done.fetch_add(1, Ordering::AcqRel) + 1;
-        if !self.sealed.load(Ordering::Acquire) || done != self.chunks_out.load(Ordering::Acquire)
+        self.chunks_done.fetch_add(1, Ordering::AcqRel);
+        self.report_when_complete();
+    }
+
+    /// No more chunks of the tensor will be handed out.
+    fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+        self.report_when_complete();
+    }
+
+    /// Tells the chooser the outcome once, after every chunk handed out was compressed.
+    /// Chunks finish in any order, and sealing may come last: whoever completes the
+    /// count reports.
+    fn report_when_complete(&self) {
+        if !self.sealed.load(Ordering::Acquire)
+            || self.chunks_done.load(Ordering::Acquire) != self.chunks_out.load(Ordering::Acquire)
+            || self.reported.swap(true, Ordering::AcqRel)
         {
             return;
         }
@@ -578,7 +607,7 @@ impl CompressJob {
             }
         };
         if let Some(tally) = &self.tally {
-            tally.add(record.len(), began.elapsed());
+            tally.add(self.data.len(), record.len(), began.elapsed());
         }
         record
     }

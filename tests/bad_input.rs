@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bloscar::grpc::{Code, Status};
-use bloscar::locate::Direction;
 use bloscar::layer::{Role, UnknownPeer};
+use bloscar::locate::Direction;
 use bytes::Bytes;
 use common::server::{MODEL_INFER, MODEL_STREAM_INFER};
 use common::*;

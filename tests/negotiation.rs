@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use bloscar::BloscarLayer;
 use bloscar::layer::BoxBody;
+use bloscar::layer::{Role, UnknownPeer};
 use bloscar::metrics::Metrics;
 use bloscar::pb::inference::ModelInferRequest;
 use bloscar::pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use bloscar::layer::{Role, UnknownPeer};
 use bytes::Bytes;
 use common::server::{EchoService, MODEL_INFER};
 use common::*;
@@ -124,7 +124,7 @@ async fn app_gzip_requests_are_reencoded_and_the_server_gets_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gzip_responses_of_the_server_are_reencoded_for_the_link() {
+async fn a_server_that_would_gzip_answers_identity_and_bloscar_compresses_once() {
     let service = EchoService {
         gzip_responses: true,
         ..Default::default()
@@ -143,11 +143,14 @@ async fn gzip_responses_of_the_server_are_reencoded_for_the_link() {
             request.raw_input_contents
         );
     }
-    // The app saw the client's gzip and no bloscar token.
+    // A sidecar called: the inbound kept the client's gzip from the app, so the app
+    // answered in identity and bloscar compressed once. Nor did the app see the token.
     let headers = server.recorder.last_headers();
-    let accept = headers["grpc-accept-encoding"].to_str().unwrap();
+    let accept = headers
+        .get("grpc-accept-encoding")
+        .map_or("", |v| v.to_str().unwrap());
     assert!(
-        accept.contains("gzip") && !accept.contains("bloscar"),
+        !accept.contains("gzip") && !accept.contains("bloscar"),
         "{accept}"
     );
     let (_, down) = relay.counts();

@@ -220,7 +220,9 @@ async fn bidi_streaming_is_bit_identical() {
     let encoded = format!(
         "bloscar_messages_total{{direction=\"request\",outcome=\"encoded\",method=\"{MODEL_STREAM_INFER}\"}}"
     );
-    assert_eq!(pair.outbound.metric(&encoded), 3.0, "the smooth requests");
+    // The test sidecars' fixed setting compresses every tensor above the minimum size;
+    // Blosc stores the noisy ones as they are, inside the container.
+    assert_eq!(pair.outbound.metric(&encoded), 6.0, "every stream request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

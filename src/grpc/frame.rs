@@ -149,7 +149,6 @@ impl FrameDecoder {
     pub fn at_boundary(&self) -> bool {
         self.state == State::Prefix { have: 0 }
     }
-
 }
 
 /// The status of a stream that ended inside a message.

@@ -6,8 +6,8 @@ mod error_slot;
 pub mod frame;
 pub mod status;
 
-pub use error_slot::ErrorSlot;
 pub use encoding::Encoding;
+pub use error_slot::ErrorSlot;
 pub use status::{Code, Status};
 
 /// Whether a `content-type` names gRPC (`application/grpc`, `application/grpc+proto`, ...).

@@ -39,7 +39,10 @@ const SEGMENT_OVERHEAD: usize = 64;
 enum Message {
     Idle,
     /// An identity message streaming through.
-    Identity { len: usize, started: Instant },
+    Identity {
+        len: usize,
+        started: Instant,
+    },
     /// A record being gathered (one segment: at most a chunk).
     Record(BytesMut),
 }
@@ -237,7 +240,9 @@ impl Reader<'_> {
                         if len > limit {
                             return Err(Status::new(
                                 Code::ResourceExhausted,
-                                format!("bloscar record of {len} bytes exceeds the limit of {limit} bytes"),
+                                format!(
+                                    "bloscar record of {len} bytes exceeds the limit of {limit} bytes"
+                                ),
                             ));
                         }
                         *self.message = Message::Record(BytesMut::with_capacity(len));
@@ -293,7 +298,10 @@ impl Reader<'_> {
             }
             Record::Plain(bytes) => self.pipeline.push_bytes(bytes),
             Record::Blosc(job) => self.pipeline.push_job(
-                move || job.run().map_err(|err| Status::from(&crate::Error::from(err))),
+                move || {
+                    job.run()
+                        .map_err(|err| Status::from(&crate::Error::from(err)))
+                },
                 None,
             ),
             Record::Whole(job) => {
@@ -302,7 +310,10 @@ impl Reader<'_> {
                     return Err(too_large(len as u64, max));
                 }
                 self.pipeline.push_job(
-                    move || job.run().map_err(|err| Status::from(&crate::Error::from(err))),
+                    move || {
+                        job.run()
+                            .map_err(|err| Status::from(&crate::Error::from(err)))
+                    },
                     Some(false),
                 );
                 self.shared.metrics.record_message(

@@ -17,8 +17,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
-use super::pipeline::{Pending, Pipeline};
 use super::Shared;
+use super::pipeline::{Pending, Pipeline};
 use crate::error::BoxError;
 use crate::grpc::encoding::{self, Encoding};
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
@@ -267,9 +267,16 @@ fn start(
     len: usize,
 ) -> Message {
     if !compressed
-        && let Some(walk) = shared.codec.locator().stream(&context.method, direction, len)
+        && let Some(walk) = shared
+            .codec
+            .locator()
+            .stream(&context.method, direction, len)
     {
-        return Message::Streaming(Box::new(StreamEncoder::streaming(context.clone(), len, walk)));
+        return Message::Streaming(Box::new(StreamEncoder::streaming(
+            context.clone(),
+            len,
+            walk,
+        )));
     }
     Message::Gathering {
         compressed,

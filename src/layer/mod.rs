@@ -39,8 +39,8 @@ use tower_service::Service;
 pub use self::negotiate::BodyPlan;
 use self::peer::PeerCapability;
 pub use self::role::Role;
-pub use crate::config::UnknownPeer;
 use crate::MessageCodec;
+pub use crate::config::UnknownPeer;
 use crate::error::BoxError;
 use crate::grpc::encoding::{self, BLOSCAR};
 use crate::grpc::error_body::{GrpcErrorBody, status_of};
@@ -292,7 +292,10 @@ impl Call {
         };
         let body = self.body(plan, Direction::Response, body);
         let Call {
-            shared, slot, guard, ..
+            shared,
+            slot,
+            guard,
+            ..
         } = self;
         let metrics = Arc::clone(&shared.metrics);
         let body = GrpcErrorBody::new(body, slot, move |status: &Status| {

@@ -141,7 +141,10 @@ mod tests {
 
     #[test]
     fn outbound_response_learns_the_peer_and_hides_the_token() {
-        let mut map = headers(&[("grpc-accept-encoding", "identity,bloscar"), ("grpc-encoding", "bloscar")]);
+        let mut map = headers(&[
+            ("grpc-accept-encoding", "identity,bloscar"),
+            ("grpc-encoding", "bloscar"),
+        ]);
         assert_eq!(outbound_response(&mut map), (true, BodyPlan::Decode));
         assert_eq!(accept(&map), Some("identity"));
         assert!(map.get(GRPC_ENCODING).is_none());
@@ -153,7 +156,10 @@ mod tests {
 
     #[test]
     fn inbound_keeps_app_encodings_from_the_server_when_a_sidecar_calls() {
-        let mut map = headers(&[("grpc-accept-encoding", "gzip, deflate,zstd,identity,bloscar")]);
+        let mut map = headers(&[(
+            "grpc-accept-encoding",
+            "gzip, deflate,zstd,identity,bloscar",
+        )]);
         assert_eq!(inbound_request(&mut map), (true, BodyPlan::Pass));
         assert_eq!(accept(&map), Some("identity"));
 
@@ -162,7 +168,10 @@ mod tests {
         assert_eq!(inbound_request(&mut map), (false, BodyPlan::Pass));
         assert_eq!(accept(&map), Some("gzip,deflate"));
 
-        let mut map = headers(&[("grpc-accept-encoding", "bloscar"), ("grpc-encoding", "bloscar")]);
+        let mut map = headers(&[
+            ("grpc-accept-encoding", "bloscar"),
+            ("grpc-encoding", "bloscar"),
+        ]);
         assert_eq!(inbound_request(&mut map), (true, BodyPlan::Decode));
         assert!(accept(&map).is_none());
         assert!(map.get(GRPC_ENCODING).is_none());

@@ -96,7 +96,9 @@ impl Pipeline {
 
     fn push(&mut self, out: Out) -> Result<(), Status> {
         match out {
-            Out::IdentityStart(len) => self.push_bytes(Bytes::copy_from_slice(&prefix(false, len)?)),
+            Out::IdentityStart(len) => {
+                self.push_bytes(Bytes::copy_from_slice(&prefix(false, len)?))
+            }
             Out::Raw(bytes) => self.push_bytes(bytes),
             Out::Record(parts) => {
                 let len = parts.iter().map(Bytes::len).sum();
@@ -150,7 +152,12 @@ impl Pipeline {
             let _permit = jobs.acquire_owned().await.ok();
             tokio::task::spawn_blocking(job)
                 .await
-                .unwrap_or_else(|err| Err(Status::new(Code::Internal, format!("transform failed: {err}"))))
+                .unwrap_or_else(|err| {
+                    Err(Status::new(
+                        Code::Internal,
+                        format!("transform failed: {err}"),
+                    ))
+                })
         })
     }
 
@@ -194,7 +201,9 @@ impl Pipeline {
                     self.queue.push_front(Slot::Ready(bytes));
                     if let Some(flag) = flag {
                         match prefix(flag, len) {
-                            Ok(p) => self.queue.push_front(Slot::Ready(Bytes::copy_from_slice(&p))),
+                            Ok(p) => self
+                                .queue
+                                .push_front(Slot::Ready(Bytes::copy_from_slice(&p))),
                             Err(status) => return Poll::Ready(Some(Pending::Failed(status))),
                         }
                     }
@@ -224,5 +233,10 @@ impl Pipeline {
 }
 
 fn flatten<T>(joined: Result<Result<T, Status>, tokio::task::JoinError>) -> Result<T, Status> {
-    joined.unwrap_or_else(|err| Err(Status::new(Code::Internal, format!("transform failed: {err}"))))
+    joined.unwrap_or_else(|err| {
+        Err(Status::new(
+            Code::Internal,
+            format!("transform failed: {err}"),
+        ))
+    })
 }

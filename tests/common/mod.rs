@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bloscar::layer::{Role, UnknownPeer};
 use bloscar::locate::{Locator, TaggedRule};
 use bloscar::metrics::Metrics;
 use bloscar::pb::inference::ModelInferRequest;
 use bloscar::pb::inference::model_infer_request::InferInputTensor;
-use bloscar::layer::{Role, UnknownPeer};
 use bloscar::proxy::ProxySettings;
 use bloscar::{CompressOptions, FixedChooser, Limits, MessageCodec};
 use bytes::Bytes;

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bloscar::config::Config;
-use bloscar::metrics::Metrics;
 use bloscar::layer::{Role, UnknownPeer};
+use bloscar::metrics::Metrics;
 use bloscar::proxy::{self, ProxySettings};
 use tokio::net::TcpListener;
 
