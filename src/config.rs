@@ -512,7 +512,7 @@ impl Config {
     /// process so that its picks are remembered across listeners.
     pub fn tuner(&self) -> Arc<Tuner> {
         Arc::new(Tuner::new(TunerConfig {
-            link_mbps: self.link_mbps,
+            link_mbps: Some(self.link_mbps),
             min_size: self.min_tensor_bytes,
             ..TunerConfig::default()
         }))

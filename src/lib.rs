@@ -30,7 +30,7 @@ pub use dtype::DType;
 pub use error::Error;
 pub use error::ErrorKind;
 pub use layer::{Bloscar, BloscarLayer};
-pub use message::{Chooser, FixedChooser, TensorInfo, TensorOutcome};
+pub use message::{Chooser, FixedChooser, MessageCost, TensorInfo, TensorOutcome};
 pub use message::{EncodedMessage, MessageCodec};
 
 /// The boxed error type of bodies and services in the proxy and the layer.
