@@ -571,3 +571,37 @@ fn serves_many_threads_at_once() {
         );
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any size (empty, one byte, not a multiple of the element size), element width and
+    /// link: an answer, never a panic, and a setting only for what shrinks.
+    #[test]
+    fn answers_for_odd_sizes_and_any_link(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+        elem_size in 1usize..=16,
+        repeat in 1usize..=64,
+        link_mbps in proptest::sample::select(vec![10.0, 1000.0, 1e6]),
+        measured in proptest::option::of(1.0f64..1e10),
+    ) {
+        let data: Vec<u8> = data.iter().flat_map(|&b| std::iter::repeat_n(b, repeat)).collect();
+        let tuner = Tuner::new(TunerConfig {
+            min_size: 0,
+            sample_block: 1024,
+            ..inline(link_mbps)
+        });
+        let t = TensorInfo {
+            link_bytes_per_sec: measured,
+            ..info("t", DType::U8, elem_size)
+        };
+        if let Some(options) = tuner.choose(&t, &data) {
+            let mut compressed = Vec::new();
+            bloscar::codec::compress(&data, elem_size, options, &mut compressed).unwrap();
+            proptest::prop_assert!(compressed.len() < data.len());
+        }
+        let s = tuner.stats();
+        proptest::prop_assert_eq!(s.searches_new, 1);
+        proptest::prop_assert_eq!(s.choices.compressed + s.choices.stored, 1);
+    }
+}

@@ -312,6 +312,57 @@ impl<'a> SampleBench<'a> {
 mod tests {
     use super::*;
 
+    fn trial(
+        level: u8,
+        compressed_len: usize,
+        compress_us: u64,
+        decompress_us: u64,
+    ) -> Measurement {
+        Measurement {
+            options: Some(CompressOptions {
+                level,
+                ..CompressOptions::default()
+            }),
+            input_len: 1000,
+            compressed_len,
+            compress: Duration::from_micros(compress_us),
+            decompress: Duration::from_micros(decompress_us),
+        }
+    }
+
+    #[test]
+    fn keeps_only_the_settings_no_other_beats_on_every_count() {
+        let fast = trial(1, 500, 2, 1);
+        let strong = trial(9, 100, 50, 3);
+        let beaten = trial(5, 600, 3, 1);
+        let twin = trial(6, 500, 2, 1);
+        let kept = frontier(&[strong, beaten, fast, twin]);
+        assert_eq!(kept, vec![fast, strong]);
+    }
+
+    #[test]
+    fn a_search_measures_settings_whatever_the_link() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i / 700) as u8).collect();
+        let params = SearchParams {
+            block: 64 * 1024,
+            blocks: 2,
+            runs: 1,
+            min_speed: 1e6,
+        };
+        let s = search(&data, 1, params).unwrap();
+        assert_eq!((s.len, s.sample_len), (300_000, 128 * 1024));
+        assert!(!s.candidates.is_empty());
+        assert!(s.candidates.iter().all(|c| s.trials.contains(c)));
+        assert!(s.candidates.iter().any(|c| c.ratio() > 10.0));
+        // Judged for a slow link it compresses; for an absurdly fast one it stores.
+        let objective = Objective {
+            chunk: 1 << 20,
+            min_gain: 0.03,
+        };
+        assert!(s.evaluate(1e6, &objective).pick.is_some());
+        assert_eq!(s.evaluate(1e15, &objective).pick, None);
+    }
+
     #[test]
     fn samples_are_spread_and_aligned() {
         let r = sample_ranges(1_000_003, 4, 1000, 4);
