@@ -1,8 +1,9 @@
 //! The auto-tuner's steady-state cost per message beside the compression it chooses.
 //!
 //! Per tensor of the demo set: `choose_observe` is what the tuner adds to every message
-//! once its pick is remembered (a cache lookup in `choose`, the drift check in
-//! `observe`); `compress` is Blosc compressing the tensor with that pick; `search` is one
+//! once its pick is remembered (a cache lookup and the judgement of the measured
+//! settings at the link rate in `choose`, the drift check in `observe`, the real-time
+//! check in `observe_cost`); `compress` is Blosc compressing the tensor with that pick; `search` is one
 //! full trial-compression search, which runs only for new keys and re-checks.
 //! `scripts/bench-tuner.sh` prints the table.
 //!
@@ -17,7 +18,7 @@ use std::time::Duration;
 use bloscar::bench::{Tensor, synthetic};
 use bloscar::codec::tune::{Tuner, TunerConfig};
 use bloscar::codec::{self, CompressOptions};
-use bloscar::{Chooser, TensorInfo, TensorOutcome};
+use bloscar::{Chooser, MessageCost, TensorInfo, TensorOutcome};
 use common::cpu_iter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -30,6 +31,8 @@ fn info<'a>(name: &'a str, tensor: &Tensor) -> TensorInfo<'a> {
         name,
         dtype: tensor.dtype,
         elem_size: tensor.elem_size,
+        model: "resnet50:1",
+        link_bytes_per_sec: Some(LINK_MBPS * 1e6 / 8.0),
     }
 }
 
@@ -38,7 +41,8 @@ fn bench(c: &mut Criterion) {
         // Several keys remembered, as in a sidecar serving several models.
         let tuner = Tuner::new(TunerConfig {
             recheck_every: u64::MAX,
-            ..TunerConfig::with_link_mbps(LINK_MBPS)
+            background: false,
+            ..TunerConfig::default()
         });
         let names: Vec<String> = (0..16).map(|i| format!("{}_{i}", tensor.name)).collect();
         for name in &names {
@@ -58,6 +62,13 @@ fn bench(c: &mut Criterion) {
                 compress_time: Duration::from_millis(1),
             }
         });
+        let cost = outcome.as_ref().map(|o| MessageCost {
+            original_len: o.original_len,
+            wire_len: o.compressed_len,
+            compress_secs: o.compress_time.as_secs_f64(),
+            peer_decompress_secs: None,
+            link_bytes_per_sec: key.link_bytes_per_sec,
+        });
         // The pick and the link go into the benchmark names, for the table.
         let setting = pick.map_or_else(|| "store".to_owned(), |o: CompressOptions| o.to_string());
         let mut group = c.benchmark_group(format!("tuner/{}/{setting}", tensor.name));
@@ -66,8 +77,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function("choose_observe", |b| {
             cpu_iter(b, || {
                 let chosen = tuner.choose(black_box(&key), black_box(&tensor.data));
-                if let Some(outcome) = &outcome {
+                if let (Some(outcome), Some(cost)) = (&outcome, &cost) {
                     tuner.observe(&key, outcome);
+                    tuner.observe_cost(&key, cost);
                 }
                 chosen
             })

@@ -33,5 +33,5 @@ pub use error::BoxError;
 pub use error::Error;
 pub use error::ErrorKind;
 pub use layer::{Bloscar, BloscarLayer};
-pub use message::{Chooser, FixedChooser, TensorInfo, TensorOutcome};
+pub use message::{Chooser, FixedChooser, MessageCost, TensorInfo, TensorOutcome};
 pub use message::{EncodedMessage, MessageCodec};

@@ -18,6 +18,13 @@ pub struct TensorInfo<'a> {
     pub dtype: DType,
     /// Element size in bytes, the Blosc typesize.
     pub elem_size: usize,
+    /// The model the message is for, as the caller keys it (e.g. `resnet50:1` for a
+    /// KServe model and version); "" when there is none. Two models sharing a method
+    /// and tensor names get their own settings.
+    pub model: &'a str,
+    /// The measured goodput of the link to this message's peer in bytes per second;
+    /// `None` while it has not been measured.
+    pub link_bytes_per_sec: Option<f64>,
 }
 
 /// What happened to one tensor, for metrics and for the tuner's drift check.
@@ -37,6 +44,24 @@ pub struct TensorOutcome {
     pub compress_time: Duration,
 }
 
+/// What sending one compressed tensor really cost, for the tuner's real-time check.
+///
+/// When a message holds several tensors and only whole-message figures are known, the
+/// caller may report the message under its largest tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MessageCost {
+    /// Bytes of the tensor as the application sent it.
+    pub original_len: usize,
+    /// Bytes that crossed the link for it.
+    pub wire_len: usize,
+    /// Wall-clock seconds this side spent compressing it (under the machine's load).
+    pub compress_secs: f64,
+    /// Wall-clock seconds the peer spent decompressing it, when the peer reported them.
+    pub peer_decompress_secs: Option<f64>,
+    /// The measured link rate to the peer in bytes per second, when known.
+    pub link_bytes_per_sec: Option<f64>,
+}
+
 /// Picks the compression setting of each tensor; `None` leaves the tensor as it is.
 ///
 /// Implementations: a fixed setting with a size threshold, and the auto-tuner.
@@ -45,6 +70,9 @@ pub trait Chooser: Send + Sync + 'static {
     fn choose(&self, tensor: &TensorInfo<'_>, data: &[u8]) -> Option<CompressOptions>;
     /// Feedback after compression; the tuner uses it to notice drift.
     fn observe(&self, _tensor: &TensorInfo<'_>, _outcome: &TensorOutcome) {}
+    /// What a compressed tensor really cost end to end; the tuner stores a key whose
+    /// compression stops paying.
+    fn observe_cost(&self, _tensor: &TensorInfo<'_>, _cost: &MessageCost) {}
 }
 
 /// A message encoded as a bloscar container, with what happened to each tensor.
@@ -142,6 +170,8 @@ impl MessageCodec {
                 name: range.name,
                 dtype: range.dtype,
                 elem_size: range.elem_size,
+                model: "",
+                link_bytes_per_sec: None,
             };
             let Some(data) = range
                 .offset

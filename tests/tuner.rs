@@ -1,5 +1,6 @@
 //! The auto-tuner through the `Chooser` interface the message codec calls: what it
-//! stores, what it remembers, when it looks again, and what it reports.
+//! stores, what it remembers per model, when it looks again, how it follows the link,
+//! what it learns from real costs, and what it reports.
 
 mod arrays;
 
@@ -7,19 +8,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bloscar::bench::synthetic;
-use bloscar::codec::tune::{Tuner, TunerConfig};
+use bloscar::codec::tune::{MAX_MODEL_LABELS, OTHER_MODEL, Tuner, TunerConfig};
 use bloscar::metrics::Metrics;
-use bloscar::{Chooser, DType, TensorInfo, TensorOutcome, npy};
+use bloscar::{Chooser, DType, MessageCost, TensorInfo, TensorOutcome, npy};
 
 const LINKS: [f64; 3] = [100.0, 1000.0, 10_000.0];
+const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 fn info<'a>(name: &'a str, dtype: DType, elem_size: usize) -> TensorInfo<'a> {
     TensorInfo {
-        method: "/inference.GRPCInferenceService/ModelInfer",
+        method: INFER,
         name,
         dtype,
         elem_size,
+        model: "",
+        link_bytes_per_sec: None,
     }
+}
+
+/// A tuner that searches in `choose` itself, with the link fixed at `link_mbps`.
+fn inline(link_mbps: f64) -> TunerConfig {
+    TunerConfig {
+        background: false,
+        ..TunerConfig::with_link_mbps(link_mbps)
+    }
+}
+
+/// Bytes per second of `mbps` Mbit/s.
+fn rate(mbps: f64) -> f64 {
+    mbps * 1e6 / 8.0
 }
 
 #[test]
@@ -27,13 +44,14 @@ fn stores_random_bytes_on_every_link() {
     let data = synthetic::random_bytes(4 << 20, 11);
     for link in LINKS {
         for (dtype, elem) in [(DType::U8, 1), (DType::F32, 4), (DType::F64, 8)] {
-            let tuner = Tuner::new(TunerConfig::with_link_mbps(link));
+            let tuner = Tuner::new(inline(link));
             assert_eq!(
                 tuner.choose(&info("noise", dtype, elem), &data),
                 None,
                 "{link} Mbit/s, {dtype}"
             );
-            assert_eq!(tuner.stats().store_decisions, 1);
+            let s = tuner.stats();
+            assert_eq!((s.searches_new, s.choices.stored), (1, 1));
         }
     }
 }
@@ -50,7 +68,7 @@ fn stores_jpeg_bytes_on_every_link() {
             "{file} holds a JPEG stream"
         );
         for link in LINKS {
-            let tuner = Tuner::new(TunerConfig::with_link_mbps(link));
+            let tuner = Tuner::new(inline(link));
             let pick = tuner.choose(&info("image_bytes", DType::U8, 1), jpeg.data);
             assert_eq!(pick, None, "{file} at {link} Mbit/s");
         }
@@ -62,7 +80,7 @@ fn compresses_a_segmentation_mask_on_a_slow_link() {
     // Storing a 1 MB mask takes 84 ms at 100 Mbit/s; any codec shrinks it ~100x in a
     // millisecond, so the decision does not hinge on timing.
     let mask = synthetic::segmentation_mask();
-    let tuner = Tuner::new(TunerConfig::with_link_mbps(100.0));
+    let tuner = Tuner::new(inline(100.0));
     assert!(
         tuner
             .choose(&info("mask", DType::U8, 1), &mask.data)
@@ -75,8 +93,124 @@ fn leaves_small_tensors_alone_without_searching() {
     let tuner = Tuner::new(TunerConfig::default());
     let small = vec![0u8; TunerConfig::default().min_size - 1];
     assert_eq!(tuner.choose(&info("small", DType::U8, 1), &small), None);
+    tuner.wait_idle();
     let s = tuner.stats();
     assert_eq!((s.below_min_size, s.searches_new, s.entries), (1, 0, 0));
+}
+
+#[test]
+fn two_models_sharing_a_tensor_name_get_their_own_pick() {
+    // A real photograph (smooth, compressible at 100 Mbit/s) and random bytes of the
+    // same size, both sent as INPUT0 UINT8 through ModelInfer.
+    let bytes = arrays::read("images/camera_u8.npy");
+    let camera = npy::parse(&bytes).unwrap();
+    let noise = synthetic::random_bytes(camera.data.len(), 3);
+    let tuner = Tuner::new(TunerConfig::with_link_mbps(100.0));
+    let photo = TensorInfo {
+        model: "segmenter:1",
+        ..info("INPUT0", DType::U8, 1)
+    };
+    let encrypted = TensorInfo {
+        model: "decryptor:2",
+        ..photo
+    };
+    // Nothing is measured yet: both are stored at once while the searches run.
+    assert_eq!(tuner.choose(&photo, camera.data), None);
+    assert_eq!(tuner.choose(&encrypted, &noise), None);
+    tuner.wait_idle();
+    assert!(tuner.choose(&photo, camera.data).is_some());
+    assert_eq!(tuner.choose(&encrypted, &noise), None);
+
+    let s = tuner.stats();
+    assert_eq!((s.searches_new, s.entries), (2, 2));
+    assert_eq!(
+        (
+            s.choices.provisional,
+            s.choices.compressed,
+            s.choices.stored
+        ),
+        (2, 1, 1)
+    );
+    let picks = tuner.picks();
+    let pick = |model: &str| picks.iter().find(|p| p.model == model).unwrap();
+    assert!(pick("segmenter:1").options.is_some());
+    assert!(pick("segmenter:1").sample_ratio > 1.2);
+    assert_eq!(pick("decryptor:2").options, None);
+    assert!(picks.iter().all(|p| p.name == "INPUT0" && p.measured));
+    let by_model = tuner.choices_by_model();
+    let choices = |model: &str| by_model.iter().find(|m| m.model == model).unwrap().choices;
+    assert_eq!(choices("segmenter:1").compressed, 1);
+    assert_eq!(choices("decryptor:2").stored, 1);
+}
+
+#[test]
+fn answers_at_once_and_uses_the_background_result_when_it_is_done() {
+    let tuner = Tuner::new(TunerConfig::with_link_mbps(100.0));
+    let mask = synthetic::segmentation_mask();
+    let t = info("mask", DType::U8, 1);
+    // Provisional: stored, and the search queued rather than run here.
+    assert_eq!(tuner.choose(&t, &mask.data), None);
+    tuner.wait_idle();
+    assert_eq!(tuner.stats().searches_new, 1);
+    let pick = tuner.choose(&t, &mask.data);
+    assert!(pick.is_some());
+    let s = tuner.stats();
+    assert_eq!(
+        (s.choices.provisional, s.choices.compressed, s.searches()),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn stores_until_a_link_rate_is_known_then_follows_the_link_without_searching() {
+    let tuner = Tuner::new(TunerConfig {
+        background: false,
+        ..TunerConfig::default()
+    });
+    let mask = synthetic::segmentation_mask();
+    let cold = info("mask", DType::U8, 1);
+    // Cold start: measured (the search ran), but no rate to judge it at.
+    assert_eq!(tuner.choose(&cold, &mask.data), None);
+    let s = tuner.stats();
+    assert_eq!((s.searches_new, s.choices.cold_start), (1, 1));
+    assert!(tuner.picks()[0].measured);
+
+    // The receiving side has measured the link: 100 Mbit/s.
+    let slow = TensorInfo {
+        link_bytes_per_sec: Some(rate(100.0)),
+        ..cold
+    };
+    assert!(tuner.choose(&slow, &mask.data).is_some());
+    // A link far faster than any codec: storing wins, with no new search.
+    let fast = TensorInfo {
+        link_bytes_per_sec: Some(1e13),
+        ..cold
+    };
+    assert_eq!(tuner.choose(&fast, &mask.data), None);
+    // Back on the slow link.
+    assert!(tuner.choose(&slow, &mask.data).is_some());
+    let s = tuner.stats();
+    assert_eq!(s.searches(), 1);
+    assert_eq!(
+        (s.choices.compressed, s.choices.stored, s.choices.cold_start),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn a_configured_link_rate_overrides_the_measured_one() {
+    let mask = synthetic::segmentation_mask();
+    let t = TensorInfo {
+        link_bytes_per_sec: Some(1e13),
+        ..info("mask", DType::U8, 1)
+    };
+    let measured = Tuner::new(TunerConfig {
+        background: false,
+        ..TunerConfig::default()
+    });
+    assert_eq!(measured.choose(&t, &mask.data), None);
+    let overridden = Tuner::new(inline(100.0));
+    assert!(overridden.choose(&t, &mask.data).is_some());
 }
 
 #[test]
@@ -84,41 +218,44 @@ fn remembers_per_key_and_rechecks_every_n_messages() {
     let tuner = Tuner::new(TunerConfig {
         recheck_every: 3,
         search_budget: 0.0,
-        ..TunerConfig::with_link_mbps(100.0)
+        ..inline(100.0)
     });
     let mask = synthetic::segmentation_mask();
     let t = info("mask", DType::U8, 1);
     let first = tuner.choose(&t, &mask.data);
     assert!(first.is_some());
     assert_eq!(tuner.stats().searches_new, 1);
-    // Messages 1 and 2 after the search come from the cache; the third is re-checked.
+    // Messages 1 and 2 after the search are answered from the cache; the third is
+    // re-checked.
     for _ in 0..2 {
         tuner.choose(&t, &mask.data);
     }
-    let s = tuner.stats();
-    assert_eq!((s.cache_hits, s.searches_periodic), (2, 0));
+    assert_eq!(tuner.stats().searches_periodic, 0);
     tuner.choose(&t, &mask.data);
     assert_eq!(tuner.stats().searches_periodic, 1);
     for _ in 0..3 {
         tuner.choose(&t, &mask.data);
     }
     let s = tuner.stats();
-    assert_eq!(
-        (s.searches_new, s.searches_periodic, s.cache_hits),
-        (1, 2, 4)
-    );
+    assert_eq!((s.searches_new, s.searches_periodic), (1, 2));
+    assert_eq!(s.choices.compressed, 7);
 
-    // The same tensor name under another dtype or method is another key.
+    // The same tensor name under another dtype, method or model is another key.
     tuner.choose(&info("mask", DType::I8, 1), &mask.data);
-    let other = TensorInfo {
+    let other_method = TensorInfo {
         method: "/tensorflow.serving.PredictionService/Predict",
         ..t
     };
-    tuner.choose(&other, &mask.data);
+    tuner.choose(&other_method, &mask.data);
+    let other_model = TensorInfo {
+        model: "unet:3",
+        ..t
+    };
+    tuner.choose(&other_model, &mask.data);
     let s = tuner.stats();
-    assert_eq!((s.searches_new, s.entries), (3, 3));
+    assert_eq!((s.searches_new, s.entries), (4, 4));
     let picks = tuner.picks();
-    assert_eq!(picks.len(), 3);
+    assert_eq!(picks.len(), 4);
     assert!(
         picks
             .iter()
@@ -127,12 +264,30 @@ fn remembers_per_key_and_rechecks_every_n_messages() {
 }
 
 #[test]
-fn spaces_rechecks_so_searching_stays_within_budget() {
-    // A mask costs about a millisecond end to end at 100 Mbit/s while a search costs
-    // several: with a 1% budget the next search is thousands of messages away.
+fn stored_keys_are_probed_again_like_any_other() {
     let tuner = Tuner::new(TunerConfig {
         recheck_every: 3,
-        ..TunerConfig::with_link_mbps(100.0)
+        search_budget: 0.0,
+        ..inline(1000.0)
+    });
+    let noise = synthetic::random_bytes(1 << 20, 9);
+    let t = info("noise", DType::U8, 1);
+    for _ in 0..7 {
+        assert_eq!(tuner.choose(&t, &noise), None);
+    }
+    let s = tuner.stats();
+    assert_eq!((s.searches_new, s.searches_periodic), (1, 2));
+    assert_eq!(s.choices.stored, 7);
+}
+
+#[test]
+fn spaces_rechecks_so_searching_stays_within_budget() {
+    // Compressing a mask with the cheapest setting takes well under a millisecond while
+    // a search takes several: with a 1% budget the next search is thousands of messages
+    // away.
+    let tuner = Tuner::new(TunerConfig {
+        recheck_every: 3,
+        ..inline(100.0)
     });
     let mask = synthetic::segmentation_mask();
     let t = info("mask", DType::U8, 1);
@@ -140,15 +295,13 @@ fn spaces_rechecks_so_searching_stays_within_budget() {
         tuner.choose(&t, &mask.data);
     }
     let s = tuner.stats();
-    assert_eq!(
-        (s.searches_new, s.searches_periodic, s.cache_hits),
-        (1, 0, 9)
-    );
+    assert_eq!((s.searches_new, s.searches_periodic), (1, 0));
+    assert_eq!(s.choices.compressed, 10);
 }
 
 #[test]
 fn searches_again_when_the_ratio_drifts() {
-    let tuner = Tuner::new(TunerConfig::with_link_mbps(100.0));
+    let tuner = Tuner::new(inline(100.0));
     let mask = synthetic::segmentation_mask();
     let t = info("mask", DType::U8, 1);
     let options = tuner.choose(&t, &mask.data).unwrap();
@@ -169,32 +322,153 @@ fn searches_again_when_the_ratio_drifts() {
     tuner.observe(&t, &outcome(40_000));
     tuner.choose(&t, &mask.data);
     let s = tuner.stats();
-    assert_eq!((s.searches_new, s.searches_drift, s.cache_hits), (1, 1, 1));
-    // Outcomes of another setting (a fixed chooser's, say) are not the tuner's concern.
+    assert_eq!((s.searches_new, s.searches_drift), (1, 1));
+    // Outcomes of a setting the search did not measure are not the tuner's concern.
     let mut foreign = outcome(1);
-    foreign.options.level = if options.level == 9 { 1 } else { 9 };
+    foreign.options.level = 0;
     tuner.observe(&t, &foreign);
     tuner.choose(&t, &mask.data);
     assert_eq!(tuner.stats().searches_drift, 1);
 }
 
 #[test]
+fn a_search_budget_bounds_searches_when_new_keys_keep_coming() {
+    // One search per 1000 s: the burst is a single search, and the test cannot run long
+    // enough to earn a second.
+    let tuner = Tuner::new(TunerConfig {
+        searches_per_sec: 0.001,
+        ..TunerConfig::with_link_mbps(100.0)
+    });
+    let mask = synthetic::segmentation_mask();
+    let names: Vec<String> = (0..10).map(|i| format!("request_{i}")).collect();
+    for name in &names {
+        assert_eq!(tuner.choose(&info(name, DType::U8, 1), &mask.data), None);
+    }
+    tuner.wait_idle();
+    let s = tuner.stats();
+    assert_eq!((s.searches_new, s.searches_skipped_budget), (1, 9));
+    assert_eq!(s.choices.provisional, 10);
+    // The searched key is compressed; the others stay provisional and ask again.
+    assert!(
+        tuner
+            .choose(&info(&names[0], DType::U8, 1), &mask.data)
+            .is_some()
+    );
+    assert_eq!(
+        tuner.choose(&info(&names[1], DType::U8, 1), &mask.data),
+        None
+    );
+    assert_eq!(tuner.stats().searches_skipped_budget, 10);
+}
+
+#[test]
+fn searches_dropped_from_a_full_queue_are_retried_on_later_messages() {
+    let tuner = Tuner::new(TunerConfig {
+        search_queue: 1,
+        searches_per_sec: 0.0,
+        ..TunerConfig::with_link_mbps(100.0)
+    });
+    let mask = synthetic::segmentation_mask();
+    let names: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+    let mut rounds = 0;
+    while tuner.picks().iter().filter(|p| p.measured).count() < names.len() {
+        rounds += 1;
+        assert!(rounds <= names.len(), "{:?}", tuner.stats());
+        for name in &names {
+            tuner.choose(&info(name, DType::U8, 1), &mask.data);
+        }
+        tuner.wait_idle();
+    }
+    let s = tuner.stats();
+    // Every key was searched exactly once; every other attempt found the queue full.
+    assert_eq!(s.searches_new, 6);
+    let attempts = s.choices.provisional;
+    assert_eq!(attempts, s.searches_new + s.searches_skipped_queue_full);
+}
+
+#[test]
+fn falls_back_to_storing_when_real_messages_do_not_pay_and_retries_after_a_backoff() {
+    let tuner = Tuner::new(TunerConfig {
+        fallback_backoff: 4,
+        fallback_backoff_max: 8,
+        ..inline(100.0)
+    });
+    let mask = synthetic::segmentation_mask();
+    let t = info("mask", DType::U8, 1);
+    let len = mask.data.len();
+    let store_secs = len as f64 / rate(100.0);
+    // What a message really cost: `compress_secs` of wall clock on this side.
+    let cost = |compress_secs: f64| MessageCost {
+        original_len: len,
+        wire_len: len / 50,
+        compress_secs,
+        peer_decompress_secs: Some(0.001),
+        link_bytes_per_sec: Some(rate(100.0)),
+    };
+    let slow = cost(store_secs * 2.0);
+    let fine = cost(store_secs / 50.0);
+
+    assert!(tuner.choose(&t, &mask.data).is_some());
+    // One bad message among good ones changes nothing.
+    for c in [&slow, &fine, &fine, &slow, &fine] {
+        tuner.observe_cost(&t, c);
+    }
+    assert!(tuner.choose(&t, &mask.data).is_some());
+    assert_eq!(tuner.stats().fallbacks, 0);
+    // The machine is overloaded: three of the last four messages cost more than storing.
+    for _ in 0..3 {
+        tuner.observe_cost(&t, &slow);
+    }
+    assert_eq!(tuner.stats().fallbacks, 1);
+    let stored_run = |tuner: &Tuner| {
+        let mut stored = 0;
+        while tuner.choose(&t, &mask.data).is_none() {
+            stored += 1;
+            assert!(stored <= 100);
+        }
+        stored
+    };
+    // The next 4 messages are stored, then compression is tried again.
+    assert_eq!(stored_run(&tuner), 4);
+    // Still too slow: the backoff doubles, up to its cap.
+    for _ in 0..3 {
+        tuner.observe_cost(&t, &slow);
+    }
+    assert_eq!(stored_run(&tuner), 8);
+    for _ in 0..3 {
+        tuner.observe_cost(&t, &slow);
+    }
+    assert_eq!(stored_run(&tuner), 8);
+    let s = tuner.stats();
+    assert_eq!((s.fallbacks, s.choices.fallback), (3, 20));
+    // No new search: the measurements were right, the machine was busy.
+    assert_eq!(s.searches(), 1);
+}
+
+#[test]
 fn shows_its_decisions_in_the_sidecar_metrics() {
-    let tuner = Arc::new(Tuner::new(TunerConfig::with_link_mbps(100.0)));
+    let tuner = Arc::new(Tuner::new(inline(100.0)));
     let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(tuner.collector()));
     let mask = synthetic::segmentation_mask();
     let noise = synthetic::random_bytes(1 << 20, 5);
-    tuner.choose(&info("mask", DType::U8, 1), &mask.data);
-    tuner.choose(&info("mask", DType::U8, 1), &mask.data);
+    let mask_info = TensorInfo {
+        model: "unet:1",
+        ..info("mask", DType::U8, 1)
+    };
+    tuner.choose(&mask_info, &mask.data);
+    tuner.choose(&mask_info, &mask.data);
     tuner.choose(&info("noise", DType::U8, 1), &noise);
     let text = metrics.render();
     for line in [
         "bloscar_tuner_searches_total{reason=\"new\"} 2",
         "bloscar_tuner_searches_total{reason=\"drift\"} 0",
-        "bloscar_tuner_cache_hits_total 1",
-        "bloscar_tuner_store_decisions_total 1",
+        "bloscar_tuner_searches_skipped_total{why=\"budget\"} 0",
+        "bloscar_tuner_choices_total{model=\"unet:1\",decision=\"compress\"} 2",
+        "bloscar_tuner_choices_total{model=\"\",decision=\"store\"} 1",
+        "bloscar_tuner_fallbacks_total 0",
         "bloscar_tuner_entries 2",
+        "bloscar_tuner_picks_unlisted 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -209,7 +483,7 @@ fn shows_its_decisions_in_the_sidecar_metrics() {
         .options
         .unwrap();
     let mask_line = format!(
-        "bloscar_tuner_pick_sample_ratio{{method=\"/inference.GRPCInferenceService/ModelInfer\",tensor=\"mask\",dtype=\"uint8\",codec=\"{}\",level=\"{}\",shuffle=\"{}\"}}",
+        "bloscar_tuner_pick_sample_ratio{{method=\"{INFER}\",model=\"unet:1\",tensor=\"mask\",dtype=\"uint8\",codec=\"{}\",level=\"{}\",shuffle=\"{}\"}}",
         pick.codec, pick.level, pick.shuffle
     );
     assert!(
@@ -227,13 +501,40 @@ fn shows_its_decisions_in_the_sidecar_metrics() {
 }
 
 #[test]
+fn model_labels_are_bounded_and_overflow_into_other() {
+    let tuner = Tuner::new(TunerConfig {
+        min_size: 0,
+        ..inline(100.0)
+    });
+    let models: Vec<String> = (0..MAX_MODEL_LABELS + 8)
+        .map(|i| format!("model-{i}:1"))
+        .collect();
+    let data = [0u8; 64];
+    for model in &models {
+        let t = TensorInfo {
+            model,
+            ..info("INPUT0", DType::U8, 1)
+        };
+        tuner.choose(&t, &data);
+    }
+    let by_model = tuner.choices_by_model();
+    assert_eq!(by_model.len(), MAX_MODEL_LABELS + 1);
+    let other = by_model.iter().find(|m| m.model == OTHER_MODEL).unwrap();
+    let total = |c: &bloscar::codec::tune::Choices| {
+        c.compressed + c.stored + c.cold_start + c.provisional + c.fallback
+    };
+    assert_eq!(total(&other.choices), 8);
+    assert_eq!(tuner.stats().entries, models.len() as u64);
+}
+
+#[test]
 fn stores_an_empty_tensor_when_there_is_no_minimum_size() {
     let tuner = Tuner::new(TunerConfig {
         min_size: 0,
-        ..TunerConfig::default()
+        ..inline(1000.0)
     });
     assert_eq!(tuner.choose(&info("empty", DType::F32, 4), &[]), None);
-    assert_eq!(tuner.stats().store_decisions, 1);
+    assert_eq!(tuner.stats().choices.stored, 1);
 }
 
 #[test]
@@ -251,16 +552,56 @@ fn serves_many_threads_at_once() {
             s.spawn(move || {
                 for i in 0..50 {
                     let t = info(names[(thread + i) % names.len()], DType::U8, 1);
-                    assert!(tuner.choose(&t, &mask.data).is_some());
+                    tuner.choose(&t, &mask.data);
                 }
             });
         }
     });
+    tuner.wait_idle();
     let s = tuner.stats();
-    // Every call was answered either from the cache or by a search.
-    let searches = s.searches_new + s.searches_periodic + s.searches_drift;
-    assert_eq!(s.cache_hits + searches, 200);
-    assert!(s.searches_new >= 4, "{s:?}");
-    assert!(s.searches_periodic >= 1, "{s:?}");
-    assert_eq!(s.entries, 4);
+    // Every call was answered: compressed, or stored while its key's first search ran.
+    assert_eq!(s.choices.compressed + s.choices.provisional, 200);
+    assert_eq!((s.searches_new, s.entries), (4, 4), "{s:?}");
+    // Afterwards every key is measured and compressed.
+    for name in names {
+        assert!(
+            tuner
+                .choose(&info(name, DType::U8, 1), &mask.data)
+                .is_some()
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any size (empty, one byte, not a multiple of the element size), element width and
+    /// link: an answer, never a panic, and a setting only for what shrinks.
+    #[test]
+    fn answers_for_odd_sizes_and_any_link(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+        elem_size in 1usize..=16,
+        repeat in 1usize..=64,
+        link_mbps in proptest::sample::select(vec![10.0, 1000.0, 1e6]),
+        measured in proptest::option::of(1.0f64..1e10),
+    ) {
+        let data: Vec<u8> = data.iter().flat_map(|&b| std::iter::repeat_n(b, repeat)).collect();
+        let tuner = Tuner::new(TunerConfig {
+            min_size: 0,
+            sample_block: 1024,
+            ..inline(link_mbps)
+        });
+        let t = TensorInfo {
+            link_bytes_per_sec: measured,
+            ..info("t", DType::U8, elem_size)
+        };
+        if let Some(options) = tuner.choose(&t, &data) {
+            let mut compressed = Vec::new();
+            bloscar::codec::compress(&data, elem_size, options, &mut compressed).unwrap();
+            proptest::prop_assert!(compressed.len() < data.len());
+        }
+        let s = tuner.stats();
+        proptest::prop_assert_eq!(s.searches_new, 1);
+        proptest::prop_assert_eq!(s.choices.compressed + s.choices.stored, 1);
+    }
 }

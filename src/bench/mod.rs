@@ -12,7 +12,7 @@ use crate::codec::tune::clock::Stopwatch;
 
 use serde::Serialize;
 
-use crate::codec::tune::cost::Measurement;
+use crate::codec::tune::cost::{Measurement, Objective, mbps_to_bytes_per_sec};
 use crate::codec::tune::{Tuner, TunerConfig};
 use crate::codec::{self, Codec, CodecError, CompressOptions, Shuffle};
 pub use synthetic::Tensor;
@@ -99,7 +99,8 @@ pub struct PointResult {
     pub decompress_mbs: Option<f64>,
     /// Compressed bytes.
     pub compressed_bytes: usize,
-    /// Estimated compress + transfer + decompress, ms, one per link.
+    /// Estimated time of the pipelined transfer (compress, link and decompress
+    /// overlapping chunk by chunk; see [`Objective`]), ms, one per link.
     pub end_to_end_ms: Vec<f64>,
     /// The raw figures the speeds and times above come from.
     #[serde(skip)]
@@ -167,7 +168,7 @@ pub fn run(
     }
     let grid: Vec<PointResult> = measured
         .iter()
-        .map(|m| point_result(m, tensor.data.len(), links_mbps))
+        .map(|m| point_result(m, tensor.data.len(), links_mbps, &tuner.objective()))
         .collect();
 
     let mut links = Vec::new();
@@ -176,11 +177,7 @@ pub fn run(
             .iter()
             .min_by(|a, b| a.end_to_end_ms[li].total_cmp(&b.end_to_end_ms[li]))
             .expect("the grid always holds the store point");
-        let config = TunerConfig {
-            link_mbps,
-            ..*tuner
-        };
-        let (pick, search_ms) = tuner_pick(&config, tensor)?;
+        let (pick, search_ms) = tuner_pick(tuner, link_mbps, tensor)?;
         let pick_setting = setting_name(pick);
         let tuner_ms = match grid.iter().find(|p| p.setting == pick_setting) {
             Some(p) => p.end_to_end_ms[li],
@@ -188,7 +185,8 @@ pub fn run(
             None => {
                 let options = pick.expect("store is always in the grid");
                 let m = measure(tensor, options, spec, &mut compressed, &mut restored)?;
-                m.end_to_end_secs(tensor.data.len(), link_mbps) * 1e3
+                let link = mbps_to_bytes_per_sec(link_mbps);
+                tuner.objective().secs(&m, tensor.data.len(), link) * 1e3
             }
         };
         links.push(LinkResult {
@@ -211,22 +209,29 @@ pub fn run(
     })
 }
 
-/// What the sidecar's tuner would do with this tensor on a fresh start.
+/// What the sidecar's tuner would pick for this tensor over a link of `link_mbps`, and
+/// the thread CPU time of its search.
 fn tuner_pick(
     config: &TunerConfig,
+    link_mbps: f64,
     tensor: &Tensor,
 ) -> Result<(Option<CompressOptions>, f64), BenchError> {
     if tensor.data.len() < config.min_size {
         return Ok((None, 0.0));
     }
     let start = Stopwatch::start();
-    let search = Tuner::new(*config)
-        .search(&tensor.data, tensor.elem_size)
-        .map_err(|source| BenchError::Codec {
-            options: CompressOptions::default(),
-            source,
-        })?;
-    Ok((search.pick, start.elapsed().as_secs_f64() * 1e3))
+    let search = Tuner::new(TunerConfig {
+        background: false,
+        ..*config
+    })
+    .search(&tensor.data, tensor.elem_size)
+    .map_err(|source| BenchError::Codec {
+        options: CompressOptions::default(),
+        source,
+    })?;
+    let search_ms = start.elapsed().as_secs_f64() * 1e3;
+    let pick = search.evaluate(mbps_to_bytes_per_sec(link_mbps), &config.objective());
+    Ok((pick.pick, search_ms))
 }
 
 /// `codec:level:shuffle`, or `store`.
@@ -234,7 +239,12 @@ pub fn setting_name(options: Option<CompressOptions>) -> String {
     options.map_or_else(|| "store".to_owned(), |o| o.to_string())
 }
 
-fn point_result(m: &Measurement, len: usize, links_mbps: &[f64]) -> PointResult {
+fn point_result(
+    m: &Measurement,
+    len: usize,
+    links_mbps: &[f64],
+    objective: &Objective,
+) -> PointResult {
     let stored = m.options.is_none();
     PointResult {
         setting: setting_name(m.options),
@@ -244,7 +254,7 @@ fn point_result(m: &Measurement, len: usize, links_mbps: &[f64]) -> PointResult 
         compressed_bytes: m.compressed_len,
         end_to_end_ms: links_mbps
             .iter()
-            .map(|&l| m.end_to_end_secs(len, l) * 1e3)
+            .map(|&l| objective.secs(m, len, mbps_to_bytes_per_sec(l)) * 1e3)
             .collect(),
         measurement: *m,
     }

@@ -101,7 +101,8 @@ pub fn text(report: &Report, top: Option<usize>) -> String {
         out.push('\n');
     }
     out.push_str(
-        "B: lowest estimated end-to-end time (compress + transfer + decompress) at that link; \
+        "B: lowest estimated end-to-end time at that link (compress, transfer and decompress \
+         pipelined in 1 MiB chunks: the slowest stage plus one chunk of the others); \
          T: the auto-tuner's pick.\n",
     );
     out

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bloscar::CompressOptions;
-use bloscar::message::{Chooser, TensorInfo, TensorOutcome};
+use bloscar::message::{Chooser, MessageCost, TensorInfo, TensorOutcome};
 
 /// Wraps the configured chooser and records its latest pick per tensor name.
 pub struct Recording {
@@ -44,5 +44,9 @@ impl Chooser for Recording {
 
     fn observe(&self, tensor: &TensorInfo<'_>, outcome: &TensorOutcome) {
         self.inner.observe(tensor, outcome);
+    }
+
+    fn observe_cost(&self, tensor: &TensorInfo<'_>, cost: &MessageCost) {
+        self.inner.observe_cost(tensor, cost);
     }
 }

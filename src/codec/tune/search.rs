@@ -1,22 +1,30 @@
-//! Trial compression of a sample: which setting minimises the estimated end-to-end time.
+//! Trial compression of a sample: what each promising setting costs on this data.
 //!
-//! The search is pruned so that it stays cheap: a probe with lz4 tries each shuffle,
-//! then short ladders of codec levels run with the shuffle that did best end to end and
-//! the one that shrank the data most. A ladder stops when a level's CPU time alone, or
-//! the next level's likely CPU time, exceeds the best total found, or when a level
-//! neither shrinks the data 1% more nor is faster end to end.
+//! The result does not depend on the link: it is a set of measured settings (ratio,
+//! compress and decompress time per byte), judged against the link rate in effect each
+//! time a tensor is sent (see [`Objective`](super::cost::Objective)).
+//!
+//! The search is pruned so that it stays cheap: a probe with lz4 tries each shuffle; the
+//! level ladders of every codec run with the shuffle that shrank the data most, and
+//! those of the fast codecs (lz4, blosclz) also with the cheapest shuffle that shrinks
+//! at all (on a fast link, only cheap settings can keep up). A ladder stops when a level
+//! compresses or decompresses slower than the slowest link the tuner serves (such a
+//! setting can never beat storing there, whatever its ratio), when the next level
+//! likely would (levels get slower geometrically), or when a level does not shrink the
+//! data 1% more than the previous one. Only the settings no other beats in ratio,
+//! compress time and decompress time together are kept.
 
 use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Duration;
 
 use super::clock::Stopwatch;
-use super::cost::Measurement;
+use super::cost::{Evaluation, Measurement, Objective};
 use crate::codec::{self, Codec, CodecError, CompressOptions, Shuffle};
 
-/// Ladders tried with the probed shuffles, each in order of increasing cost.
-/// When the first level of a ladder marked `true` already costs more CPU than the best
-/// total, the ladders after it (slower codecs) are skipped.
+/// Ladders tried, each in order of increasing cost, and whether they only run with the
+/// shuffle that shrank the data most. When the first level of such a ladder is already
+/// too slow, the ladders after it (slower codecs) are skipped.
 const LADDERS: [(Codec, &[u8], bool); 4] = [
     (Codec::Lz4, &[1, 9], false),
     (Codec::BloscLz, &[1, 5, 7, 9], false),
@@ -28,44 +36,47 @@ const LADDERS: [(Codec, &[u8], bool); 4] = [
 const PROBE: (Codec, u8) = (Codec::Lz4, 5);
 /// A trial run longer than this is not repeated.
 const LONG_RUN: Duration = Duration::from_millis(2);
-/// A level that improves the ratio by less than this over the previous one, and is no
-/// faster end to end, ends its ladder.
+/// A level that improves the ratio by less than this over the previous one ends its
+/// ladder.
 const MIN_LEVEL_GAIN: f64 = 1.01;
+/// A shuffle whose probe shrinks the data less than this is not worth a ladder of its
+/// own for speed.
+const MIN_SHRINK: f64 = 1.05;
 
-/// Where to sample and how to judge.
+/// Where to sample and how far to search.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchParams {
-    /// Link bandwidth in Mbit/s.
-    pub link_mbps: f64,
     /// Bytes per sample block.
     pub block: usize,
     /// Sample blocks spread evenly over the tensor.
     pub blocks: usize,
-    /// Compression must beat storing by this fraction of the store time.
-    pub min_gain: f64,
     /// Runs per trial; the fastest counts, so that a run the scheduler interrupted does
     /// not disqualify a setting.
     pub runs: usize,
+    /// Bytes per second below which a setting is too slow to try stronger levels of
+    /// (the slowest link served: compression slower than the link cannot beat storing).
+    pub min_speed: f64,
 }
 
-/// The outcome of one search.
+/// The outcome of one search: link-independent measurements.
 #[derive(Debug, Clone)]
 pub struct Search {
-    /// The winner, `None` when storing is best.
-    pub pick: Option<CompressOptions>,
-    /// Estimated end-to-end seconds of the winner for the whole tensor.
-    pub estimate_secs: f64,
-    /// Estimated seconds of Blosc work (compress + decompress) of the winner for the
-    /// whole tensor (0 when storing).
-    pub cpu_secs: f64,
-    /// Seconds to send the whole tensor uncompressed.
-    pub store_secs: f64,
-    /// The winner's ratio on the sample (1.0 when storing).
-    pub ratio: f64,
-    /// Every trial run, in order.
-    pub trials: Vec<Measurement>,
+    /// Bytes of the tensor the sample came from.
+    pub len: usize,
     /// Bytes in the sample.
     pub sample_len: usize,
+    /// Every trial run, in order.
+    pub trials: Vec<Measurement>,
+    /// The trials no other beats in ratio, compress and decompress time together, the
+    /// fastest first: the settings worth judging against a link.
+    pub candidates: Vec<Measurement>,
+}
+
+impl Search {
+    /// The best setting for the searched tensor over a link of `link_bytes_per_sec`.
+    pub fn evaluate(&self, link_bytes_per_sec: f64, objective: &Objective) -> Evaluation {
+        objective.best(&self.candidates, self.len, link_bytes_per_sec)
+    }
 }
 
 /// Byte ranges of the sample: `blocks` blocks of `block` bytes (element-aligned) spread
@@ -97,26 +108,43 @@ pub fn sample_ranges(
         .collect()
 }
 
+/// The sample of `data` as one buffer: the blocks of [`sample_ranges`] joined (at most
+/// `block * blocks` bytes), borrowed when it is the whole of `data`.
+///
+/// The blocks are compressed as one Blosc chunk: Blosc picks its internal block size from
+/// the level and the chunk's length (up to 1 MiB), so a sample compressed piece by piece
+/// would be judged with smaller blocks, and lower ratios, than the whole tensor gets.
+pub fn sample(data: &[u8], elem_size: usize, block: usize, blocks: usize) -> Cow<'_, [u8]> {
+    match sample_ranges(data.len(), elem_size, block, blocks).as_slice() {
+        [one] => Cow::Borrowed(&data[one.clone()]),
+        many => Cow::Owned(
+            many.iter()
+                .flat_map(|r| &data[r.clone()])
+                .copied()
+                .collect(),
+        ),
+    }
+}
+
 /// Runs the pruned search on `data`.
 pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Search, CodecError> {
-    let ranges = sample_ranges(data.len(), elem_size, params.block, params.blocks);
-    let sample_len: usize = ranges.iter().map(Range::len).sum();
-    let mut bench = SampleBench::new(data, &ranges, elem_size, params.runs);
-    let len = data.len();
-    let store = Measurement::store(sample_len);
-    let store_secs = store.end_to_end_secs(len, params.link_mbps);
-    // Compression must win by `min_gain`: stated as a handicap on storing's rival.
-    let threshold = store_secs * (1.0 - params.min_gain);
-    let total = |m: &Measurement| m.end_to_end_secs(len, params.link_mbps);
+    let sampled = sample(data, elem_size, params.block, params.blocks);
+    search_sample(&sampled, data.len(), elem_size, params)
+}
 
-    let mut trials = Vec::new();
-    let mut best: Option<(Measurement, f64)> = None;
-    let consider = |m: Measurement, best: &mut Option<(Measurement, f64)>| {
-        let t = total(&m);
-        if t < threshold && best.as_ref().is_none_or(|(_, b)| t < *b) {
-            *best = Some((m, t));
-        }
+/// Runs the pruned search on a sample taken with [`sample`] from a tensor of `len` bytes.
+pub fn search_sample(
+    sample: &[u8],
+    len: usize,
+    elem_size: usize,
+    params: SearchParams,
+) -> Result<Search, CodecError> {
+    let mut bench = SampleBench::new(sample, elem_size, params.runs);
+    let too_slow = |m: &Measurement| {
+        let min_mbs = params.min_speed / 1e6;
+        m.compress_mbs() < min_mbs || m.decompress_mbs() < min_mbs
     };
+    let mut trials = Vec::new();
 
     let shuffles: &[Shuffle] = if elem_size > 1 {
         &[Shuffle::Byte, Shuffle::Bit, Shuffle::None]
@@ -138,27 +166,30 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
             shuffle,
         })?;
         trials.push(m);
-        consider(m, &mut best);
         probes.push(m);
     }
-    // The ladders run with the shuffle that did best end to end (on a fast link, the
-    // cheapest filter that shrinks enough) and with the one that shrank most (on a slow
-    // link, the ratio is what counts), once if they are the same.
-    let by_total = probes.iter().min_by(|a, b| total(a).total_cmp(&total(b)));
-    let by_ratio = probes.iter().min_by_key(|m| m.compressed_len);
-    let mut ladder_shuffles: Vec<Shuffle> = [by_total, by_ratio]
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.options.map(|o| o.shuffle))
-        .collect();
-    ladder_shuffles.dedup();
+    let shuffle_of = |m: &Measurement| m.options.map(|o| o.shuffle);
+    let by_ratio = probes
+        .iter()
+        .min_by_key(|m| m.compressed_len)
+        .and_then(shuffle_of);
+    let by_speed = probes
+        .iter()
+        .filter(|m| m.ratio() >= MIN_SHRINK)
+        .min_by(|a, b| a.cpu_secs(1).total_cmp(&b.cpu_secs(1)))
+        .and_then(shuffle_of);
+    let mut plans: Vec<(Shuffle, bool)> = by_ratio.map(|s| (s, true)).into_iter().collect();
+    if let Some(fast) = by_speed.filter(|s| Some(*s) != by_ratio) {
+        plans.push((fast, false));
+    }
 
-    for shuffle in ladder_shuffles {
-        for (codec, levels, ends_ladders) in LADDERS {
+    for (shuffle, every_codec) in plans {
+        for (codec, levels, strong) in LADDERS {
+            if strong && !every_codec {
+                continue;
+            }
             let mut previous: Option<Measurement> = None;
-            // zstd is faster than zlib at every level: when even zstd's fastest level
-            // costs more than the best total, zlib cannot win either.
-            let mut too_slow_from_the_start = false;
+            let mut slow_from_the_start = false;
             for (step, &level) in levels.iter().enumerate() {
                 let m = bench.run(CompressOptions {
                     codec,
@@ -166,58 +197,64 @@ pub fn search(data: &[u8], elem_size: usize, params: SearchParams) -> Result<Sea
                     shuffle,
                 })?;
                 trials.push(m);
-                consider(m, &mut best);
-                let bound = best.as_ref().map_or(store_secs, |(_, t)| *t);
-                let cpu = m.cpu_secs(len);
-                let no_gain = previous.is_some_and(|p| {
-                    m.ratio() < p.ratio() * MIN_LEVEL_GAIN && total(&m) >= total(&p)
-                });
-                // Levels get slower roughly geometrically: the next one likely costs at
+                let no_gain = previous.is_some_and(|p| m.ratio() < p.ratio() * MIN_LEVEL_GAIN);
+                // Levels get slower roughly geometrically: the next one likely takes at
                 // least this level's time times the last step's growth.
-                let next_cpu = previous.map_or(cpu, |p| cpu * (cpu / p.cpu_secs(len)).max(1.0));
-                if cpu >= bound || next_cpu >= bound || no_gain {
-                    too_slow_from_the_start = ends_ladders && step == 0 && cpu >= bound;
+                let growth = previous.map_or(1.0, |p| {
+                    (m.compress.as_secs_f64() / p.compress.as_secs_f64().max(1e-9)).max(1.0)
+                });
+                let next_too_slow = params.min_speed > 0.0
+                    && m.compress.as_secs_f64() * growth * params.min_speed > m.input_len as f64;
+                if too_slow(&m) || next_too_slow || no_gain {
+                    slow_from_the_start = strong && step == 0 && too_slow(&m);
                     break;
                 }
                 previous = Some(m);
             }
-            if too_slow_from_the_start {
+            if slow_from_the_start {
                 break;
             }
         }
     }
 
-    Ok(match best {
-        Some((m, t)) => Search {
-            pick: m.options,
-            estimate_secs: t,
-            cpu_secs: m.cpu_secs(len),
-            store_secs,
-            ratio: m.ratio(),
-            trials,
-            sample_len,
-        },
-        None => Search {
-            pick: None,
-            estimate_secs: store_secs,
-            cpu_secs: 0.0,
-            store_secs,
-            ratio: 1.0,
-            trials,
-            sample_len,
-        },
+    let candidates = frontier(&trials);
+    Ok(Search {
+        len,
+        sample_len: sample.len(),
+        trials,
+        candidates,
     })
+}
+
+/// The trials no other trial beats in compressed size, compress time and decompress
+/// time at once, fastest compression first.
+fn frontier(trials: &[Measurement]) -> Vec<Measurement> {
+    let beats = |a: &Measurement, b: &Measurement| {
+        let no_worse = a.compressed_len <= b.compressed_len
+            && a.compress <= b.compress
+            && a.decompress <= b.decompress;
+        let better = a.compressed_len < b.compressed_len
+            || a.compress < b.compress
+            || a.decompress < b.decompress;
+        no_worse && better
+    };
+    let mut kept: Vec<Measurement> = trials
+        .iter()
+        .filter(|b| !trials.iter().any(|a| beats(a, b)))
+        .copied()
+        .collect();
+    kept.sort_by_key(|m| m.compress);
+    // Identical measurements of two settings: keep the first.
+    kept.dedup_by(|b, a| {
+        (a.compressed_len, a.compress, a.decompress) == (b.compressed_len, b.compress, b.decompress)
+    });
+    kept
 }
 
 /// Compresses and decompresses the sample with one setting at a time, reusing its
 /// buffers.
-///
-/// The sample blocks are joined into one buffer and compressed as one Blosc chunk: Blosc
-/// picks its internal block size from the level and the chunk's length (up to 1 MiB), so
-/// a sample compressed piece by piece would be judged with smaller blocks, and lower
-/// ratios, than the whole tensor gets.
 struct SampleBench<'a> {
-    sample: Cow<'a, [u8]>,
+    sample: &'a [u8],
     elem_size: usize,
     runs: usize,
     compressed: Vec<u8>,
@@ -225,16 +262,7 @@ struct SampleBench<'a> {
 }
 
 impl<'a> SampleBench<'a> {
-    fn new(data: &'a [u8], ranges: &[Range<usize>], elem_size: usize, runs: usize) -> Self {
-        let sample = match ranges {
-            [one] => Cow::Borrowed(&data[one.clone()]),
-            many => Cow::Owned(
-                many.iter()
-                    .flat_map(|r| &data[r.clone()])
-                    .copied()
-                    .collect(),
-            ),
-        };
+    fn new(sample: &'a [u8], elem_size: usize, runs: usize) -> Self {
         // Both buffers are written once here, so that no trial pays for page faults.
         let mut compressed = vec![1u8; codec::compressed_bound(sample.len(), elem_size)];
         compressed.clear();
@@ -272,7 +300,7 @@ impl<'a> SampleBench<'a> {
     fn run_once(&mut self, options: CompressOptions) -> Result<(Duration, Duration), CodecError> {
         self.compressed.clear();
         let start = Stopwatch::start();
-        codec::compress(&self.sample, self.elem_size, options, &mut self.compressed)?;
+        codec::compress(self.sample, self.elem_size, options, &mut self.compressed)?;
         let compress = start.elapsed();
         let start = Stopwatch::start();
         codec::decompress(&self.compressed, &mut self.restored)?;
@@ -283,6 +311,57 @@ impl<'a> SampleBench<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trial(
+        level: u8,
+        compressed_len: usize,
+        compress_us: u64,
+        decompress_us: u64,
+    ) -> Measurement {
+        Measurement {
+            options: Some(CompressOptions {
+                level,
+                ..CompressOptions::default()
+            }),
+            input_len: 1000,
+            compressed_len,
+            compress: Duration::from_micros(compress_us),
+            decompress: Duration::from_micros(decompress_us),
+        }
+    }
+
+    #[test]
+    fn keeps_only_the_settings_no_other_beats_on_every_count() {
+        let fast = trial(1, 500, 2, 1);
+        let strong = trial(9, 100, 50, 3);
+        let beaten = trial(5, 600, 3, 1);
+        let twin = trial(6, 500, 2, 1);
+        let kept = frontier(&[strong, beaten, fast, twin]);
+        assert_eq!(kept, vec![fast, strong]);
+    }
+
+    #[test]
+    fn a_search_measures_settings_whatever_the_link() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i / 700) as u8).collect();
+        let params = SearchParams {
+            block: 64 * 1024,
+            blocks: 2,
+            runs: 1,
+            min_speed: 1e6,
+        };
+        let s = search(&data, 1, params).unwrap();
+        assert_eq!((s.len, s.sample_len), (300_000, 128 * 1024));
+        assert!(!s.candidates.is_empty());
+        assert!(s.candidates.iter().all(|c| s.trials.contains(c)));
+        assert!(s.candidates.iter().any(|c| c.ratio() > 10.0));
+        // Judged for a slow link it compresses; for an absurdly fast one it stores.
+        let objective = Objective {
+            chunk: 1 << 20,
+            min_gain: 0.03,
+        };
+        assert!(s.evaluate(1e6, &objective).pick.is_some());
+        assert_eq!(s.evaluate(1e15, &objective).pick, None);
+    }
 
     #[test]
     fn samples_are_spread_and_aligned() {

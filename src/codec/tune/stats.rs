@@ -1,12 +1,20 @@
-//! What the tuner has done, for metrics: counters, and the current pick per tensor.
+//! What the tuner has done, for metrics: counters, choices per model, and the current
+//! pick per key.
 //!
 //! The sidecar registers [`TunerCollector`] with its metrics
 //! (`metrics.register_collector(Box::new(tuner.collector()))`, names prefixed with
-//! `bloscar_`); each scrape then reads these values. The same numbers are available as plain data through
-//! [`Tuner::stats`](super::Tuner::stats) and [`Tuner::picks`](super::Tuner::picks).
+//! `bloscar_`); each scrape then reads these values. The same numbers are available as
+//! plain data through [`Tuner::stats`](super::Tuner::stats),
+//! [`Tuner::choices_by_model`](super::Tuner::choices_by_model) and
+//! [`Tuner::picks`](super::Tuner::picks).
+//!
+//! Label sets stay bounded whatever the callers send: choices are counted for the first
+//! [`MAX_MODEL_LABELS`] models seen and the rest under `model="other"`; the pick gauge
+//! lists at most [`MAX_LISTED_PICKS`] keys (in key order) and counts the others in
+//! `bloscar_tuner_picks_unlisted`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -16,10 +24,17 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use super::Tuner;
 use crate::{CompressOptions, DType};
 
+/// Models counted under their own label; later ones are counted as `other`.
+pub const MAX_MODEL_LABELS: usize = 32;
+/// Keys listed in the pick gauge.
+pub const MAX_LISTED_PICKS: usize = 256;
+/// The label of the models beyond [`MAX_MODEL_LABELS`].
+pub const OTHER_MODEL: &str = "other";
+
 /// Why the tuner ran a search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TuneReason {
-    /// First message of a (method, tensor, dtype).
+    /// First message of a key.
     New,
     /// The periodic re-check.
     Periodic,
@@ -38,17 +53,133 @@ impl TuneReason {
     }
 }
 
+/// What `choose` answered for one tensor at least the minimum size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Compressed with the setting estimated best at the link rate in effect.
+    Compress(CompressOptions),
+    /// Stored: no setting beats sending the bytes as they are at that rate.
+    Store,
+    /// Stored: no link rate is known yet.
+    ColdStart,
+    /// Stored: the key's first search has not finished.
+    Provisional,
+    /// Stored: real messages showed compression did not pay; retried after a backoff.
+    Fallback,
+}
+
+impl Decision {
+    pub fn options(self) -> Option<CompressOptions> {
+        match self {
+            Decision::Compress(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Decision::Compress(_) => 0,
+            Decision::Store => 1,
+            Decision::ColdStart => 2,
+            Decision::Provisional => 3,
+            Decision::Fallback => 4,
+        }
+    }
+}
+
+const DECISIONS: usize = 5;
+const DECISION_NAMES: [&str; DECISIONS] =
+    ["compress", "store", "cold_start", "provisional", "fallback"];
+
+/// How many tensors got each answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Choices {
+    /// Compressed with the setting estimated best.
+    pub compressed: u64,
+    /// Stored because no setting beats storing at the link rate in effect.
+    pub stored: u64,
+    /// Stored because no link rate was known yet (cold start).
+    pub cold_start: u64,
+    /// Stored while the key's first search was pending.
+    pub provisional: u64,
+    /// Stored because the real-time check found compression did not pay.
+    pub fallback: u64,
+}
+
+impl Choices {
+    fn from_slots(slots: &[AtomicU64; DECISIONS]) -> Self {
+        let get = |i: usize| slots[i].load(Ordering::Relaxed);
+        Self {
+            compressed: get(0),
+            stored: get(1),
+            cold_start: get(2),
+            provisional: get(3),
+            fallback: get(4),
+        }
+    }
+
+    fn values(&self) -> [u64; DECISIONS] {
+        [
+            self.compressed,
+            self.stored,
+            self.cold_start,
+            self.provisional,
+            self.fallback,
+        ]
+    }
+
+    fn add(&mut self, other: &Choices) {
+        self.compressed += other.compressed;
+        self.stored += other.stored;
+        self.cold_start += other.cold_start;
+        self.provisional += other.provisional;
+        self.fallback += other.fallback;
+    }
+}
+
+/// Choices of one model (`other` for the models beyond [`MAX_MODEL_LABELS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoices {
+    /// The model key ("" when the caller had none).
+    pub model: String,
+    /// Its counts.
+    pub choices: Choices,
+}
+
 /// The tuner's counters (monotonic since it was created).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Counters {
     pub searches_new: AtomicU64,
     pub searches_periodic: AtomicU64,
     pub searches_drift: AtomicU64,
-    pub cache_hits: AtomicU64,
+    pub skipped_queue_full: AtomicU64,
+    pub skipped_budget: AtomicU64,
     pub below_min_size: AtomicU64,
-    pub store_decisions: AtomicU64,
+    pub fallbacks: AtomicU64,
     pub search_nanos: AtomicU64,
     pub errors: AtomicU64,
+    /// Model label of each slot, in the order first seen.
+    models: Mutex<Vec<Box<str>>>,
+    /// Choices per model slot; the last slot is `other`.
+    by_model: Box<[[AtomicU64; DECISIONS]]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            searches_new: AtomicU64::default(),
+            searches_periodic: AtomicU64::default(),
+            searches_drift: AtomicU64::default(),
+            skipped_queue_full: AtomicU64::default(),
+            skipped_budget: AtomicU64::default(),
+            below_min_size: AtomicU64::default(),
+            fallbacks: AtomicU64::default(),
+            search_nanos: AtomicU64::default(),
+            errors: AtomicU64::default(),
+            models: Mutex::new(Vec::new()),
+            by_model: (0..=MAX_MODEL_LABELS).map(|_| Default::default()).collect(),
+        }
+    }
 }
 
 impl Counters {
@@ -61,15 +192,65 @@ impl Counters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counter slot of `model`: looked up once per new key, not per message.
+    pub fn model_slot(&self, model: &str) -> usize {
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = models.iter().position(|m| **m == *model) {
+            return i;
+        }
+        if models.len() < MAX_MODEL_LABELS {
+            models.push(model.into());
+            models.len() - 1
+        } else {
+            MAX_MODEL_LABELS
+        }
+    }
+
+    pub fn decided(&self, model_slot: usize, decision: Decision) {
+        if let Some(slots) = self.by_model.get(model_slot) {
+            slots[decision.slot()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn by_model(&self) -> Vec<ModelChoices> {
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out: Vec<ModelChoices> = models
+            .iter()
+            .zip(self.by_model.iter())
+            .map(|(m, slots)| ModelChoices {
+                model: m.to_string(),
+                choices: Choices::from_slots(slots),
+            })
+            .collect();
+        let other = Choices::from_slots(&self.by_model[MAX_MODEL_LABELS]);
+        if other != Choices::default() {
+            out.push(ModelChoices {
+                model: OTHER_MODEL.to_owned(),
+                choices: other,
+            });
+        }
+        out
+    }
+
     pub fn snapshot(&self, entries: usize) -> TunerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut choices = Choices::default();
+        for slots in self.by_model.iter() {
+            choices.add(&Choices::from_slots(slots));
+        }
         TunerStats {
             searches_new: get(&self.searches_new),
             searches_periodic: get(&self.searches_periodic),
             searches_drift: get(&self.searches_drift),
-            cache_hits: get(&self.cache_hits),
+            searches_skipped_queue_full: get(&self.skipped_queue_full),
+            searches_skipped_budget: get(&self.skipped_budget),
+            choices,
             below_min_size: get(&self.below_min_size),
-            store_decisions: get(&self.store_decisions),
+            fallbacks: get(&self.fallbacks),
             search_seconds: get(&self.search_nanos) as f64 / 1e9,
             errors: get(&self.errors),
             entries: entries as u64,
@@ -80,39 +261,59 @@ impl Counters {
 /// A snapshot of the tuner's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TunerStats {
-    /// Searches for tensors seen for the first time.
+    /// Searches for keys seen for the first time.
     pub searches_new: u64,
     /// Searches from the periodic re-check.
     pub searches_periodic: u64,
     /// Searches because the observed ratio drifted.
     pub searches_drift: u64,
-    /// Choices answered from the cache.
-    pub cache_hits: u64,
+    /// Searches not started because the background queue was full (retried on a later
+    /// message of the key).
+    pub searches_skipped_queue_full: u64,
+    /// Searches not started because the per-second budget was spent (retried on a later
+    /// message of the key).
+    pub searches_skipped_budget: u64,
+    /// What `choose` answered for tensors of at least the minimum size, all models.
+    pub choices: Choices,
     /// Tensors left alone because they were below the minimum size.
     pub below_min_size: u64,
-    /// Searches that decided to store the data uncompressed.
-    pub store_decisions: u64,
-    /// Time spent searching, in seconds.
+    /// Times a key fell back to storing after the real-time check.
+    pub fallbacks: u64,
+    /// Thread CPU time spent searching, in seconds.
     pub search_seconds: f64,
-    /// Searches that failed in Blosc (the tensor was then stored).
+    /// Searches that failed in Blosc (the key is then stored).
     pub errors: u64,
-    /// (method, tensor, dtype) keys remembered.
+    /// Keys remembered.
     pub entries: u64,
 }
 
-/// The current pick for one (method, tensor, dtype).
+impl TunerStats {
+    /// Searches run, for any reason.
+    pub fn searches(&self) -> u64 {
+        self.searches_new + self.searches_periodic + self.searches_drift
+    }
+}
+
+/// The current pick for one (method, model, tensor, dtype).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TunerPick {
     /// gRPC method path.
     pub method: String,
+    /// Model key ("" when the caller had none).
+    pub model: String,
     /// Tensor name.
     pub name: String,
     /// Element type.
     pub dtype: DType,
-    /// The setting, `None` when the tensor is stored.
+    /// The setting at the last link rate the key was judged at; `None` when stored or
+    /// not judged yet.
     pub options: Option<CompressOptions>,
-    /// The ratio the search measured on its sample.
+    /// The ratio that setting reached on the search's sample (1.0 when stored).
     pub sample_ratio: f64,
+    /// The link rate, bytes/s, of the last judgement; `None` before one.
+    pub link_bytes_per_sec: Option<f64>,
+    /// Whether a search has measured the key.
+    pub measured: bool,
 }
 
 /// A prometheus-client collector that reads the tuner on every scrape.
@@ -131,12 +332,12 @@ impl TunerCollector {
 impl Collector for TunerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.tuner.stats();
-        let searches = ConstCounter::new(0u64);
+        let counter = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "tuner_searches",
             "Trial-compression searches the auto-tuner ran, by reason",
             None,
-            searches.metric_type(),
+            counter.metric_type(),
         )?;
         for (reason, n) in [
             (TuneReason::New, s.searches_new),
@@ -146,25 +347,44 @@ impl Collector for TunerCollector {
             let labels = [("reason", reason.name())];
             ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "tuner_searches_skipped",
+            "Searches not started (retried on a later message), by why: the background queue was full or the per-second budget was spent",
+            None,
+            counter.metric_type(),
+        )?;
+        for (why, n) in [
+            ("queue_full", s.searches_skipped_queue_full),
+            ("budget", s.searches_skipped_budget),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&[("why", why)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "tuner_choices",
+            "Tensors the auto-tuner answered for, by model (the first 32 models seen, then \"other\") and decision (compress, store, cold_start, provisional, fallback)",
+            None,
+            counter.metric_type(),
+        )?;
+        for m in self.tuner.choices_by_model() {
+            for (decision, n) in DECISION_NAMES.iter().zip(m.choices.values()) {
+                let labels = [("model", m.model.as_str()), ("decision", decision)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
         for (name, help, value) in [
-            (
-                "tuner_cache_hits",
-                "Tensors whose setting came from the tuner's cache",
-                s.cache_hits,
-            ),
             (
                 "tuner_below_min_size",
                 "Tensors the tuner left alone because they were below the minimum size",
                 s.below_min_size,
             ),
             (
-                "tuner_store_decisions",
-                "Searches that decided to send the tensor uncompressed",
-                s.store_decisions,
+                "tuner_fallbacks",
+                "Times a key fell back to storing because real messages showed compression did not pay",
+                s.fallbacks,
             ),
             (
                 "tuner_errors",
-                "Searches that failed (the tensor was sent uncompressed)",
+                "Searches that failed (the key was stored)",
                 s.errors,
             ),
         ] {
@@ -174,27 +394,28 @@ impl Collector for TunerCollector {
         let c = ConstCounter::new(s.search_seconds);
         c.encode(encoder.encode_descriptor(
             "tuner_search_seconds",
-            "Time the auto-tuner spent in trial compression",
+            "Thread CPU time the auto-tuner spent in trial compression",
             None,
             c.metric_type(),
         )?)?;
         let g = ConstGauge::new(s.entries as i64);
         g.encode(encoder.encode_descriptor(
             "tuner_entries",
-            "(method, tensor, dtype) keys the auto-tuner remembers",
+            "(method, model, tensor, dtype) keys the auto-tuner remembers",
             None,
             g.metric_type(),
         )?)?;
 
         let picks = self.tuner.picks();
+        let unlisted = picks.len().saturating_sub(MAX_LISTED_PICKS);
         let ratio = ConstGauge::new(0.0f64);
         let mut family = encoder.encode_descriptor(
             "tuner_pick_sample_ratio",
-            "Current pick per tensor (codec, level, shuffle; codec=\"store\" when sent uncompressed) and the ratio it reached on the search's sample",
+            "Current pick per key at the last link rate it was judged at (codec, level, shuffle; codec=\"store\" when sent uncompressed) and the ratio it reached on the search's sample; at most 256 keys",
             None,
             ratio.metric_type(),
         )?;
-        for p in picks {
+        for p in picks.into_iter().take(MAX_LISTED_PICKS) {
             let (codec, level, shuffle) = match p.options {
                 Some(o) => (
                     o.codec.to_string(),
@@ -205,6 +426,7 @@ impl Collector for TunerCollector {
             };
             let labels = [
                 ("method", p.method),
+                ("model", p.model),
                 ("tensor", p.name),
                 ("dtype", p.dtype.to_string()),
                 ("codec", codec),
@@ -213,6 +435,13 @@ impl Collector for TunerCollector {
             ];
             ConstGauge::new(p.sample_ratio).encode(family.encode_family(&labels)?)?;
         }
+        let g = ConstGauge::new(unlisted as i64);
+        g.encode(encoder.encode_descriptor(
+            "tuner_picks_unlisted",
+            "Keys left out of bloscar_tuner_pick_sample_ratio to bound its size",
+            None,
+            g.metric_type(),
+        )?)?;
         Ok(())
     }
 }
