@@ -114,9 +114,10 @@ const UNKNOWN_PEER: Variable = var(
 );
 const LINK_MBPS: Variable = var(
     "BLOSCAR_LINK_MBPS",
-    "1000",
-    "a number above 0 (Mbit/s)",
-    "bandwidth of the link between the sidecars, which the auto setting optimises for",
+    "measured",
+    "measured, or a number above 0 (Mbit/s)",
+    "bandwidth of the link between the sidecars, which the auto setting optimises for: \
+     measured per peer from live calls, or fixed by this override",
 );
 const NDARRAY_RULES: Variable = var(
     "BLOSCAR_NDARRAY_RULES",
@@ -261,8 +262,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Outbound treatment of a peer not yet known to run a sidecar.
     pub unknown_peer: UnknownPeer,
-    /// Link bandwidth in Mbit/s, for the auto setting.
-    pub link_mbps: f64,
+    /// Link bandwidth in Mbit/s for the auto setting; `None`: measured from live calls.
+    pub link_mbps: Option<f64>,
     /// Tagged-ndarray rules: where tensors live in the user's own messages.
     pub ndarray_rules: Vec<TaggedRule>,
     /// Drain period after SIGTERM/SIGINT.
@@ -419,8 +420,13 @@ impl Config {
             "encode" => Some(UnknownPeer::Encode),
             _ => None,
         })?;
-        let link_mbps = parse(LINK_MBPS, raw.link_mbps, |s| {
-            s.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0)
+        let link_mbps = parse(LINK_MBPS, raw.link_mbps, |s| match s {
+            "measured" => Some(None),
+            s => s
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .map(Some),
         })?;
         let ndarray_rules = match raw.ndarray_rules {
             None => Vec::new(),

@@ -16,7 +16,7 @@
 //! run off its async threads. Nothing here does I/O, and memory is bounded by the chunk
 //! length whatever the message's size.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,21 @@ struct Tensor {
     tally: Option<Arc<TensorTally>>,
 }
 
+/// A call's model key, learned once (e.g. `resnet50:1`).
+pub type ModelSlot = Arc<OnceLock<String>>;
+
+/// The tuner's key for a model: name, then version and signature when given.
+pub fn model_key(model: &ModelId) -> String {
+    let mut key = model.name.clone();
+    for part in [&model.version, &model.signature] {
+        if !part.is_empty() {
+            key.push(':');
+            key.push_str(part);
+        }
+    }
+    key
+}
+
 /// The settings of a [`StreamEncoder`].
 #[derive(Clone)]
 pub struct EncoderContext {
@@ -105,9 +120,10 @@ pub struct EncoderContext {
     pub chooser: Arc<dyn Chooser>,
     /// The gRPC method of the message.
     pub method: Arc<str>,
-    /// The model the call names, when known from the request (responses name it too
-    /// late or not at all).
-    pub model: Option<Arc<str>>,
+    /// The model the call names, as the tuner keys it: set by whoever learns it first
+    /// (the request's walk, or the side that restored the request), read by both
+    /// directions of the call.
+    pub model: ModelSlot,
     /// The measured goodput of the link to the peer, bytes per second.
     pub link_bytes_per_sec: Option<f64>,
     /// Restored bytes per segment.
@@ -312,14 +328,23 @@ impl StreamEncoder {
 
     /// Asks the chooser about the current tensor, from its first chunk.
     fn decide(&mut self, out: &mut Vec<Out>) {
+        if self.context.model.get().is_none()
+            && let Spans::Walk(walk) = &self.spans
+            && let Some(model) = walk.model()
+        {
+            let _ = self.context.model.set(model_key(model));
+        }
         let Some(tensor) = self.tensor.as_mut() else {
             return;
         };
+        let model = self.context.model.get().map_or("", String::as_str);
         let info = TensorInfo {
             method: &self.context.method,
             name: &tensor.start.name,
             dtype: tensor.start.dtype,
             elem_size: tensor.start.elem_size,
+            model,
+            link_bytes_per_sec: self.context.link_bytes_per_sec,
         };
         let options = self.context.chooser.choose(&info, &tensor.chunk);
         tensor.decision = match options {
@@ -328,8 +353,7 @@ impl StreamEncoder {
         };
         if let Decision::Compress(options) = tensor.decision {
             tensor.tally = Some(Arc::new(TensorTally::new(
-                Arc::clone(&self.context.chooser),
-                Arc::clone(&self.context.method),
+                &self.context,
                 &tensor.start,
                 options,
             )));
@@ -477,6 +501,8 @@ fn range_spans(
 struct TensorTally {
     chooser: Arc<dyn Chooser>,
     method: Arc<str>,
+    model: String,
+    link_bytes_per_sec: Option<f64>,
     name: String,
     dtype: DType,
     elem_size: usize,
@@ -494,15 +520,12 @@ struct TensorTally {
 }
 
 impl TensorTally {
-    fn new(
-        chooser: Arc<dyn Chooser>,
-        method: Arc<str>,
-        start: &TensorStart,
-        options: CompressOptions,
-    ) -> Self {
+    fn new(context: &EncoderContext, start: &TensorStart, options: CompressOptions) -> Self {
         TensorTally {
-            chooser,
-            method,
+            chooser: Arc::clone(&context.chooser),
+            method: Arc::clone(&context.method),
+            model: context.model.get().cloned().unwrap_or_default(),
+            link_bytes_per_sec: context.link_bytes_per_sec,
             name: start.name.clone(),
             dtype: start.dtype,
             elem_size: start.elem_size,
@@ -553,6 +576,8 @@ impl TensorTally {
             name: &self.name,
             dtype: self.dtype,
             elem_size: self.elem_size,
+            model: &self.model,
+            link_bytes_per_sec: self.link_bytes_per_sec,
         };
         let outcome = TensorOutcome {
             name: self.name.clone(),

@@ -24,7 +24,7 @@ fn defaults_serve_an_inbound_sidecar() {
     assert_eq!(c.min_tensor_bytes, 10 * 1024);
     assert_eq!(c.max_message_bytes, u32::MAX as usize);
     assert_eq!(c.unknown_peer, UnknownPeer::Identity);
-    assert_eq!(c.link_mbps, 1000.0);
+    assert_eq!(c.link_mbps, None);
     assert!(c.ndarray_rules.is_empty());
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.log, "info");
@@ -293,12 +293,13 @@ fn unknown_peer() {
 #[test]
 fn link_mbps() {
     let link = |s: &str| config(&[("BLOSCAR_LINK_MBPS", s)]).unwrap().link_mbps;
-    assert_eq!(link("100"), 100.0);
-    assert_eq!(link("2.5"), 2.5);
+    assert_eq!(link("100"), Some(100.0));
+    assert_eq!(link("2.5"), Some(2.5));
+    assert_eq!(link("measured"), None);
     for bad in ["0", "-5", "inf", "NaN", "fast"] {
         assert_eq!(
             error_line(&[("BLOSCAR_LINK_MBPS", bad)]),
-            format!("BLOSCAR_LINK_MBPS: invalid value {bad:?}: expected a number above 0 (Mbit/s)")
+            format!("BLOSCAR_LINK_MBPS: invalid value {bad:?}: expected measured, or a number above 0 (Mbit/s)")
         );
     }
 }

@@ -17,9 +17,14 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
-use super::Shared;
+use super::clock::RecvClock;
 use super::encode::MAX_JOBS_AHEAD;
+use super::link::{self, SharedTiming};
 use super::pipeline::{Pending, Pipeline};
+use super::{Role, Shared};
+use crate::codec::tune::link::{LinkSample, SampleKind};
+use crate::locate::StreamWalk;
+use crate::stream_encoder::{ModelSlot, model_key};
 use crate::container::stream::{Record, StreamDecoder};
 use crate::error::BoxError;
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent, prefix};
@@ -61,6 +66,30 @@ enum Input {
     Done,
 }
 
+/// What a decoding body knows of its call.
+pub struct CallContext {
+    /// The gRPC method.
+    pub method: Arc<str>,
+    /// Which way the body's messages travel.
+    pub direction: Direction,
+    /// Where a failure is left for the other side of the call.
+    pub slot: ErrorSlot,
+    /// How the call's bodies crossed the link.
+    pub timing: SharedTiming,
+    /// The model the call names: a request's decoder learns it for the response.
+    pub model: ModelSlot,
+}
+
+/// Learns the model a request names from its first restored bytes (the model's fields
+/// come first in every protocol bloscar knows).
+struct ModelSniff {
+    walk: StreamWalk,
+    fed: usize,
+}
+
+/// Bytes of a request looked at for its model before giving up.
+const MODEL_SNIFF_BYTES: usize = 64 * 1024;
+
 pin_project! {
     /// A gRPC body whose bloscar records reach the app as identity messages.
     pub struct DecodeBody<B> {
@@ -70,6 +99,10 @@ pin_project! {
         method: Arc<str>,
         direction: Direction,
         slot: ErrorSlot,
+        timing: SharedTiming,
+        model: ModelSlot,
+        sniff: Option<ModelSniff>,
+        clock: RecvClock,
         frames: FrameDecoder,
         decoder: StreamDecoder,
         message: Message,
@@ -80,23 +113,21 @@ pin_project! {
 }
 
 impl<B> DecodeBody<B> {
-    /// Decodes the records of `inner`, a stream of `method` going in `direction`.
-    pub(super) fn new(
-        inner: B,
-        shared: Arc<Shared>,
-        method: Arc<str>,
-        direction: Direction,
-        slot: ErrorSlot,
-    ) -> Self {
+    /// Decodes the records of `inner` for the call described by `call`.
+    pub(super) fn new(inner: B, shared: Arc<Shared>, call: CallContext) -> Self {
         let decoder = StreamDecoder::new(*shared.codec.limits());
         DecodeBody {
             inner,
             pipeline: Pipeline::new(Arc::clone(&shared.jobs)),
             frames: FrameDecoder::new(shared.max_message_bytes),
             shared,
-            method,
-            direction,
-            slot,
+            method: call.method,
+            direction: call.direction,
+            slot: call.slot,
+            timing: call.timing,
+            model: call.model,
+            sniff: None,
+            clock: RecvClock::default(),
             decoder,
             message: Message::Idle,
             restoring: None,
@@ -168,6 +199,7 @@ where
             let ended = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut data) => {
+                        this.clock.arrived(data.len());
                         let mut reader = Reader {
                             shared: this.shared,
                             method: this.method,
@@ -177,6 +209,8 @@ where
                             message: this.message,
                             restoring: this.restoring,
                             pipeline: this.pipeline,
+                            model: this.model,
+                            sniff: this.sniff,
                         };
                         if let Err(status) = reader.consume(&mut data) {
                             return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
@@ -199,6 +233,37 @@ where
                 let status = Status::from(&crate::Error::from(err));
                 return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
             }
+            let mut ended = ended;
+            let mut timing = this.timing.lock().unwrap_or_else(|e| e.into_inner());
+            timing.received = Some(this.clock.clone());
+            // The outbound reads the inbound's report off the response's trailers.
+            if this.shared.role == Role::Outbound
+                && let Some(trailers) = ended.as_mut()
+            {
+                let report = link::take_report(trailers);
+                let now = Instant::now();
+                for goodput in link::goodputs(&timing, &report) {
+                    let sample = LinkSample {
+                        bytes: goodput.bytes,
+                        secs: goodput.secs,
+                        kind: if goodput.link_bound {
+                            SampleKind::Exact
+                        } else {
+                            SampleKind::AtLeast
+                        },
+                    };
+                    if this.shared.link.record(sample, now) {
+                        tracing::debug!(
+                            bytes = goodput.bytes,
+                            secs = goodput.secs,
+                            link_bound = goodput.link_bound,
+                            estimate_mbps = this.shared.link.rate(now).map(|r| r * 8e-6),
+                            "link sample"
+                        );
+                    }
+                }
+            }
+            drop(timing);
             *this.input = Input::Ended(ended);
         }
     }
@@ -214,6 +279,8 @@ struct Reader<'a> {
     message: &'a mut Message,
     restoring: &'a mut Option<Restoring>,
     pipeline: &'a mut Pipeline,
+    model: &'a ModelSlot,
+    sniff: &'a mut Option<ModelSniff>,
 }
 
 impl Reader<'_> {
@@ -231,6 +298,7 @@ impl Reader<'_> {
                         }
                         self.pipeline
                             .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                        self.start_sniff(len);
                         *self.message = Message::Identity {
                             len,
                             started: Instant::now(),
@@ -249,7 +317,10 @@ impl Reader<'_> {
                     }
                 }
                 FrameEvent::Data(bytes) => match self.message {
-                    Message::Identity { .. } => self.pipeline.push_bytes(bytes),
+                    Message::Identity { .. } => {
+                        self.sniff(&bytes);
+                        self.pipeline.push_bytes(bytes);
+                    }
                     Message::Record(buf) => buf.extend_from_slice(&bytes),
                     Message::Idle => {
                         return Err(Status::new(Code::Internal, "message bytes before a prefix"));
@@ -290,20 +361,28 @@ impl Reader<'_> {
                     .ok_or_else(|| too_large(restored_len, max))?;
                 self.pipeline
                     .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                self.start_sniff(len);
                 *self.restoring = Some(Restoring {
                     len,
                     wire_len: 0,
                     started: Instant::now(),
                 });
             }
-            Record::Plain(bytes) => self.pipeline.push_bytes(bytes),
-            Record::Blosc(job) => self.pipeline.push_job(
-                move || {
-                    job.run()
-                        .map_err(|err| Status::from(&crate::Error::from(err)))
-                },
-                None,
-            ),
+            Record::Plain(bytes) => {
+                self.sniff(&bytes);
+                self.pipeline.push_bytes(bytes);
+            }
+            Record::Blosc(job) => {
+                // Tensor data: the model's fields, if any, came before.
+                *self.sniff = None;
+                self.pipeline.push_job(
+                    move || {
+                        job.run()
+                            .map_err(|err| Status::from(&crate::Error::from(err)))
+                    },
+                    None,
+                );
+            }
             Record::Whole(job) => {
                 let len = job.restored_len();
                 if len > max {
@@ -341,6 +420,37 @@ impl Reader<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Reader<'_> {
+    /// Starts looking for the model in a request message of `len` bytes, unless it is
+    /// known already.
+    fn start_sniff(&mut self, len: usize) {
+        *self.sniff = None;
+        if self.direction != Direction::Request || self.model.get().is_some() {
+            return;
+        }
+        if let Some(walk) = self.shared.codec.locator().stream(self.method, Direction::Request, len) {
+            *self.sniff = Some(ModelSniff { walk, fed: 0 });
+        }
+    }
+
+    /// Feeds restored request bytes to the model sniff.
+    fn sniff(&mut self, bytes: &[u8]) {
+        let Some(sniff) = self.sniff.as_mut() else {
+            return;
+        };
+        let take = bytes.len().min(MODEL_SNIFF_BYTES - sniff.fed);
+        let mut spans = Vec::new();
+        sniff.walk.feed(&bytes[..take], &mut spans);
+        sniff.fed += take;
+        if let Some(model) = sniff.walk.model() {
+            let _ = self.model.set(model_key(model));
+            *self.sniff = None;
+        } else if sniff.fed >= MODEL_SNIFF_BYTES {
+            *self.sniff = None;
+        }
     }
 }
 

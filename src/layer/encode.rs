@@ -18,6 +18,8 @@ use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
 use super::Shared;
+use super::clock::SendClock;
+use super::link::{self, SharedTiming};
 use super::pipeline::{Pending, Pipeline};
 use crate::error::BoxError;
 use crate::grpc::encoding::{self, Encoding};
@@ -56,6 +58,9 @@ pin_project! {
         pipeline: Pipeline,
         input: Input,
         scratch: Vec<Out>,
+        clock: SendClock,
+        timing: SharedTiming,
+        report: bool,
     }
 }
 
@@ -69,7 +74,9 @@ enum Input {
 
 impl<B> EncodeBody<B> {
     /// Encodes the messages of `inner`, a stream of `context.method` going in
-    /// `direction`, sent by the app in `source`.
+    /// `direction`, sent by the app in `source`. How it was sent goes to `timing`; with
+    /// `report`, the trailers also carry the call's link report to the peer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: B,
         shared: Arc<Shared>,
@@ -77,6 +84,8 @@ impl<B> EncodeBody<B> {
         direction: Direction,
         source: Encoding,
         slot: ErrorSlot,
+        timing: SharedTiming,
+        report: bool,
     ) -> Self {
         let max = shared.max_message_bytes;
         EncodeBody {
@@ -91,6 +100,9 @@ impl<B> EncodeBody<B> {
             message: Message::Idle,
             input: Input::Open,
             scratch: Vec::new(),
+            clock: SendClock::default(),
+            timing,
+            report,
         }
     }
 }
@@ -104,6 +116,30 @@ where
     type Error = BoxError;
 
     fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = self.as_mut().poll_encoded(cx);
+        let this = self.project();
+        match &polled {
+            Poll::Pending => this.clock.stall(),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.clock.sent(data.len());
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+        polled
+    }
+}
+
+impl<B> EncodeBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    fn poll_encoded(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -146,8 +182,18 @@ where
                     if !pipeline_empty {
                         return Poll::Pending;
                     }
-                    let trailers = trailers.take();
+                    let mut trailers = trailers.take();
                     *this.input = Input::Done;
+                    let mut timing = this.timing.lock().unwrap_or_else(|e| e.into_inner());
+                    timing.sent = Some(this.clock.clone());
+                    if *this.report
+                        && let Some(trailers) = trailers.as_mut()
+                        && let Some(value) =
+                            link::report(timing.received.as_ref(), timing.sent.as_ref())
+                    {
+                        trailers.insert(link::LINK_TRAILER, value);
+                    }
+                    drop(timing);
                     match trailers {
                         Some(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
                         None => return Poll::Ready(None),

@@ -14,8 +14,10 @@
 //! wrap a tonic `Channel` with an outbound layer, or put an inbound layer in
 //! `tonic::transport::Server::builder().layer(...)`.
 
+mod clock;
 pub mod decode;
 pub mod encode;
+pub mod link;
 pub mod negotiate;
 mod peer;
 mod pipeline;
@@ -23,6 +25,7 @@ mod role;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -47,7 +50,9 @@ use crate::grpc::error_body::{GrpcErrorBody, status_of};
 use crate::grpc::{self, ErrorSlot, Status};
 use crate::locate::Direction;
 use crate::metrics::{Metrics, StreamGuard};
-use crate::stream_encoder::{DEFAULT_CHUNK_LEN, EncoderContext};
+use crate::codec::tune::link::LinkEstimator;
+use crate::stream_encoder::{DEFAULT_CHUNK_LEN, EncoderContext, ModelSlot};
+use self::link::SharedTiming;
 
 /// The body type the layer hands to the service it wraps and returns to its caller.
 pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -61,6 +66,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Bounds the Blosc jobs running at once across all streams of the layer.
     jobs: Arc<Semaphore>,
+    /// Outbound: the measured link to the peer.
+    link: Arc<LinkEstimator>,
 }
 
 /// Blosc jobs at once per layer: one per core, plus one so a core never idles while a
@@ -91,6 +98,7 @@ impl BloscarLayer {
                 peer: PeerCapability::new(UnknownPeer::default()),
                 metrics: Arc::new(Metrics::new()),
                 jobs: Arc::new(Semaphore::new(job_slots())),
+                link: Arc::new(LinkEstimator::new()),
             }),
         }
     }
@@ -130,6 +138,7 @@ impl BloscarLayer {
             peer: PeerCapability::new(UnknownPeer::default()),
             metrics: Arc::clone(&shared.metrics),
             jobs: Arc::clone(&shared.jobs),
+            link: Arc::new(LinkEstimator::new()),
         });
         edit(&mut shared);
         BloscarLayer {
@@ -199,6 +208,9 @@ where
             slot: ErrorSlot::default(),
             guard: shared.metrics.stream_started(),
             client_reads_bloscar: false,
+            link_rate: None,
+            model: ModelSlot::default(),
+            timing: SharedTiming::default(),
             shared,
         };
         let (call, request) = call.request(request);
@@ -218,6 +230,13 @@ struct Call {
     guard: StreamGuard,
     /// Inbound: the request said the client side reads `bloscar`.
     client_reads_bloscar: bool,
+    /// The link's goodput to the peer in bytes per second: measured here (outbound) or
+    /// told by the outbound (inbound).
+    link_rate: Option<f64>,
+    /// The model the call names, once learned.
+    model: ModelSlot,
+    /// How the call's bodies crossed the link.
+    timing: SharedTiming,
 }
 
 impl Call {
@@ -236,14 +255,22 @@ impl Call {
         // delimits messages: a declared length would no longer hold.
         parts.headers.remove(CONTENT_LENGTH);
         let plan = match self.shared.role {
-            Role::Outbound => negotiate::outbound_request(
-                &mut parts.headers,
-                self.shared.peer.reads_bloscar(),
-                self.knows(Direction::Request),
-            ),
+            Role::Outbound => {
+                let plan = negotiate::outbound_request(
+                    &mut parts.headers,
+                    self.shared.peer.reads_bloscar(),
+                    self.knows(Direction::Request),
+                );
+                self.link_rate = self.shared.link.rate(Instant::now());
+                if let Some(value) = self.link_rate.and_then(link::rate_header) {
+                    parts.headers.insert(link::LINK_RATE_HEADER, value);
+                }
+                plan
+            }
             Role::Inbound => {
                 let (reads, plan) = negotiate::inbound_request(&mut parts.headers);
                 self.client_reads_bloscar = reads;
+                self.link_rate = link::take_rate(&mut parts.headers);
                 plan
             }
         };
@@ -319,10 +346,13 @@ impl Call {
                 let context = EncoderContext {
                     chooser: Arc::clone(shared.codec.chooser()),
                     method: Arc::clone(&self.method),
-                    model: None,
-                    link_bytes_per_sec: None,
+                    model: Arc::clone(&self.model),
+                    link_bytes_per_sec: self.link_rate,
                     chunk_len: DEFAULT_CHUNK_LEN,
                 };
+                // The inbound reports, with its response's trailers, how the call
+                // crossed the link.
+                let report = shared.role == Role::Inbound;
                 boxed(encode::EncodeBody::new(
                     body,
                     shared,
@@ -330,15 +360,20 @@ impl Call {
                     direction,
                     source,
                     self.slot.clone(),
+                    Arc::clone(&self.timing),
+                    report,
                 ))
             }
-            BodyPlan::Decode => boxed(decode::DecodeBody::new(
-                body,
-                shared,
-                Arc::clone(&self.method),
-                direction,
-                self.slot.clone(),
-            )),
+            BodyPlan::Decode => {
+                let call = decode::CallContext {
+                    method: Arc::clone(&self.method),
+                    direction,
+                    slot: self.slot.clone(),
+                    timing: Arc::clone(&self.timing),
+                    model: Arc::clone(&self.model),
+                };
+                boxed(decode::DecodeBody::new(body, shared, call))
+            }
         }
     }
 
