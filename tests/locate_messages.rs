@@ -7,13 +7,17 @@
 //! exactly the payloads, so the located ranges are checked against positions the
 //! encoder chose, not against the locator's own arithmetic. Then the message is encoded
 //! into a bloscar container and decoded back, bit-exact.
+//!
+//! The streaming walk ([`Locator::stream`]) is checked on the same messages, fed in
+//! chunks of random sizes (1-byte chunks too): it finds exactly the whole-message
+//! locator's ranges, and the model the message names.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bloscar::locate::{
-    Direction, KSERVE_MODEL_INFER, KSERVE_MODEL_STREAM_INFER, Locator, TF_SERVING_PREDICT,
-    TaggedRule, TensorRange,
+    Direction, KSERVE_MODEL_INFER, KSERVE_MODEL_STREAM_INFER, Locator, ModelId, Span,
+    TF_SERVING_PREDICT, TaggedRule, TensorRange,
 };
 use bloscar::pb::bloscar::v1::NdArray;
 use bloscar::pb::example::imaging::v1::{Band, DenoiseRequest, DenoiseResponse};
@@ -22,7 +26,8 @@ use bloscar::pb::inference::{
     ModelStreamInferResponse, infer_parameter::ParameterChoice,
     model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
 };
-use bloscar::pb::tensorflow::serving::{PredictRequest, PredictResponse};
+use bloscar::pb::tensorflow::serving::model_spec::VersionChoice;
+use bloscar::pb::tensorflow::serving::{Int64Value, PredictRequest, PredictResponse};
 use bloscar::pb::tensorflow::{TensorProto, TensorShapeProto, tensor_shape_proto::Dim};
 use bloscar::{Codec, CompressOptions, DType, FixedChooser, Limits, MessageCodec, Shuffle};
 use proptest::prelude::*;
@@ -126,6 +131,83 @@ fn check_round_trip(
         assert_eq!(encoded.tensors.len(), located);
         assert_eq!(codec.decode(&encoded.bytes).unwrap(), msg);
     }
+}
+
+/// Feeds `msg` to a streaming walk in chunks of the sizes in `chunks` (cycled): each
+/// feed's spans cover exactly its bytes, a tensor's spans follow each other and add up to
+/// its length, the tensors are the whole-message locator's ranges, and the model is
+/// `model`.
+fn check_stream(
+    locator: &Locator,
+    method: &str,
+    direction: Direction,
+    msg: &[u8],
+    chunks: &[usize],
+    model: &ModelId,
+) {
+    let mut walk = locator
+        .stream(method, direction, msg.len())
+        .expect("a built-in protocol streams");
+    let mut spans = Vec::new();
+    let mut pos = 0;
+    for &size in chunks.iter().cycle() {
+        if pos == msg.len() {
+            break;
+        }
+        let n = size.clamp(1, msg.len() - pos);
+        let before = spans.len();
+        walk.feed(&msg[pos..pos + n], &mut spans);
+        assert_eq!(spans[before..].iter().map(Span::len).sum::<usize>(), n);
+        pos += n;
+    }
+    // (offset, len, elem_size, name, dtype) of each tensor, its bytes counted as they come.
+    let mut got = Vec::new();
+    let mut offset = 0;
+    let mut due = 0;
+    for span in &spans {
+        match span {
+            Span::Plain(_) => assert_eq!(due, 0, "plain bytes inside a tensor"),
+            Span::Tensor {
+                len,
+                start: Some(s),
+            } => {
+                assert_eq!(due, 0, "a tensor inside a tensor");
+                due = s.len - len;
+                got.push((offset, s.len, s.elem_size, s.name.clone(), s.dtype));
+            }
+            Span::Tensor { len, start: None } => due -= len,
+        }
+        assert!(!span.is_empty());
+        offset += span.len();
+    }
+    assert_eq!((offset, due), (msg.len(), 0));
+    let want: Vec<_> = locator
+        .locate(method, direction, msg)
+        .iter()
+        .map(|r| (r.offset, r.len, r.elem_size, r.name.to_owned(), r.dtype))
+        .collect();
+    assert_eq!(got, want, "{method} in chunks {chunks:?}");
+    assert!(walk.is_done() && !walk.is_malformed());
+    assert_eq!(walk.model(), Some(model));
+    assert_eq!(locator.model(method, direction, msg).as_ref(), Some(model));
+}
+
+/// Chunk sizes: single bytes, the whole message at once, or a few random sizes.
+fn chunking() -> impl Strategy<Value = Vec<usize>> {
+    prop_oneof![
+        1 => Just(vec![1]),
+        1 => Just(vec![usize::MAX]),
+        3 => prop::collection::vec(1usize..300, 1..5),
+    ]
+}
+
+/// A KServe model name and version (empty ones too: the message then omits them).
+fn kserve_model() -> impl Strategy<Value = ModelId> {
+    ("[a-z_]{0,10}", "[0-9]{0,3}").prop_map(|(name, version)| ModelId {
+        name,
+        version,
+        signature: String::new(),
+    })
 }
 
 fn f32_of(b: &[u8]) -> f32 {
@@ -439,33 +521,62 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn kserve_request_ranges(inputs in kserve_tensors(), opts in options()) {
+    fn kserve_request_ranges(
+        inputs in kserve_tensors(),
+        opts in options(),
+        chunks in chunking(),
+        model in kserve_model(),
+    ) {
+        let name = |mut req: ModelInferRequest| {
+            req.model_name = model.name.clone();
+            req.model_version = model.version.clone();
+            req
+        };
         let (req, exp) = kserve_request(&inputs, false);
         let (flipped, _) = kserve_request(&inputs, true);
-        let msg = req.encode_to_vec();
+        let msg = name(req).encode_to_vec();
+        let flipped = name(flipped).encode_to_vec();
         let locator = Locator::default();
         for method in [KSERVE_MODEL_INFER, KSERVE_MODEL_STREAM_INFER] {
             let ranges = locator.locate(method, Direction::Request, &msg);
-            check_ranges(&msg, &flipped.encode_to_vec(), &ranges, &exp);
+            check_ranges(&msg, &flipped, &ranges, &exp);
             check_round_trip(&locator, method, Direction::Request, &msg, opts);
+            check_stream(&locator, method, Direction::Request, &msg, &chunks, &model);
         }
     }
 
     #[test]
-    fn kserve_response_ranges(outputs in kserve_tensors(), opts in options()) {
+    fn kserve_response_ranges(
+        outputs in kserve_tensors(),
+        opts in options(),
+        chunks in chunking(),
+        model in kserve_model(),
+        error_message in "[a-z ]{0,8}",
+    ) {
+        let name = |mut resp: ModelInferResponse| {
+            resp.model_name = model.name.clone();
+            resp.model_version = model.version.clone();
+            resp
+        };
         let (resp, exp) = kserve_response(&outputs, false);
         let (flipped, _) = kserve_response(&outputs, true);
+        let (resp, flipped) = (name(resp), name(flipped));
         let msg = resp.encode_to_vec();
         let locator = Locator::default();
         let ranges = locator.locate(KSERVE_MODEL_INFER, Direction::Response, &msg);
         check_ranges(&msg, &flipped.encode_to_vec(), &ranges, &exp);
         check_round_trip(&locator, KSERVE_MODEL_INFER, Direction::Response, &msg, opts);
+        check_stream(&locator, KSERVE_MODEL_INFER, Direction::Response, &msg, &chunks, &model);
 
-        let stream = |resp| ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) };
+        let stream = |resp| ModelStreamInferResponse {
+            error_message: error_message.clone(),
+            infer_response: Some(resp),
+        };
         let msg = stream(resp).encode_to_vec();
         let ranges = locator.locate(KSERVE_MODEL_STREAM_INFER, Direction::Response, &msg);
         check_ranges(&msg, &stream(flipped).encode_to_vec(), &ranges, &exp);
         check_round_trip(&locator, KSERVE_MODEL_STREAM_INFER, Direction::Response, &msg, opts);
+        check_stream(&locator, KSERVE_MODEL_STREAM_INFER, Direction::Response, &msg, &chunks, &model);
     }
 }
 
@@ -632,14 +743,32 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn tf_serving_ranges(tensors in tf_tensors(), opts in options()) {
+    fn tf_serving_ranges(
+        tensors in tf_tensors(),
+        opts in options(),
+        chunks in chunking(),
+        (name, signature) in ("[a-z]{0,8}", "[a-z_]{0,16}"),
+        version in prop::option::of(prop_oneof![
+            any::<i64>().prop_map(|value| VersionChoice::Version(Int64Value { value })),
+            "[a-z0-9]{0,6}".prop_map(VersionChoice::VersionLabel),
+        ]),
+    ) {
         let locator = Locator::default();
         let (inputs, exp) = tf_map(&tensors, false);
         let (flipped_inputs, _) = tf_map(&tensors, true);
         let spec = bloscar::pb::tensorflow::serving::ModelSpec {
-            name: "model".into(),
-            signature_name: "serving_default".into(),
-            ..Default::default()
+            name: name.clone(),
+            signature_name: signature.clone(),
+            version_choice: version.clone(),
+        };
+        let model = ModelId {
+            name,
+            version: match version {
+                Some(VersionChoice::Version(v)) => v.value.to_string(),
+                Some(VersionChoice::VersionLabel(label)) => label,
+                None => String::new(),
+            },
+            signature,
         };
         let req = |inputs| PredictRequest {
             model_spec: Some(spec.clone()),
@@ -650,12 +779,14 @@ proptest! {
         let ranges = locator.locate(TF_SERVING_PREDICT, Direction::Request, &msg);
         check_ranges(&msg, &req(flipped_inputs.clone()).encode_to_vec(), &ranges, &exp);
         check_round_trip(&locator, TF_SERVING_PREDICT, Direction::Request, &msg, opts);
+        check_stream(&locator, TF_SERVING_PREDICT, Direction::Request, &msg, &chunks, &model);
 
         let resp = |outputs| PredictResponse { outputs, model_spec: Some(spec.clone()) };
         let msg = resp(inputs).encode_to_vec();
         let ranges = locator.locate(TF_SERVING_PREDICT, Direction::Response, &msg);
         check_ranges(&msg, &resp(flipped_inputs).encode_to_vec(), &ranges, &exp);
         check_round_trip(&locator, TF_SERVING_PREDICT, Direction::Response, &msg, opts);
+        check_stream(&locator, TF_SERVING_PREDICT, Direction::Response, &msg, &chunks, &model);
     }
 }
 

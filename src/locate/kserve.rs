@@ -182,17 +182,8 @@ fn typed_contents<'a>(
 ) -> Result<(), WireError> {
     for field in contents {
         let field = field?;
-        // (the field's own element type, the width of a stored value)
-        let (field_dtype, elem_size) = match field.number {
-            1 => (DType::Bool, 1),
-            2 => (DType::I32, 1),
-            3 => (DType::I64, 1),
-            4 => (DType::U32, 1),
-            5 => (DType::U64, 1),
-            6 => (DType::F32, 4),
-            7 => (DType::F64, 8),
-            8 => (DType::Bytes, 1),
-            _ => continue,
+        let Some((field_dtype, elem_size)) = contents_field(field.number) else {
+            continue;
         };
         // Unpacked scalars (a legal but unusual encoding) are single values: skipped.
         let Some(bytes) = field.bytes() else { continue };
@@ -205,6 +196,22 @@ fn typed_contents<'a>(
         });
     }
     Ok(())
+}
+
+/// An `InferTensorContents` field: (its own element type, the width of a stored value);
+/// fields 1-7 are packed repeated scalars, 8 is repeated bytes.
+pub(super) fn contents_field(number: u32) -> Option<(DType, usize)> {
+    Some(match number {
+        1 => (DType::Bool, 1),
+        2 => (DType::I32, 1),
+        3 => (DType::I64, 1),
+        4 => (DType::U32, 1),
+        5 => (DType::U64, 1),
+        6 => (DType::F32, 4),
+        7 => (DType::F64, 8),
+        8 => (DType::Bytes, 1),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -19,12 +19,14 @@
 //! (for metrics and the tuner), or the field's type where the message declares none.
 
 mod kserve;
+mod stream;
 mod tagged;
 mod tfserving;
 pub mod wire;
 
 use std::sync::Arc;
 
+pub use stream::{MAX_CAPTURE, ModelId, Span, StreamWalk, TensorStart};
 pub use tagged::{MAX_PATH_LEN, RuleError, TaggedRule};
 
 use crate::DType;

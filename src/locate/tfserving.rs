@@ -12,11 +12,11 @@ use super::wire::{Fields, WireError};
 use super::{Direction, TensorRange, name_of};
 use crate::DType;
 
-const REQUEST_INPUTS: u32 = 2;
-const RESPONSE_OUTPUTS: u32 = 1;
+pub(super) const REQUEST_INPUTS: u32 = 2;
+pub(super) const RESPONSE_OUTPUTS: u32 = 1;
 
-const TENSOR_DTYPE: u32 = 1;
-const TENSOR_CONTENT: u32 = 4;
+pub(super) const TENSOR_DTYPE: u32 = 1;
+pub(super) const TENSOR_CONTENT: u32 = 4;
 
 /// `Predict`: a `PredictRequest` in, a `PredictResponse` out.
 pub(super) fn predict<'a>(
@@ -80,24 +80,13 @@ pub(super) fn tensor_proto<'a>(
     for field in tensor {
         let field = field?;
         let Some(bytes) = field.bytes() else { continue };
-        let (field_dtype, elem_size) = match field.number {
-            TENSOR_CONTENT => match dtype {
-                Some(dtype) => (dtype, dtype.elem_size()),
+        let (field_dtype, elem_size) = match (field.number, dtype) {
+            (TENSOR_CONTENT, Some(dtype)) => (dtype, dtype.elem_size()),
+            (TENSOR_CONTENT, None) => continue,
+            (number, _) => match typed_field(number) {
+                Some(typed) => typed,
                 None => continue,
             },
-            5 => (DType::F32, 4),         // float_val
-            6 => (DType::F64, 8),         // double_val
-            7 => (DType::I32, 1),         // int_val, varints
-            8 => (DType::Bytes, 1),       // string_val, one field per element
-            9 => (DType::Complex64, 4),   // scomplex_val
-            10 => (DType::I64, 1),        // int64_val, varints
-            11 => (DType::Bool, 1),       // bool_val, varints
-            12 => (DType::Complex128, 8), // dcomplex_val
-            13 => (DType::F16, 1),        // half_val, varints of the 16-bit patterns
-            16 => (DType::U32, 1),        // uint32_val, varints
-            17 => (DType::U64, 1),        // uint64_val, varints
-            18 => (DType::F8E5M2, 1),     // float8_val, bytes
-            _ => continue,
         };
         out.push(TensorRange {
             offset: field.offset,
@@ -108,4 +97,24 @@ pub(super) fn tensor_proto<'a>(
         });
     }
     Ok(())
+}
+
+/// A typed repeated field of `TensorProto`: (its own element type, the width of a stored
+/// value).
+pub(super) fn typed_field(number: u32) -> Option<(DType, usize)> {
+    Some(match number {
+        5 => (DType::F32, 4),         // float_val
+        6 => (DType::F64, 8),         // double_val
+        7 => (DType::I32, 1),         // int_val, varints
+        8 => (DType::Bytes, 1),       // string_val, one field per element
+        9 => (DType::Complex64, 4),   // scomplex_val
+        10 => (DType::I64, 1),        // int64_val, varints
+        11 => (DType::Bool, 1),       // bool_val, varints
+        12 => (DType::Complex128, 8), // dcomplex_val
+        13 => (DType::F16, 1),        // half_val, varints of the 16-bit patterns
+        16 => (DType::U32, 1),        // uint32_val, varints
+        17 => (DType::U64, 1),        // uint64_val, varints
+        18 => (DType::F8E5M2, 1),     // float8_val, bytes
+        _ => return None,
+    })
 }
