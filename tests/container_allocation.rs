@@ -1,11 +1,14 @@
-//! A container that lies about its sizes is rejected before anything of the claimed size
-//! is allocated. A counting global allocator records the largest single allocation.
+//! A container or a streamed record that lies about its sizes is rejected before anything
+//! of the claimed size is allocated. A counting global allocator records the largest single allocation.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bloscar::ErrorKind;
+use bloscar::container::stream::{self, Record, StreamDecoder};
 use bloscar::container::{self, ContainerError, Limits, PatchSpec};
+use bytes::Bytes;
 
 struct Counting;
 
@@ -107,4 +110,82 @@ fn honest_container_allocates_the_message_once() {
     let (result, largest) = largest_allocation(|| container::decode(&bytes, &Limits::default()));
     assert_eq!(result.unwrap(), msg);
     assert_eq!(largest, msg.len());
+}
+
+/// A streamed segment record of `payload` claiming to restore `claimed` bytes.
+fn lying_segment(kind: u8, claimed: u32, payload: &[u8]) -> Bytes {
+    let mut record = vec![kind, 0, 0, 0];
+    record.extend_from_slice(&claimed.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&record);
+    crc.update(payload);
+    record.extend_from_slice(&crc.finalize().to_le_bytes());
+    record.extend_from_slice(payload);
+    Bytes::from(record)
+}
+
+/// A decoder inside a container announced to restore 3 GiB.
+fn open_decoder(limits: Limits) -> StreamDecoder {
+    let mut decoder = StreamDecoder::new(limits);
+    let header = stream::header_record(3 << 30);
+    decoder.push(Bytes::copy_from_slice(&header)).unwrap();
+    decoder
+}
+
+#[test]
+fn tiny_segment_claiming_gigabytes_is_refused_without_allocating() {
+    let _serial = SERIAL.lock().unwrap();
+    let chunk = stream::blosc_segment(&[7; 64], 1, Default::default()).unwrap();
+    let chunk = &chunk[stream::SEGMENT_HEAD_LEN..];
+    for kind in [1, 2] {
+        let record = lying_segment(kind, 2 << 30, chunk);
+        let mut decoder = open_decoder(Limits::default());
+        let (result, largest) = largest_allocation(|| decoder.push(record));
+        let err = result.unwrap_err();
+        assert_eq!(
+            err,
+            ContainerError::SegmentTooLarge {
+                declared: 2 << 30,
+                limit: Limits::DEFAULT_MAX_SEGMENT
+            }
+        );
+        assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+        assert!(largest < 4096, "allocated {largest} bytes");
+    }
+}
+
+#[test]
+fn tiny_segment_claiming_gigabytes_is_refused_by_its_chunk_header_without_limits() {
+    let _serial = SERIAL.lock().unwrap();
+    let chunk = stream::blosc_segment(&[7; 64], 1, Default::default()).unwrap();
+    let record = lying_segment(2, 2 << 30, &chunk[stream::SEGMENT_HEAD_LEN..]);
+    let unlimited = Limits {
+        max_segment_len: usize::MAX,
+        ..Limits::default()
+    };
+    let mut decoder = open_decoder(unlimited);
+    let (result, largest) = largest_allocation(|| decoder.push(record));
+    let err = result.unwrap_err();
+    assert!(matches!(err, ContainerError::SegmentData { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::DataLoss);
+    assert!(largest < 4096, "allocated {largest} bytes");
+}
+
+#[test]
+fn honest_blosc_segment_allocates_its_bytes_once() {
+    let _serial = SERIAL.lock().unwrap();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i / 1000) as u8).collect();
+    let record = Bytes::from(stream::blosc_segment(&data, 1, Default::default()).unwrap());
+    let mut decoder = StreamDecoder::new(Limits::default());
+    decoder
+        .push(Bytes::copy_from_slice(&stream::header_record(
+            data.len() as u64
+        )))
+        .unwrap();
+    let (restored, largest) = largest_allocation(|| match decoder.push(record).unwrap() {
+        Record::Blosc(job) => job.run().unwrap(),
+        other => panic!("{other:?}"),
+    });
+    assert_eq!(restored, data);
+    assert_eq!(largest, data.len());
 }
