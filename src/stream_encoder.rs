@@ -16,8 +16,8 @@
 //! run off its async threads. Nothing here does I/O, and memory is bounded by the chunk
 //! length whatever the message's size.
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -279,34 +279,35 @@ impl StreamEncoder {
                 return;
             };
             let take = bytes.len().min(tensor.remaining);
+            if take == 0 {
+                // A tensor that claims no more bytes: the rest is plain.
+                self.tensor = None;
+                continue;
+            }
             let piece = bytes.split_to(take);
             tensor.remaining -= take;
-            match tensor.decision {
-                Decision::Store => {
-                    let done = tensor.remaining == 0;
-                    if done {
-                        self.tensor = None;
-                    }
-                    self.plain(piece, out);
-                }
-                Decision::Pending | Decision::Compress(_) => {
-                    self.gather(piece, out);
-                }
-            }
-            if take == 0 {
-                // A tensor that claims no bytes: drop it rather than loop.
-                self.tensor = None;
-            }
+            self.gather(piece, out);
         }
     }
 
     /// Adds tensor bytes to the current chunk; decides on the first full chunk and sends
-    /// each full chunk.
+    /// each full chunk. Once the tensor is to be stored, its bytes (the chunk held so far
+    /// first) go as plain bytes.
     fn gather(&mut self, mut piece: Bytes, out: &mut Vec<Out>) {
-        while !piece.is_empty() || self.tensor.as_ref().is_some_and(|t| t.remaining == 0) {
+        loop {
             let Some(tensor) = self.tensor.as_mut() else {
+                self.plain(piece, out);
                 return;
             };
+            if tensor.decision == Decision::Store {
+                let held = tensor.chunk.split().freeze();
+                if tensor.remaining == 0 {
+                    self.tensor = None;
+                }
+                self.plain(held, out);
+                self.plain(piece, out);
+                return;
+            }
             let room = tensor.chunk_len - tensor.chunk.len();
             let take = room.min(piece.len());
             tensor.chunk.extend_from_slice(&piece.split_to(take));
@@ -321,6 +322,9 @@ impl StreamEncoder {
             self.send_chunk(out);
             if last {
                 self.tensor = None;
+                return;
+            }
+            if piece.is_empty() {
                 return;
             }
         }

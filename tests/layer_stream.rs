@@ -10,7 +10,9 @@ use bloscar::layer::{BoxBody, Role, UnknownPeer};
 use bloscar::locate::{KSERVE_MODEL_INFER, Locator};
 use bloscar::pb::inference::ModelInferRequest;
 use bloscar::pb::inference::model_infer_request::InferInputTensor;
-use bloscar::{BloscarLayer, FixedChooser, Limits, MessageCodec};
+use bloscar::{
+    BloscarLayer, Chooser, CompressOptions, FixedChooser, Limits, MessageCodec, TensorInfo,
+};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
@@ -23,11 +25,30 @@ fn codec(min_size: usize) -> Arc<MessageCodec> {
         options: "lz4:5:byte".parse().unwrap(),
         min_size,
     };
+    codec_with(Arc::new(chooser))
+}
+
+fn codec_with(chooser: Arc<dyn Chooser>) -> Arc<MessageCodec> {
     Arc::new(MessageCodec::new(
         Locator::default(),
-        Arc::new(chooser),
+        chooser,
         Limits::default(),
     ))
+}
+
+/// Compresses the tensors whose name ends in an even digit, stores the others: both
+/// decisions in one message.
+struct EvenNames;
+
+impl Chooser for EvenNames {
+    fn choose(&self, tensor: &TensorInfo<'_>, _data: &[u8]) -> Option<CompressOptions> {
+        let even = tensor
+            .name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_digit() && (b - b'0') % 2 == 0);
+        even.then(|| "zstd:1:byte".parse().unwrap())
+    }
 }
 
 /// gRPC framing of `messages` (identity).
@@ -83,10 +104,18 @@ async fn round_trip(
     piece: usize,
     min_tensor: usize,
 ) -> (Vec<u8>, Option<HeaderMap>, Arc<Mutex<Seen>>) {
+    round_trip_with(messages, piece, codec(min_tensor)).await
+}
+
+async fn round_trip_with(
+    messages: &[Vec<u8>],
+    piece: usize,
+    codec: Arc<MessageCodec>,
+) -> (Vec<u8>, Option<HeaderMap>, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let app_seen = Arc::clone(&seen);
     let app = service_fn(move |request: Request<BoxBody>| echo(Arc::clone(&app_seen), request));
-    let inbound = BloscarLayer::new(Role::Inbound, codec(min_tensor)).layer(app);
+    let inbound = BloscarLayer::new(Role::Inbound, Arc::clone(&codec)).layer(app);
     let tap_seen = Arc::clone(&seen);
     // Between the layers: the wire bytes are recorded as they pass.
     let wire = service_fn(move |request: Request<BoxBody>| {
@@ -108,7 +137,7 @@ async fn round_trip(
             .clone()
             .oneshot(Request::from_parts(parts, wire_body))
     });
-    let outbound = BloscarLayer::new(Role::Outbound, codec(min_tensor))
+    let outbound = BloscarLayer::new(Role::Outbound, codec)
         .unknown_peer(UnknownPeer::Encode)
         .layer(wire);
     let request = grpc_request(KSERVE_MODEL_INFER, body(framed(messages), piece, false));
@@ -234,11 +263,12 @@ proptest::proptest! {
     #[test]
     fn any_requests_in_any_framing_cross_exactly(
         tensors in proptest::collection::vec(
-            (0usize..4, 0usize..300_000, proptest::bool::ANY),
+            (0usize..4, 0usize..2_500_000, proptest::bool::ANY),
             1..4,
         ),
         messages in 1usize..3,
         piece in 1usize..70_000,
+        chooser in 0usize..3,
     ) {
         const DTYPES: [&str; 4] = ["FP32", "UINT8", "FP16", "INT64"];
         let inputs: Vec<(String, &str, Vec<u8>)> = tensors
@@ -264,7 +294,13 @@ proptest::proptest! {
             .enable_all()
             .build()
             .unwrap();
-        let (out, _, seen) = runtime.block_on(round_trip(&all, piece, 1024));
+        // Compress every tensor, store every tensor, or both in one message.
+        let codec = match chooser {
+            0 => codec(1024),
+            1 => codec(usize::MAX),
+            _ => codec_with(Arc::new(EvenNames)),
+        };
+        let (out, _, seen) = runtime.block_on(round_trip_with(&all, piece, codec));
         let expected = framed(&all);
         proptest::prop_assert_eq!(&seen.lock().unwrap().app_request, &expected);
         proptest::prop_assert_eq!(out, expected);
@@ -360,4 +396,19 @@ async fn reading_app(
 
 fn body_of(bytes: Vec<u8>) -> BoxBody {
     body(bytes, 1 << 20, true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_stored_message_streams_as_identity() {
+    // Nothing is chosen for compression: after the first chunk the message is committed
+    // to identity and the rest streams through.
+    let message = request(&[("big", "FP32", smooth_f32(3 << 20, 0.5))]);
+    let messages = vec![message.clone(), message];
+    for piece in [16 * 1024, 1 << 20, 5 << 20] {
+        let (out, _, seen) = round_trip(&messages, piece, usize::MAX).await;
+        let seen = seen.lock().unwrap();
+        assert!(out == framed(&messages), "piece {piece}");
+        assert!(seen.app_request == framed(&messages));
+        assert!(seen.wire_request == framed(&messages));
+    }
 }

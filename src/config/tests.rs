@@ -299,7 +299,9 @@ fn link_mbps() {
     for bad in ["0", "-5", "inf", "NaN", "fast"] {
         assert_eq!(
             error_line(&[("BLOSCAR_LINK_MBPS", bad)]),
-            format!("BLOSCAR_LINK_MBPS: invalid value {bad:?}: expected measured, or a number above 0 (Mbit/s)")
+            format!(
+                "BLOSCAR_LINK_MBPS: invalid value {bad:?}: expected measured, or a number above 0 (Mbit/s)"
+            )
         );
     }
 }

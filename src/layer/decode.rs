@@ -23,14 +23,14 @@ use super::link::{self, SharedTiming};
 use super::pipeline::{Pending, Pipeline};
 use super::{Role, Shared};
 use crate::codec::tune::link::{LinkSample, SampleKind};
-use crate::locate::StreamWalk;
-use crate::stream_encoder::{ModelSlot, model_key};
 use crate::container::stream::{Record, StreamDecoder};
 use crate::error::BoxError;
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent, prefix};
 use crate::grpc::{Code, ErrorSlot, Status};
 use crate::locate::Direction;
+use crate::locate::StreamWalk;
 use crate::metrics::Outcome;
+use crate::stream_encoder::{ModelSlot, model_key};
 
 /// Largest version-1 container accepted: version 1 is read for senders that predate
 /// version 2, whose own limit was this.
@@ -431,7 +431,12 @@ impl Reader<'_> {
         if self.direction != Direction::Request || self.model.get().is_some() {
             return;
         }
-        if let Some(walk) = self.shared.codec.locator().stream(self.method, Direction::Request, len) {
+        if let Some(walk) = self
+            .shared
+            .codec
+            .locator()
+            .stream(self.method, Direction::Request, len)
+        {
             *self.sniff = Some(ModelSniff { walk, fed: 0 });
         }
     }

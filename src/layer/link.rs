@@ -174,7 +174,10 @@ mod tests {
     fn a_report_round_trips_through_trailers() {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        trailers.insert(LINK_TRAILER, HeaderValue::from_static("rx=1048576/80000;stall=100/9000"));
+        trailers.insert(
+            LINK_TRAILER,
+            HeaderValue::from_static("rx=1048576/80000;stall=100/9000"),
+        );
         let report = take_report(&mut trailers);
         assert_eq!(
             report,

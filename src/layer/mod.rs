@@ -39,10 +39,12 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::link::SharedTiming;
 pub use self::negotiate::BodyPlan;
 use self::peer::PeerCapability;
 pub use self::role::Role;
 use crate::MessageCodec;
+use crate::codec::tune::link::LinkEstimator;
 pub use crate::config::UnknownPeer;
 use crate::error::BoxError;
 use crate::grpc::encoding::{self, BLOSCAR};
@@ -50,9 +52,7 @@ use crate::grpc::error_body::{GrpcErrorBody, status_of};
 use crate::grpc::{self, ErrorSlot, Status};
 use crate::locate::Direction;
 use crate::metrics::{Metrics, StreamGuard};
-use crate::codec::tune::link::LinkEstimator;
 use crate::stream_encoder::{DEFAULT_CHUNK_LEN, EncoderContext, ModelSlot};
-use self::link::SharedTiming;
 
 /// The body type the layer hands to the service it wraps and returns to its caller.
 pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
