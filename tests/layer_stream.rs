@@ -46,7 +46,7 @@ impl Chooser for EvenNames {
             .name
             .bytes()
             .last()
-            .is_some_and(|b| b.is_ascii_digit() && (b - b'0') % 2 == 0);
+            .is_some_and(|b| b.is_ascii_digit() && (b - b'0').is_multiple_of(2));
         even.then(|| "zstd:1:byte".parse().unwrap())
     }
 }
