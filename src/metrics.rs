@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fmt::{self, Write};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -84,7 +84,15 @@ pub struct Metrics {
     seconds: HistogramFamily,
     errors: Family<ErrorLabels, Counter>,
     streams: Gauge<i64, AtomicI64>,
+    link_rate: Gauge<f64, AtomicU64>,
+    link_samples: Family<SampleLabels, Counter>,
     methods: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SampleLabels {
+    /// `link` when the link set the pace, `at_least` when the sender may have.
+    kind: &'static str,
 }
 
 fn ratio_histogram() -> Histogram {
@@ -115,6 +123,18 @@ impl Metrics {
         let seconds: HistogramFamily = Family::new_with_constructor(seconds_histogram);
         let errors = Family::<ErrorLabels, Counter>::default();
         let streams = Gauge::<i64, AtomicI64>::default();
+        let link_rate = Gauge::<f64, AtomicU64>::default();
+        let link_samples = Family::<SampleLabels, Counter>::default();
+        registry.register(
+            "link_rate_bytes_per_second",
+            "Outbound: the measured goodput of the link to the peer sidecar (0 until measured)",
+            link_rate.clone(),
+        );
+        registry.register(
+            "link_samples",
+            "Outbound: measurements of the link taken from calls, by what they say of it",
+            link_samples.clone(),
+        );
         registry.register(
             "messages",
             "gRPC messages by direction, method and what was done to them",
@@ -159,6 +179,8 @@ impl Metrics {
             seconds,
             errors,
             streams,
+            link_rate,
+            link_samples,
             methods: Mutex::new(HashSet::new()),
         }
     }
@@ -223,6 +245,16 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// Records a measurement of the link (`link_bound`: the link set the pace) and the
+    /// estimate after it, bytes per second.
+    pub fn record_link(&self, link_bound: bool, estimate: Option<f64>) {
+        let kind = if link_bound { "link" } else { "at_least" };
+        self.link_samples
+            .get_or_create(&SampleLabels { kind })
+            .inc();
+        self.link_rate.set(estimate.unwrap_or(0.0));
     }
 
     /// Counts a call in flight until the returned guard is dropped.

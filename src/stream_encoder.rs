@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::container::stream::{blosc_segment, header_record, plain_segment_head};
 use crate::locate::{ModelId, Span, StreamWalk, TensorRange, TensorStart};
-use crate::message::{Chooser, TensorInfo, TensorOutcome};
+use crate::message::{Chooser, MessageCost, TensorInfo, TensorOutcome};
 use crate::{CompressOptions, DType};
 
 /// Restored bytes per segment the encoder writes by default: large enough for Blosc's
@@ -513,6 +513,8 @@ struct TensorTally {
     options: CompressOptions,
     original_len: usize,
     compressed_len: AtomicUsize,
+    /// Bytes of the tensor that went through Blosc (the rest was sent plain).
+    restored_len: AtomicUsize,
     nanos: AtomicU64,
     chunks_out: AtomicUsize,
     chunks_done: AtomicUsize,
@@ -536,6 +538,7 @@ impl TensorTally {
             options,
             original_len: start.len,
             compressed_len: AtomicUsize::new(0),
+            restored_len: AtomicUsize::new(0),
             nanos: AtomicU64::new(0),
             chunks_out: AtomicUsize::new(0),
             chunks_done: AtomicUsize::new(0),
@@ -549,6 +552,7 @@ impl TensorTally {
         if compressed_len >= restored_len {
             self.incompressible.store(true, Ordering::Relaxed);
         }
+        self.restored_len.fetch_add(restored_len, Ordering::Relaxed);
         self.compressed_len
             .fetch_add(compressed_len, Ordering::Relaxed);
         self.nanos.fetch_add(
@@ -592,6 +596,19 @@ impl TensorTally {
             compress_time: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
         };
         self.chooser.observe(&info, &outcome);
+        let plain = self.original_len
+            - self
+                .restored_len
+                .load(Ordering::Relaxed)
+                .min(self.original_len);
+        let cost = MessageCost {
+            original_len: self.original_len,
+            wire_len: outcome.compressed_len + plain,
+            compress_secs: outcome.compress_time.as_secs_f64(),
+            peer_decompress_secs: None,
+            link_bytes_per_sec: self.link_bytes_per_sec,
+        };
+        self.chooser.observe_cost(&info, &cost);
     }
 }
 

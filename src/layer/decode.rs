@@ -252,14 +252,11 @@ where
                             SampleKind::AtLeast
                         },
                     };
+                    let before = this.shared.link.rate(now);
                     if this.shared.link.record(sample, now) {
-                        tracing::debug!(
-                            bytes = goodput.bytes,
-                            secs = goodput.secs,
-                            link_bound = goodput.link_bound,
-                            estimate_mbps = this.shared.link.rate(now).map(|r| r * 8e-6),
-                            "link sample"
-                        );
+                        let after = this.shared.link.rate(now);
+                        this.shared.metrics.record_link(goodput.link_bound, after);
+                        log_link(this.shared, goodput, before, after);
                     }
                 }
             }
@@ -456,6 +453,33 @@ impl Reader<'_> {
         } else if sniff.fed >= MODEL_SNIFF_BYTES {
             *self.sniff = None;
         }
+    }
+}
+
+/// Logs a link sample at debug level, and a new estimate at info level when it moved by
+/// more than a quarter (a changed link, not noise).
+fn log_link(shared: &Shared, goodput: link::Goodput, before: Option<f64>, after: Option<f64>) {
+    let mbps = |r: f64| r * 8e-6;
+    tracing::debug!(
+        peer = %shared.peer_name,
+        bytes = goodput.bytes,
+        secs = goodput.secs,
+        link_bound = goodput.link_bound,
+        estimate_mbps = after.map(mbps),
+        "link sample"
+    );
+    let moved = match (before, after) {
+        (None, Some(_)) => true,
+        (Some(b), Some(a)) => (a / b - 1.0).abs() > 0.25,
+        _ => false,
+    };
+    if let (true, Some(rate)) = (moved, after) {
+        tracing::info!(
+            peer = %shared.peer_name,
+            link_mbps = (mbps(rate) * 10.0).round() / 10.0,
+            previous_mbps = before.map(|b| (mbps(b) * 10.0).round() / 10.0),
+            "measured the link to the peer"
+        );
     }
 }
 

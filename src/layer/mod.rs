@@ -68,6 +68,8 @@ struct Shared {
     jobs: Arc<Semaphore>,
     /// Outbound: the measured link to the peer.
     link: Arc<LinkEstimator>,
+    /// The peer, for logs: the upstream's address when the layer knows it.
+    peer_name: Arc<str>,
 }
 
 /// Blosc jobs at once per layer: one per core, plus one so a core never idles while a
@@ -99,6 +101,7 @@ impl BloscarLayer {
                 metrics: Arc::new(Metrics::new()),
                 jobs: Arc::new(Semaphore::new(job_slots())),
                 link: Arc::new(LinkEstimator::new()),
+                peer_name: Arc::from("peer"),
             }),
         }
     }
@@ -124,6 +127,11 @@ impl BloscarLayer {
         self.with(|s| s.peer = PeerCapability::new(unknown_peer))
     }
 
+    /// The peer's name in logs, e.g. the upstream's `host:port`.
+    pub fn peer_name(self, name: &str) -> Self {
+        self.with(|s| s.peer_name = Arc::from(name))
+    }
+
     /// Where the layer records its metrics.
     pub fn metrics(self, metrics: Arc<Metrics>) -> Self {
         self.with(|s| s.metrics = metrics)
@@ -139,6 +147,7 @@ impl BloscarLayer {
             metrics: Arc::clone(&shared.metrics),
             jobs: Arc::clone(&shared.jobs),
             link: Arc::new(LinkEstimator::new()),
+            peer_name: Arc::clone(&shared.peer_name),
         });
         edit(&mut shared);
         BloscarLayer {

@@ -35,6 +35,7 @@ fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
     BloscarLayer::new(settings.role, Arc::clone(&settings.codec))
         .max_message_bytes(settings.max_message_bytes)
         .unknown_peer(settings.unknown_peer)
+        .peer_name(&settings.forward)
         .metrics(metrics)
 }
 

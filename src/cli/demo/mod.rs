@@ -22,7 +22,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bloscar::config::Config;
+use bloscar::Chooser;
+use bloscar::codec::tune::Tuner;
+use bloscar::config::{CodecSetting, Config};
 use bloscar::layer::{Role, UnknownPeer};
 use bloscar::metrics::Metrics;
 use bloscar::proxy::{self, ProxySettings};
@@ -109,7 +111,15 @@ async fn bind() -> Result<TcpListener, String> {
 
 async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let config = demo_config(args)?;
-    let chooser = Arc::new(Recording::new(bloscar::sidecar::chooser(&config)));
+    // The auto setting's first search of each tensor runs in the background; the demo
+    // waits for it after the warm-up call, so that the timed calls show the pick.
+    let tuner =
+        matches!(config.codec, CodecSetting::Auto).then(|| bloscar::sidecar::tuner(&config));
+    let base: Arc<dyn Chooser> = match &tuner {
+        Some(tuner) => tuner.clone(),
+        None => bloscar::sidecar::chooser(&config),
+    };
+    let chooser = Arc::new(Recording::new(base));
     let codec = Arc::new(bloscar::sidecar::message_codec(&config, chooser.clone()));
     let metrics = Arc::new(Metrics::new());
     let settings = |role, forward: String| ProxySettings {
@@ -176,6 +186,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
             &request,
             &expected,
             args.rounds,
+            None,
         )
         .await?;
         eprintln!(
@@ -190,6 +201,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
             &request,
             &expected,
             args.rounds,
+            tuner.clone(),
         )
         .await?;
         rows.push(Row {
@@ -216,9 +228,16 @@ async fn measure(
     request: &[u8],
     expected: &[u8],
     rounds: u32,
+    tuner: Option<Arc<Tuner>>,
 ) -> Result<Measured, String> {
-    // Warm-up: lets the outbound sidecar learn that its peer reads bloscar.
+    // Warm-up: lets the outbound sidecar learn that its peer reads bloscar, and the
+    // tuner search the tensor.
     call(client, request, expected).await?;
+    if let Some(tuner) = tuner {
+        tokio::task::spawn_blocking(move || tuner.wait_idle())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let before = link.carried();
     let mut latencies = Vec::with_capacity(rounds as usize);
     for _ in 0..rounds {
