@@ -87,11 +87,11 @@ fn restore(records: &[Vec<u8>]) -> Vec<Vec<u8>> {
                 messages.push(bytes.to_vec());
             }
         }
-        if !decoder.is_open() {
-            if let Some((restored_len, msg)) = current.take() {
-                assert_eq!(msg.len() as u64, restored_len);
-                messages.push(msg);
-            }
+        if !decoder.is_open()
+            && let Some((restored_len, msg)) = current.take()
+        {
+            assert_eq!(msg.len() as u64, restored_len);
+            messages.push(msg);
         }
     }
     decoder.finish().unwrap();
