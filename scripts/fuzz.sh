@@ -15,16 +15,24 @@ python3 - <<'PY'
 import pathlib, re
 doc = pathlib.Path("docs/wire-format.md").read_text()
 seeds = {"container_decode": [], "container_decode_signed": [],
-         "ndarray_decode_signed": [], "locate_round_trip": []}
+         "ndarray_decode_signed": [], "locate_round_trip": [],
+         "container_stream_decode": [], "container_stream_decode_signed": []}
+framed = lambda record: b"\x01" + len(record).to_bytes(4, "big") + record
 for block in re.findall(r"```\n([0-9a-f \n]+?)```", doc):
     data = bytes.fromhex(block.replace("\n", " "))
     if data.startswith(b"BLCR"):
         seeds["container_decode"].append(data)
         seeds["container_decode_signed"].append(data[:-4])
+        seeds["container_stream_decode"].append(framed(data))
     elif data.startswith(b"BLND"):
         seeds["ndarray_decode_signed"].append(data[:-4])
     else:
         seeds["locate_round_trip"].append(data)
+# Version-2 runs travel as gRPC messages already; also two runs on one stream.
+runs = [bytes.fromhex(b.replace("\n", " ")) for b in re.findall(r"```run\n([0-9a-f \n]+?)```", doc)]
+for stream in runs + [b"".join(runs)]:
+    seeds["container_stream_decode"].append(stream)
+    seeds["container_stream_decode_signed"].append(stream)
 for target, inputs in seeds.items():
     corpus = pathlib.Path("fuzz/corpus") / target
     corpus.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         ..Limits::default()
     };
     if let Ok(array) = decompress_ndarray(&bytes, &limits) {
-        let count = array.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let count = array
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d));
         assert!(count.is_some());
         assert!(array.data.len() <= limits.max_message_size);
     }
