@@ -10,8 +10,13 @@ then the pass total (sum of the per-tensor medians) per mode, and the sidecars' 
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+
+
+# Every call here is ModelInfer: the label only lengthens the lines.
+METHOD_LABEL = re.compile(r',?method="/inference.GRPCInferenceService/ModelInfer"')
 
 
 def markdown(head: list, rows: list, numeric_from: int = 1) -> str:
@@ -57,10 +62,14 @@ def link_report(record: dict) -> str:
                      *(f"{sum(t['link_bytes_per_call'][m] for t in tensors.values()) / 1e6:.2f}" for m in modes)])
         out.append(markdown(head, rows))
 
-    for label, lines in record.get("metrics", {}).items():
-        out += ["", f"`/metrics` of {label} after this link (bloscar_ series about the link or bytes):", "", "```"]
-        out += lines or ["(none)"]
-        out.append("```")
+    metrics = record.get("metrics", {})
+    if metrics:
+        out += ["", "<details><summary>Sidecars' /metrics after this link (bloscar_ series about the link"
+                " or bytes)</summary>", "", "```"]
+        for label, lines in metrics.items():
+            out.append(f"# {label}")
+            out += sorted(METHOD_LABEL.sub("", line) for line in lines) or ["(none)"]
+        out += ["```", "", "</details>"]
     return "\n".join(out)
 
 
@@ -72,9 +81,12 @@ def main() -> int:
     args = parser.parse_args()
 
     records = [json.loads(p.read_text()) for p in args.records]
+    setup = json.loads(args.setup)
+    if setup:
+        print("Setup: " + "; ".join(f"{k} {v}" for k, v in setup.items()) + "\n")
     print("\n\n".join(link_report(r) for r in records))
     if args.json_out:
-        args.json_out.write_text(json.dumps({"setup": json.loads(args.setup), "links": records}, indent=1))
+        args.json_out.write_text(json.dumps({"setup": setup, "links": records}, indent=1))
         print(f"\n(all figures in {args.json_out})")
     return 0
 
