@@ -38,6 +38,7 @@ use crate::rss::{Process, RssCase, RssOutcome};
 use crate::sidecar::{SidecarPair, model_infer_bytes};
 use crate::tensors::{infer_request, random_bytes, smooth_fp32};
 
+const MIB: f64 = (1 << 20) as f64;
 const SMALL_BYTES: usize = 1 << 10;
 const SMALL_CALLS: usize = 2000;
 const LARGE_BYTES: usize = 4 << 20;
@@ -245,7 +246,7 @@ async fn calls(options: &Options, latency: bool, throughput_case: bool) -> (Valu
             .iter()
             .zip(&after)
             .map(|(b, a)| {
-                let per_call = |x: f64, y: f64| (y - x) / LARGE_CALLS as f64 / (1 << 20) as f64;
+                let per_call = |x: f64, y: f64| (y - x) / LARGE_CALLS as f64 / MIB;
                 Some((b.as_ref()?, a.as_ref()?))
                     .map(|(b, a)| (per_call(b.0, a.0), per_call(b.1, a.1)))
             })
@@ -344,7 +345,9 @@ async fn memory_case(options: &Options, case: RssCase) -> Value {
             },
         ];
         eprintln!("{}: {label} pair...", case.name);
-        let outcome = rss::measure(case, &messages, pair.listen, &processes, floor_kib).await;
+        let mut outcome = rss::measure(case, &messages, pair.listen, &processes, floor_kib).await;
+        let (app, between) = model_infer_bytes(pair.outbound.admin).await;
+        outcome.link_mib = Some((app / MIB, between / MIB));
         drop(pair);
         outcomes.push((format!("{label} pair"), outcome));
     }

@@ -129,9 +129,9 @@ pub fn print_rss(case: RssCase, outcomes: &[(String, RssOutcome)]) -> Value {
     println!();
     println!(
         "| proxy | process | RSS idle | peak (VmHWM) | highest RSS sampled | (peak - idle) per \
-         stream | per stream / message size | time |"
+         stream | per stream / message size | time | MiB between the proxies |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for (label, outcome) in outcomes {
         for (i, &(role, idle, after)) in outcome.processes.iter().enumerate() {
@@ -143,8 +143,12 @@ pub fn print_rss(case: RssCase, outcomes: &[(String, RssOutcome)]) -> Value {
                 None => format!("{:.1} s", outcome.elapsed.as_secs_f64()),
                 Some(why) => format!("FAILED after {:.1} s: {why}", outcome.elapsed.as_secs_f64()),
             };
+            let link = match outcome.link_mib {
+                Some((app, between)) => format!("{between:.0} of {app:.0}"),
+                None => "-".into(),
+            };
             println!(
-                "| {label} | {role} | {} | {} | {} | {} | {ratio:.2} | {time} |",
+                "| {label} | {role} | {} | {} | {} | {} | {ratio:.3} | {time} | {link} |",
                 mib(idle),
                 mib(peak),
                 mib(outcome.sampled_kib[i]),
@@ -160,6 +164,8 @@ pub fn print_rss(case: RssCase, outcomes: &[(String, RssOutcome)]) -> Value {
                 "per_stream_over_message_size": ratio,
                 "seconds": outcome.elapsed.as_secs_f64(),
                 "failure": outcome.failure,
+                "app_mib": outcome.link_mib.map(|l| l.0),
+                "between_proxies_mib": outcome.link_mib.map(|l| l.1),
             }));
         }
     }

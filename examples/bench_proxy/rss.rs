@@ -37,6 +37,9 @@ pub struct RssOutcome {
     pub elapsed: Duration,
     /// None when every call succeeded and was echoed exactly; else why not.
     pub failure: Option<String>,
+    /// Message MiB of the load as the apps exchanged them and as they crossed between the
+    /// proxies, when the proxies count them (the sidecars do).
+    pub link_mib: Option<(f64, f64)>,
 }
 
 /// Runs `case` through the pair whose entry is `entry` and whose processes are
@@ -80,5 +83,6 @@ pub async fn measure(
         sampled_kib,
         elapsed,
         failure,
+        link_mib: None,
     }
 }
