@@ -184,27 +184,38 @@ async fn main() {
     }
 }
 
-/// Every proxy pair of the latency and throughput cases, kept running while measured.
-struct Proxies {
-    _nginx: Option<NginxPair>,
-    sidecars: Vec<Option<SidecarPair>>,
+/// The proxy pairs of the latency and throughput cases, running while they are kept.
+enum Pair {
+    Nginx(
+        #[expect(dead_code, reason = "held so that nginx runs until the paths are done")] NginxPair,
+    ),
+    Sidecars(SidecarPair),
+}
+
+/// Where a path enters: its label, the address the client calls, the pair behind it.
+struct Entry {
+    label: String,
+    addr: std::net::SocketAddr,
+    pair: Option<Pair>,
 }
 
 /// The latency and throughput cases: the paths, then the figures (JSON null when a case
 /// was not asked for).
 async fn calls(options: &Options, latency: bool, throughput_case: bool) -> (Value, Value) {
     let server = echo::start().await;
-    let mut entries = vec![("direct".to_string(), server)];
-    let mut proxies = Proxies {
-        _nginx: None,
-        sidecars: vec![None],
-    };
+    let mut entries = vec![Entry {
+        label: "direct".into(),
+        addr: server,
+        pair: None,
+    }];
     match &options.nginx {
         Some(path) => {
             let pair = NginxPair::start(path, server, "calls");
-            entries.push(("nginx pair".into(), pair.listen));
-            proxies._nginx = Some(pair);
-            proxies.sidecars.push(None);
+            entries.push(Entry {
+                label: "nginx pair".into(),
+                addr: pair.listen,
+                pair: Some(Pair::Nginx(pair)),
+            });
         }
         None => eprintln!("nginx not found: its path is left out (see --nginx)"),
     }
@@ -219,13 +230,16 @@ async fn calls(options: &Options, latency: bool, throughput_case: bool) -> (Valu
         ];
         for (configuration, env) in configurations {
             let pair = SidecarPair::start(binary, server, &env).await;
-            entries.push((format!("{label} pair, {configuration}"), pair.listen));
-            proxies.sidecars.push(Some(pair));
+            entries.push(Entry {
+                label: format!("{label} pair, {configuration}"),
+                addr: pair.listen,
+                pair: Some(Pair::Sidecars(pair)),
+            });
         }
     }
     let mut paths = Vec::new();
-    for (label, entry) in entries {
-        paths.push(Path::connect(label, entry).await);
+    for entry in &entries {
+        paths.push(Path::connect(entry.label.clone(), entry.addr).await);
     }
 
     let small = infer_request(smooth_fp32(SMALL_BYTES, 1));
@@ -239,9 +253,9 @@ async fn calls(options: &Options, latency: bool, throughput_case: bool) -> (Valu
         eprintln!("1 KiB unary calls ({SMALL_CALLS} per path)...");
         let small_samples = interleaved(&mut paths, &small, SMALL_CALLS).await;
         eprintln!("4 MiB incompressible unary calls ({LARGE_CALLS} per path)...");
-        let before = link_bytes(&proxies).await;
+        let before = link_bytes(&entries).await;
         let large_samples = interleaved(&mut paths, &large, LARGE_CALLS).await;
-        let after = link_bytes(&proxies).await;
+        let after = link_bytes(&entries).await;
         let link_mib = before
             .iter()
             .zip(&after)
@@ -301,12 +315,12 @@ async fn calls(options: &Options, latency: bool, throughput_case: bool) -> (Valu
 
 /// Per path, the ModelInfer message bytes its outbound sidecar has counted (sidecar
 /// paths only).
-async fn link_bytes(proxies: &Proxies) -> Vec<Option<(f64, f64)>> {
+async fn link_bytes(entries: &[Entry]) -> Vec<Option<(f64, f64)>> {
     let mut out = Vec::new();
-    for pair in &proxies.sidecars {
-        out.push(match pair {
-            Some(pair) => Some(model_infer_bytes(pair.outbound.admin).await),
-            None => None,
+    for entry in entries {
+        out.push(match &entry.pair {
+            Some(Pair::Sidecars(pair)) => Some(model_infer_bytes(pair.outbound.admin).await),
+            _ => None,
         });
     }
     out
