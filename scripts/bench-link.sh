@@ -134,6 +134,7 @@ triton_rc_port=8011  # Triton with response compression, for the gzip modes
 mkdir -p "$out/logs"
 out=$(realpath "$out")
 logs=$out/logs
+rm -f "$logs"/*.log "$logs"/*.ready "$out"/link-*.json # an earlier run's, which would mislead
 python=$repo/.venvs/pytriton/bin/python
 
 # Process groups this run started (each child is started with setsid).
@@ -172,7 +173,11 @@ cleanup() {
         fi
     done
 }
-trap cleanup EXIT
+on_exit() {
+    trap '' INT TERM # a second signal must not cut the clean-up short
+    cleanup
+}
+trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -332,10 +337,15 @@ for link in "${link_list[@]}"; do
         esac
     done
     echo "bench-link: link $link: $rounds rounds of ${tensors//,/ } in modes ${modes//,/ }" >&2
-    ip netns exec "$ns_client" "$python" scripts/bench_link/client.py --tensors-dir "$tensor_dir" \
+    # In the background and waited for: bash runs a trap for SIGTERM or SIGINT only once
+    # the foreground command ends, and the client may take minutes.
+    setsid ip netns exec "$ns_client" "$python" scripts/bench_link/client.py --tensors-dir "$tensor_dir" \
         --tensors "$tensors" --rounds "$rounds" --link "$link" --veth "$veth_client" \
-        --json-out "$out/link-$link.json" "${client_args[@]}" ||
-        die "client failed on link $link"
+        --json-out "$out/link-$link.json" "${client_args[@]}" &
+    client_pid=$!
+    pgroups+=("$client_pid")
+    wait "$client_pid" || die "client failed on link $link"
+    unset 'pgroups[-1]'
     records+=("$out/link-$link.json")
     # Sidecars start afresh on each link: their metrics and the tuner's memory are per link.
     sidecar_groups=("${pgroups[@]:${#triton_groups[@]}}")
