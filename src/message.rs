@@ -73,6 +73,11 @@ pub trait Chooser: Send + Sync + 'static {
     /// What a compressed tensor really cost end to end; the tuner stores a key whose
     /// compression stops paying.
     fn observe_cost(&self, _tensor: &TensorInfo<'_>, _cost: &MessageCost) {}
+    /// Tensors shorter than this are never compressed, so a message shorter than this
+    /// holds none worth looking for.
+    fn min_tensor_len(&self) -> usize {
+        0
+    }
 }
 
 /// A message encoded as a bloscar container, with what happened to each tensor.
@@ -100,6 +105,10 @@ pub struct FixedChooser {
 impl Chooser for FixedChooser {
     fn choose(&self, tensor: &TensorInfo<'_>, data: &[u8]) -> Option<CompressOptions> {
         (data.len() >= self.min_size).then(|| self.options.for_elem_size(tensor.elem_size))
+    }
+
+    fn min_tensor_len(&self) -> usize {
+        self.min_size
     }
 }
 

@@ -27,7 +27,7 @@ use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
 use crate::grpc::{Code, ErrorSlot, Status};
 use crate::locate::Direction;
 use crate::metrics::Outcome;
-use crate::stream_encoder::{EncoderContext, Out, StreamEncoder};
+use crate::stream_encoder::{EncoderContext, MessageSummary, Out, StreamEncoder};
 
 /// Compress jobs in flight per stream: enough to keep both stages busy (one compressing
 /// while one is on the link), few enough that memory stays a few chunks per stream.
@@ -37,6 +37,11 @@ pub const MAX_JOBS_AHEAD: usize = 3;
 enum Message {
     /// Between messages.
     Idle,
+    /// Too short to hold a tensor worth compressing: streams through as it is.
+    Passing {
+        len: usize,
+        started: std::time::Instant,
+    },
     /// Streaming through the encoder.
     Streaming(Box<StreamEncoder>),
     /// Gathered whole first: compressed by the app, or for a locator that needs it all.
@@ -267,6 +272,9 @@ fn consume(
         match event {
             FrameEvent::Start { compressed, len } => {
                 *message = start(shared, context, direction, compressed, len);
+                if let Message::Passing { .. } = message {
+                    pipeline.push_bytes(Bytes::copy_from_slice(&frame::prefix(false, len)?));
+                }
                 if let Message::Streaming(encoder) = message
                     && len == 0
                 {
@@ -274,6 +282,7 @@ fn consume(
                 }
             }
             FrameEvent::Data(bytes) => match message {
+                Message::Passing { .. } => pipeline.push_bytes(bytes),
                 Message::Streaming(encoder) => encoder.feed(bytes, scratch),
                 Message::Gathering { buf, .. } => buf.extend_from_slice(&bytes),
                 Message::Idle => {
@@ -281,9 +290,14 @@ fn consume(
                 }
             },
             FrameEvent::End => {
-                if let Message::Gathering { compressed, buf } =
-                    std::mem::replace(message, Message::Idle)
-                {
+                let ended = std::mem::replace(message, Message::Idle);
+                if let Message::Passing { len, started } = ended {
+                    pipeline.push_all([Out::End(MessageSummary {
+                        len,
+                        encoded: false,
+                        started,
+                    })])?;
+                } else if let Message::Gathering { compressed, buf } = ended {
                     pipeline.push_all(scratch.drain(..))?;
                     let whole = Whole {
                         codec: Arc::clone(&shared.codec),
@@ -312,6 +326,12 @@ fn start(
     compressed: bool,
     len: usize,
 ) -> Message {
+    if !compressed && len < context.chooser.min_tensor_len() {
+        return Message::Passing {
+            len,
+            started: std::time::Instant::now(),
+        };
+    }
     if !compressed
         && let Some(walk) = shared
             .codec

@@ -46,6 +46,10 @@ impl Chooser for Recording {
         self.inner.observe(tensor, outcome);
     }
 
+    fn min_tensor_len(&self) -> usize {
+        self.inner.min_tensor_len()
+    }
+
     fn observe_cost(&self, tensor: &TensorInfo<'_>, cost: &MessageCost) {
         self.inner.observe_cost(tensor, cost);
     }

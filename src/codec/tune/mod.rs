@@ -577,6 +577,10 @@ impl State {
 }
 
 impl Chooser for Tuner {
+    fn min_tensor_len(&self) -> usize {
+        self.state.config.min_size
+    }
+
     fn choose(&self, tensor: &TensorInfo<'_>, data: &[u8]) -> Option<CompressOptions> {
         let state = &*self.state;
         if data.len() < state.config.min_size {
