@@ -3,6 +3,8 @@
 //! Messages of every size and content, cut into frames anywhere, reach the app and come
 //! back exactly; tensors worth it cross as bloscar records.
 
+mod common;
+
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -53,13 +55,10 @@ impl Chooser for EvenNames {
 
 /// gRPC framing of `messages` (identity).
 fn framed(messages: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in messages {
-        out.push(0);
-        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-        out.extend_from_slice(m);
-    }
-    out
+    messages
+        .iter()
+        .flat_map(|m| common::framed(false, m))
+        .collect()
 }
 
 /// A body delivering `bytes` in frames of `piece` bytes, then `grpc-status: 0` trailers

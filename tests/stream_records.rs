@@ -13,21 +13,12 @@ use bloscar::container::stream::{blosc_segment, header_record, plain_segment_hea
 use bloscar::grpc::{Code, Status};
 use bloscar::layer::Role;
 use bytes::Bytes;
-use common::Proxy;
-use common::server::MODEL_INFER;
+use common::{Proxy, framed, raw_h2_call};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-
-/// A gRPC message with its 5-byte prefix.
-fn framed(compressed: bool, data: &[u8]) -> Vec<u8> {
-    let mut out = vec![u8::from(compressed)];
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(data);
-    out
-}
 
 /// An app that records the raw request bytes it reads and answers `grpc-status: 0`.
 async fn start_recording_app() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
@@ -75,32 +66,7 @@ async fn start_recording_app() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
 
 /// Sends `body` as one request in `grpc-encoding: bloscar` and returns the call's status.
 async fn call(addr: SocketAddr, body: Vec<u8>) -> Status {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let request = Request::post(format!("http://{addr}{MODEL_INFER}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-encoding", "bloscar")
-        .header("grpc-accept-encoding", "bloscar")
-        .body(())
-        .unwrap();
-    let (response, mut send) = client.send_request(request, false).unwrap();
-    send.send_data(Bytes::from(body), true).unwrap();
-    let response = response.await.unwrap();
-    if let Some(status) = Status::from_header_map(response.headers()) {
-        return status;
-    }
-    let mut body = response.into_body();
-    while let Some(data) = body.data().await {
-        let data = data.unwrap();
-        let _ = body.flow_control().release_capacity(data.len());
-    }
-    let trailers = body.trailers().await.unwrap().expect("trailers");
-    Status::from_header_map(&trailers).expect("grpc-status in trailers")
+    raw_h2_call(addr, Some("bloscar"), body).await
 }
 
 /// A message of smooth floats and the records of its run: header, a plain segment, two

@@ -55,10 +55,7 @@ impl SendClock {
 
     /// Time from the first to the last byte sent.
     pub fn span(&self) -> Duration {
-        match (self.first, self.last) {
-            (Some(first), Some(last)) => last.saturating_duration_since(first),
-            _ => Duration::ZERO,
-        }
+        span(self.first, self.last)
     }
 }
 
@@ -86,10 +83,14 @@ impl RecvClock {
 
     /// Time from the first to the last arrival.
     pub fn span(&self) -> Duration {
-        match (self.first, self.last) {
-            (Some(first), Some(last)) => last.saturating_duration_since(first),
-            _ => Duration::ZERO,
-        }
+        span(self.first, self.last)
+    }
+}
+
+fn span(first: Option<Instant>, last: Option<Instant>) -> Duration {
+    match (first, last) {
+        (Some(first), Some(last)) => last.saturating_duration_since(first),
+        _ => Duration::ZERO,
     }
 }
 

@@ -3,24 +3,23 @@
 //!
 //! A container's header carries the restored length, so the identity prefix goes out
 //! first; plain segments follow at once, Blosc segments after decompressing on the
-//! blocking pool (up to [`MAX_JOBS_AHEAD`] at a time, in order). Identity messages from
+//! blocking pool (up to [`MAX_JOBS_AHEAD`](super::pipeline::MAX_JOBS_AHEAD) at a time, in order). Identity messages from
 //! the peer stream through without being held. Every record is checked by
 //! `container::stream::StreamDecoder` before a byte of it reaches the app.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
 use super::clock::RecvClock;
-use super::encode::MAX_JOBS_AHEAD;
+use super::encode::fail;
 use super::link::{self, SharedTiming};
-use super::pipeline::{Pending, Pipeline};
+use super::pipeline::{Output, Pipeline};
 use super::{Role, Shared};
 use crate::codec::tune::link::{LinkSample, SampleKind};
 use crate::container::stream::{Record, StreamDecoder};
@@ -57,13 +56,6 @@ struct Restoring {
     len: usize,
     wire_len: usize,
     started: Instant,
-}
-
-/// The state of the inner body.
-enum Input {
-    Open,
-    Ended(Option<HeaderMap>),
-    Done,
 }
 
 /// What a decoding body knows of its call.
@@ -108,7 +100,6 @@ pin_project! {
         message: Message,
         restoring: Option<Restoring>,
         pipeline: Pipeline,
-        input: Input,
     }
 }
 
@@ -131,7 +122,6 @@ impl<B> DecodeBody<B> {
             decoder,
             message: Message::Idle,
             restoring: None,
-            input: Input::Open,
         }
     }
 }
@@ -160,42 +150,19 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
-            match this.pipeline.poll_next(cx) {
-                Poll::Ready(Some(Pending::Bytes(bytes))) => {
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            match ready!(this.pipeline.poll_output(cx)) {
+                Output::Data(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Output::Sent(_) => continue,
+                Output::Failed(status) => {
+                    return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
                 }
-                Poll::Ready(Some(Pending::Failed(status))) => {
-                    return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
-                }
-                Poll::Ready(Some(Pending::End(_))) => continue,
-                Poll::Ready(None) | Poll::Pending => {}
-            }
-            let pipeline_empty = this.pipeline.is_empty();
-            match this.input {
-                Input::Done => {
-                    return if pipeline_empty {
-                        Poll::Ready(None)
-                    } else {
-                        Poll::Pending
-                    };
-                }
-                Input::Ended(trailers) => {
-                    if !pipeline_empty {
-                        return Poll::Pending;
-                    }
-                    let trailers = trailers.take();
-                    *this.input = Input::Done;
+                Output::Finished(trailers) => {
                     return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                 }
-                Input::Open => {}
+                Output::Done => return Poll::Ready(None),
+                Output::NeedInput => {}
             }
-            if this.pipeline.jobs_ahead() >= MAX_JOBS_AHEAD {
-                return Poll::Pending;
-            }
-            let frame = match this.inner.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(frame) => frame,
-            };
+            let frame = ready!(this.inner.as_mut().poll_frame(cx));
             let ended = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut data) => {
@@ -213,25 +180,25 @@ where
                             sniff: this.sniff,
                         };
                         if let Err(status) = reader.consume(&mut data) {
-                            return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                            return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
                         }
                         continue;
                     }
                     Err(frame) => frame.into_trailers().ok(),
                 },
                 Some(Err(err)) => {
-                    *this.input = Input::Done;
+                    this.pipeline.stop();
                     return Poll::Ready(Some(Err(err.into())));
                 }
                 None => None,
             };
             if !this.frames.at_boundary() {
                 let status = frame::cut_mid_message();
-                return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
             }
             if let Err(err) = this.decoder.finish() {
                 let status = Status::from(&crate::Error::from(err));
-                return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
             }
             let mut ended = ended;
             let mut timing = this.timing.lock().unwrap_or_else(|e| e.into_inner());
@@ -261,7 +228,7 @@ where
                 }
             }
             drop(timing);
-            *this.input = Input::Ended(ended);
+            this.pipeline.end_input(ended);
         }
     }
 }
@@ -488,11 +455,4 @@ fn too_large(len: u64, max: usize) -> Status {
         Code::ResourceExhausted,
         format!("decoded message of {len} bytes exceeds the limit of {max} bytes"),
     )
-}
-
-fn fail(slot: &ErrorSlot, input: &mut Input, status: Status) -> BoxError {
-    tracing::warn!(code = status.code.label(), message = %status.message, "gRPC stream failed");
-    slot.set(status.clone());
-    *input = Input::Done;
-    Box::new(status)
 }

@@ -4,23 +4,22 @@
 //! Per message, the 5-byte prefix gives the length; a streaming walk classifies the
 //! bytes as they come ([`StreamEncoder`]). Messages the app compressed itself (gzip,
 //! deflate, zstd), and methods whose locator needs the whole message, are gathered whole
-//! first, within the message size limit. Up to [`MAX_JOBS_AHEAD`] chunks compress while
+//! first, within the message size limit. Up to [`MAX_JOBS_AHEAD`](super::pipeline::MAX_JOBS_AHEAD) chunks compress while
 //! earlier ones are on the link; beyond that the body stops reading, so flow control,
 //! not buffering, holds the app back.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
 use super::Shared;
 use super::clock::SendClock;
 use super::link::{self, SharedTiming};
-use super::pipeline::{Pending, Pipeline};
+use super::pipeline::{Output, Pipeline};
 use crate::error::BoxError;
 use crate::grpc::encoding::{self, Encoding};
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
@@ -28,10 +27,6 @@ use crate::grpc::{Code, ErrorSlot, Status};
 use crate::locate::Direction;
 use crate::metrics::Outcome;
 use crate::stream_encoder::{EncoderContext, MessageSummary, Out, StreamEncoder};
-
-/// Compress jobs in flight per stream: enough to keep both stages busy (one compressing
-/// while one is on the link), few enough that memory stays a few chunks per stream.
-pub const MAX_JOBS_AHEAD: usize = 3;
 
 /// What the body does with the message being read.
 enum Message {
@@ -61,20 +56,11 @@ pin_project! {
         frames: FrameDecoder,
         message: Message,
         pipeline: Pipeline,
-        input: Input,
         scratch: Vec<Out>,
         clock: SendClock,
         timing: SharedTiming,
         report: bool,
     }
-}
-
-/// The state of the inner body.
-enum Input {
-    Open,
-    /// Ended; trailers (if any) go out once the pipeline is empty.
-    Ended(Option<HeaderMap>),
-    Done,
 }
 
 impl<B> EncodeBody<B> {
@@ -103,7 +89,6 @@ impl<B> EncodeBody<B> {
             slot,
             frames: FrameDecoder::new(max),
             message: Message::Idle,
-            input: Input::Open,
             scratch: Vec::new(),
             clock: SendClock::default(),
             timing,
@@ -150,15 +135,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
-            match this.pipeline.poll_next(cx) {
-                Poll::Ready(Some(Pending::Bytes(bytes))) => {
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                }
-                Poll::Ready(Some(Pending::Failed(status))) => {
-                    return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
-                }
-                Poll::Ready(Some(Pending::End(summary))) => {
-                    let outcome = if summary.encoded {
+            match ready!(this.pipeline.poll_output(cx)) {
+                Output::Data(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Output::Sent(sent) => {
+                    let outcome = if sent.encoded {
                         Outcome::Encoded
                     } else {
                         Outcome::Passed
@@ -167,28 +147,16 @@ where
                         *this.direction,
                         outcome,
                         &this.context.method,
-                        summary.len,
-                        summary.wire_len,
-                        summary.started.elapsed(),
+                        sent.len,
+                        sent.wire_len,
+                        sent.started.elapsed(),
                     );
                     continue;
                 }
-                Poll::Ready(None) | Poll::Pending => {}
-            }
-            let pipeline_empty = this.pipeline.is_empty();
-            match this.input {
-                Input::Done => {
-                    if pipeline_empty {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Pending;
+                Output::Failed(status) => {
+                    return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
                 }
-                Input::Ended(trailers) => {
-                    if !pipeline_empty {
-                        return Poll::Pending;
-                    }
-                    let mut trailers = trailers.take();
-                    *this.input = Input::Done;
+                Output::Finished(mut trailers) => {
                     let mut timing = this.timing.lock().unwrap_or_else(|e| e.into_inner());
                     timing.sent = Some(this.clock.clone());
                     if *this.report
@@ -198,22 +166,12 @@ where
                     {
                         trailers.insert(link::LINK_TRAILER, value);
                     }
-                    drop(timing);
-                    match trailers {
-                        Some(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-                        None => return Poll::Ready(None),
-                    }
+                    return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                 }
-                Input::Open => {}
+                Output::Done => return Poll::Ready(None),
+                Output::NeedInput => {}
             }
-            if this.pipeline.jobs_ahead() >= MAX_JOBS_AHEAD {
-                // Pending jobs wake the task when they finish.
-                return Poll::Pending;
-            }
-            let frame = match this.inner.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(frame) => frame,
-            };
+            let frame = ready!(this.inner.as_mut().poll_frame(cx));
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut data) => {
@@ -228,27 +186,27 @@ where
                             this.scratch,
                             this.pipeline,
                         ) {
-                            return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                            return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
                         }
                     }
                     Err(frame) => {
                         if !this.frames.at_boundary() {
                             let status = frame::cut_mid_message();
-                            return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                            return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
                         }
-                        *this.input = Input::Ended(frame.into_trailers().ok());
+                        this.pipeline.end_input(frame.into_trailers().ok());
                     }
                 },
                 Some(Err(err)) => {
-                    *this.input = Input::Done;
+                    this.pipeline.stop();
                     return Poll::Ready(Some(Err(err.into())));
                 }
                 None => {
                     if !this.frames.at_boundary() {
                         let status = frame::cut_mid_message();
-                        return Poll::Ready(Some(Err(fail(this.slot, this.input, status))));
+                        return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
                     }
-                    *this.input = Input::Ended(None);
+                    this.pipeline.end_input(None);
                 }
             }
         }
@@ -390,9 +348,10 @@ impl Whole {
     }
 }
 
-fn fail(slot: &ErrorSlot, input: &mut Input, status: Status) -> BoxError {
+/// Ends the stream with `status`, left in `slot` for the other side of the call.
+pub(super) fn fail(slot: &ErrorSlot, pipeline: &mut Pipeline, status: Status) -> BoxError {
     tracing::warn!(code = status.code.label(), message = %status.message, "gRPC stream failed");
     slot.set(status.clone());
-    *input = Input::Done;
+    pipeline.stop();
     Box::new(status)
 }

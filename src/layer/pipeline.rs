@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -21,14 +22,40 @@ use crate::grpc::frame::prefix;
 use crate::grpc::{Code, Status};
 use crate::stream_encoder::{MessageSummary, Out};
 
-/// What the pipeline releases next.
+/// Jobs in flight per stream: enough to keep both stages busy (one compressing while
+/// one is on the link), few enough that memory stays a few chunks per stream. Beyond
+/// this the body stops reading its input, so flow control holds the sender back.
+pub const MAX_JOBS_AHEAD: usize = 3;
+
+/// What a transforming body does next.
 #[derive(Debug)]
-pub enum Pending {
-    /// Bytes to send.
-    Bytes(Bytes),
+pub enum Output {
+    /// Send these bytes.
+    Data(Bytes),
     /// A message was fully sent.
-    End(SentMessage),
+    Sent(SentMessage),
     /// A job failed: the stream ends with this status.
+    Failed(Status),
+    /// Read more of the input: there is room for more work.
+    NeedInput,
+    /// Everything was sent; the input's trailers, if any, go last.
+    Finished(Option<HeaderMap>),
+    /// The stream is over.
+    Done,
+}
+
+/// Where the body is with its input.
+enum Input {
+    Open,
+    /// Ended; trailers (if any) go out once everything queued has been sent.
+    Ended(Option<HeaderMap>),
+    Done,
+}
+
+/// What the ordered queue releases next.
+enum Pending {
+    Bytes(Bytes),
+    End(SentMessage),
     Failed(Status),
 }
 
@@ -63,6 +90,7 @@ pub struct Pipeline {
     jobs: Arc<Semaphore>,
     jobs_ahead: usize,
     wire_len: usize,
+    input: Input,
 }
 
 impl Pipeline {
@@ -73,17 +101,44 @@ impl Pipeline {
             jobs,
             jobs_ahead: 0,
             wire_len: 0,
+            input: Input::Open,
         }
     }
 
-    /// Nothing is queued or running.
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+    /// The input ended (with these trailers): they go out after everything queued.
+    pub fn end_input(&mut self, trailers: Option<HeaderMap>) {
+        self.input = Input::Ended(trailers);
     }
 
-    /// Jobs queued or running.
-    pub fn jobs_ahead(&self) -> usize {
-        self.jobs_ahead
+    /// The stream failed: nothing more is read or sent.
+    pub fn stop(&mut self) {
+        self.input = Input::Done;
+        self.queue.clear();
+    }
+
+    /// What to do next: send what is ready, in order; read more input while there is
+    /// room; finish once the input has ended and everything was sent.
+    pub fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Output> {
+        match self.poll_next(cx) {
+            Poll::Ready(Some(Pending::Bytes(bytes))) => return Poll::Ready(Output::Data(bytes)),
+            Poll::Ready(Some(Pending::End(sent))) => return Poll::Ready(Output::Sent(sent)),
+            Poll::Ready(Some(Pending::Failed(status))) => {
+                return Poll::Ready(Output::Failed(status));
+            }
+            Poll::Ready(None) | Poll::Pending => {}
+        }
+        // A job not yet done has registered the waker.
+        let empty = self.queue.is_empty();
+        match &mut self.input {
+            Input::Done if empty => Poll::Ready(Output::Done),
+            Input::Ended(trailers) if empty => {
+                let trailers = trailers.take();
+                self.input = Input::Done;
+                Poll::Ready(Output::Finished(trailers))
+            }
+            Input::Open if self.jobs_ahead < MAX_JOBS_AHEAD => Poll::Ready(Output::NeedInput),
+            _ => Poll::Pending,
+        }
     }
 
     /// Queues the encoder's output, framing records and identity messages for gRPC.
@@ -162,7 +217,7 @@ impl Pipeline {
     }
 
     /// The next output in order, once it is ready; `None` when the queue is empty.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Pending>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Pending>> {
         loop {
             let Some(front) = self.queue.front_mut() else {
                 return Poll::Ready(None);

@@ -65,7 +65,10 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .adaptive_window(true)
+        .initial_stream_window_size(super::STREAM_WINDOW)
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .max_frame_size(super::MAX_FRAME)
+        .max_send_buf_size(super::SEND_BUFFER)
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();

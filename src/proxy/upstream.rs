@@ -75,7 +75,10 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .http2_only(true)
-            .http2_adaptive_window(true)
+            .http2_initial_stream_window_size(super::STREAM_WINDOW)
+            .http2_initial_connection_window_size(super::CONNECTION_WINDOW)
+            .http2_max_frame_size(super::MAX_FRAME)
+            .http2_max_send_buf_size(super::SEND_BUFFER)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .build(connector.clone());

@@ -2,6 +2,7 @@
 //! in-process sidecars on 127.0.0.1:0, and a byte-counting TCP relay between them.
 #![allow(dead_code, unused_imports)]
 
+pub mod h2call;
 pub mod raw;
 pub mod server;
 
@@ -22,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
+pub use h2call::{framed, raw_h2_call};
 pub use raw::RawCodec;
 pub use server::{TestServer, start_server, start_server_with};
 
