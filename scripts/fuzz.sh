@@ -15,7 +15,7 @@ python3 - <<'PY'
 import pathlib, re
 doc = pathlib.Path("docs/wire-format.md").read_text()
 seeds = {"container_decode": [], "container_decode_signed": [],
-         "ndarray_decode_signed": [], "locate_round_trip": []}
+         "ndarray_decode_signed": [], "locate_round_trip": [], "locate_stream": []}
 for block in re.findall(r"```\n([0-9a-f \n]+?)```", doc):
     data = bytes.fromhex(block.replace("\n", " "))
     if data.startswith(b"BLCR"):
@@ -25,6 +25,8 @@ for block in re.findall(r"```\n([0-9a-f \n]+?)```", doc):
         seeds["ndarray_decode_signed"].append(data[:-4])
     else:
         seeds["locate_round_trip"].append(data)
+        # The first byte picks the chunk sizes: 1 feeds the message at once.
+        seeds["locate_stream"].append(b"\x01" + data)
 for target, inputs in seeds.items():
     corpus = pathlib.Path("fuzz/corpus") / target
     corpus.mkdir(parents=True, exist_ok=True)
