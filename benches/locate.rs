@@ -1,6 +1,12 @@
 //! Locator cost per message, beside a memcpy of the same message: one 4 MiB KServe
 //! request, a KServe request of 64 small inputs, a TF Serving request of 16 tensors with
 //! typed fields, and a tagged-rule message.
+//!
+//! The streaming walk (`Locator::stream`) fed 64 KiB chunks, as a proxy receives them,
+//! beside the whole-message locator: a 16 MiB KServe request, the 64-input request and
+//! the TF Serving request. These are timed on the thread's CPU time.
+
+mod common;
 
 use std::hint::black_box;
 
@@ -10,6 +16,7 @@ use bloscar::pb::example::imaging::v1::{Band, DenoiseRequest};
 use bloscar::pb::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
 use bloscar::pb::tensorflow::TensorProto;
 use bloscar::pb::tensorflow::serving::PredictRequest;
+use common::cpu_iter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 
@@ -109,5 +116,51 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Chunks a proxy hands over at a time.
+const CHUNK: usize = 64 << 10;
+
+fn bench_stream(c: &mut Criterion) {
+    let locator = Locator::default();
+    let cases = [
+        (
+            "kserve_16MiB_1_input",
+            KSERVE_MODEL_INFER,
+            kserve(1, 16 << 20),
+        ),
+        ("kserve_64_inputs", KSERVE_MODEL_INFER, kserve(64, 4096)),
+        ("tfserving_16_float_val", TF_SERVING_PREDICT, tf_serving()),
+    ];
+    let mut group = c.benchmark_group("locate_stream");
+    for (name, method, msg) in &cases {
+        group.throughput(Throughput::Bytes(msg.len() as u64));
+        group.bench_function(format!("{name}/locate"), |b| {
+            cpu_iter(b, || {
+                locator
+                    .locate(method, Direction::Request, black_box(msg))
+                    .len()
+            })
+        });
+        group.bench_function(format!("{name}/stream_64KiB"), |b| {
+            let mut spans = Vec::new();
+            cpu_iter(b, || {
+                let mut walk = locator
+                    .stream(method, Direction::Request, msg.len())
+                    .expect("a built-in protocol streams");
+                for chunk in black_box(msg).chunks(CHUNK) {
+                    walk.feed(chunk, &mut spans);
+                    spans.clear();
+                }
+                walk.model().is_some()
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group! {
+    name = stream;
+    config = common::criterion();
+    targets = bench_stream
+}
+criterion_main!(benches, stream);

@@ -15,7 +15,7 @@ python3 - <<'PY'
 import pathlib, re
 doc = pathlib.Path("docs/wire-format.md").read_text()
 seeds = {"container_decode": [], "container_decode_signed": [],
-         "ndarray_decode_signed": [], "locate_round_trip": [],
+         "ndarray_decode_signed": [], "locate_round_trip": [], "locate_stream": [],
          "container_stream_decode": [], "container_stream_decode_signed": []}
 framed = lambda record: b"\x01" + len(record).to_bytes(4, "big") + record
 for block in re.findall(r"```\n([0-9a-f \n]+?)```", doc):
@@ -28,6 +28,8 @@ for block in re.findall(r"```\n([0-9a-f \n]+?)```", doc):
         seeds["ndarray_decode_signed"].append(data[:-4])
     else:
         seeds["locate_round_trip"].append(data)
+        # The first byte picks the chunk sizes: 1 feeds the message at once.
+        seeds["locate_stream"].append(b"\x01" + data)
 # Version-2 runs travel as gRPC messages already; also two runs on one stream.
 runs = [bytes.fromhex(b.replace("\n", " ")) for b in re.findall(r"```run\n([0-9a-f \n]+?)```", doc)]
 for stream in runs + [b"".join(runs)]:
