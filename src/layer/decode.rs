@@ -193,7 +193,10 @@ where
                 return Poll::Pending;
             }
             let frame = match this.inner.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    this.clock.waiting();
+                    return Poll::Pending;
+                }
                 Poll::Ready(frame) => frame,
             };
             let ended = match frame {

@@ -3,9 +3,9 @@
 //! The outbound side owns the estimate for its peer. Per call it learns:
 //!
 //! - for the request, how the inbound saw its bytes arrive (`bloscar-link` trailer,
-//!   `rx=<bytes>/<µs>`), and whether its own request body kept the link busy (its
+//!   `rx=<bytes>/<µs>`: the time it waited for them), and whether its own request body kept the link busy (its
 //!   [`SendClock`]);
-//! - for the response, how its bytes arrived here ([`RecvClock`]), and whether the
+//! - for the response, how long it waited here for its bytes ([`RecvClock`]), and whether the
 //!   inbound's response body kept the link busy (`stall=<µs>/<µs>`: stalled time over the
 //!   span of sending).
 //!
@@ -37,7 +37,7 @@ const BUSY_SHARE: f64 = 0.2;
 pub struct Goodput {
     /// Bytes that crossed.
     pub bytes: u64,
-    /// Seconds from the first to the last arrival.
+    /// Seconds the receiver waited for them (see [`RecvClock::waited`]).
     pub secs: f64,
     /// Whether the link set the pace (else the sender did, and the link is at least as
     /// fast).
@@ -60,7 +60,7 @@ pub type SharedTiming = Arc<Mutex<CallTiming>>;
 pub fn report(received: Option<&RecvClock>, sent: Option<&SendClock>) -> Option<HeaderValue> {
     let mut parts = Vec::new();
     if let Some(rx) = received.filter(|rx| rx.bytes() >= MIN_SAMPLE_BYTES) {
-        parts.push(format!("rx={}/{}", rx.bytes(), rx.span().as_micros()));
+        parts.push(format!("rx={}/{}", rx.bytes(), rx.waited().as_micros()));
     }
     if let Some(tx) = sent.filter(|tx| tx.bytes() >= MIN_SAMPLE_BYTES) {
         parts.push(format!(
@@ -78,7 +78,7 @@ pub fn report(received: Option<&RecvClock>, sent: Option<&SendClock>) -> Option<
 /// What the inbound reported, read off (and removed from) the response trailers.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct PeerReport {
-    /// The request's bytes and arrival span at the inbound.
+    /// The request's bytes and the time the inbound waited for them.
     pub request_arrival: Option<(u64, Duration)>,
     /// The response's stalled time and sending span at the inbound.
     pub response_stall: Option<(Duration, Duration)>,
@@ -124,9 +124,9 @@ fn kept_busy(stalled: Duration, span: Duration) -> bool {
 /// arrive, and its response as it arrived here.
 pub fn goodputs(timing: &CallTiming, report: &PeerReport) -> Vec<Goodput> {
     let mut out = Vec::with_capacity(2);
-    if let Some((bytes, span)) = report.request_arrival
+    if let Some((bytes, waited)) = report.request_arrival
         && bytes >= MIN_SAMPLE_BYTES as u64
-        && span > Duration::ZERO
+        && waited > Duration::ZERO
     {
         let link_bound = timing
             .sent
@@ -134,20 +134,20 @@ pub fn goodputs(timing: &CallTiming, report: &PeerReport) -> Vec<Goodput> {
             .is_some_and(|tx| kept_busy(tx.stalled(), tx.span()));
         out.push(Goodput {
             bytes,
-            secs: span.as_secs_f64(),
+            secs: waited.as_secs_f64(),
             link_bound,
         });
     }
     if let Some(rx) = timing.received.as_ref()
         && rx.bytes() >= MIN_SAMPLE_BYTES
-        && rx.span() > Duration::ZERO
+        && rx.waited() > Duration::ZERO
     {
         let link_bound = report
             .response_stall
             .is_some_and(|(stalled, span)| kept_busy(stalled, span));
         out.push(Goodput {
             bytes: rx.bytes() as u64,
-            secs: rx.span().as_secs_f64(),
+            secs: rx.waited().as_secs_f64(),
             link_bound,
         });
     }

@@ -35,17 +35,20 @@ from tritonclient.utils import np_to_triton_dtype
 import tensors
 from relay_counters import Meter
 
-MODEL = "identity_fp32"
-# A compressed call must cross in under this share of the stored bytes (the tensor's
-# Blosc ratio is about 2.6: see guard_tensor).
+MODEL = "identity_fp16"
+# A compressed call must cross in under this share of the stored bytes (zstd shrinks
+# the tensor 1.7 times: see guard_tensor).
 COMPRESSED_SHARE = 0.75
 # A stored call crosses with its gRPC and HTTP/2 framing: a little over the tensor, never
 # much under it.
 STORED_SHARE = 0.97
 # Calls in a row that must show the decision.
 SETTLED_CALLS = 3
-# Calls before the loopback decision is judged: the cold start, then the measurement.
+# Calls before the loopback decision is judged: the cold start, then the measurement,
+# at least this many and until the outbound has taken ESTIMATE_SAMPLES measurements (its
+# estimate is the median of the last 5: the first few of a new connection are low).
 WARMUP_CALLS = 3
+ESTIMATE_SAMPLES = 5
 # Calls sent on loopback to judge it (after the warm-up).
 STORED_CALLS = 6
 
@@ -53,17 +56,20 @@ SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})?\s+(\S+)$")
 
 
 def guard_tensor() -> np.ndarray:
-    """4 MiB of ReLU activations (float32, half of them zero, the rest noise).
+    """4 MiB of ReLU activations in float16: half of them zero, the rest noise.
 
-    Chosen for what it takes to compress: the fast codecs (LZ4, BloscLZ, even with bit
-    shuffle) shrink it only about 1.14 times, while zstd shrinks it about 1.85 times but
-    at under 100 MB/s. On a 40 Mbit/s link zstd clearly pays; on loopback (well over
-    10 Gbit/s) nothing does, so the tuner must store it. Smooth image planes, by
-    contrast, shrink 1.28 times under LZ4 with byte shuffle at over 3 GB/s: that pays
-    even on a 10 Gbit/s link, so they would not tell the two decisions apart.
+    Chosen for what it takes to compress them. zstd level 1 shrinks them 1.7 times at
+    about 300 MB/s: on a 40 Mbit/s link that clearly pays (the call crosses in about 60%
+    of the bytes). The fast codecs (LZ4, BloscLZ, with any shuffle) shrink them at most
+    1.25 times, so above about 2 Gbit/s nothing pays and the tuner stores them; the
+    sidecars measure loopback at 5 to 15 Gbit/s on a busy 2-core machine. (`bloscar
+    bench --link-mbps 40,1000,2000` on this tensor shows the picks.) Smooth image
+    planes would not tell the two decisions apart: LZ4 with byte shuffle shrinks them
+    1.28 times at over 3 GB/s, which pays even at 10 Gbit/s; float32 ReLU activations
+    stop paying only above about 4 Gbit/s, too close to loopback's slower estimates.
     """
     rng = np.random.default_rng(11)
-    activations = rng.normal(0, 1, 1 << 20).astype(np.float32)
+    activations = rng.normal(0, 1, 2 << 20).astype(np.float16)
     activations[activations < 0] = 0
     return activations
 
@@ -124,10 +130,11 @@ def main() -> int:
     calls: list = []
     failures: list = []
     encoded_at: list = []
+    samples_at: list = []
     previous = [metrics(args.metrics)]
 
     def one_call() -> dict:
-        record = {"suite": "link", "tensor": f"ReLU FP32 {array.nbytes >> 20} MiB", "mode": args.label,
+        record = {"suite": "link", "tensor": f"ReLU FP16 {array.nbytes >> 20} MiB", "mode": args.label,
                   "request_compression": "none", "response_compression": "none"}
         try:
             if args.relay_control:
@@ -149,11 +156,12 @@ def main() -> int:
                 record[key] = int(total(samples, name) - total(previous[0], name))
         previous[0] = samples
         record["link_rate_mbps"] = round(total(samples, "bloscar_link_rate_bytes_per_second") * 8e-6, 1)
+        samples_at.append(total(samples, "bloscar_link_samples_total"))
         encoded_at.append(total(samples, "bloscar_messages_total", 'outcome="encoded"')
                           + total(samples, "bloscar_messages_total", 'outcome="decoded"'))
         print(json.dumps(record), flush=True)
         print(f"call {len(calls)}: link {record.get('link_bytes')} app {record.get('app_bytes')} "
-              f"rate {record['link_rate_mbps']} Mbit/s coded {encoded_at[-1]:.0f}", file=sys.stderr, flush=True)
+              f"rate {record['link_rate_mbps']} Mbit/s samples {samples_at[-1]:.0f} coded {encoded_at[-1]:.0f}", file=sys.stderr, flush=True)
         calls.append(record)
         if not record["bit_exact"]:
             failures.append(f"call {len(calls)} was not bit-exact: {record.get('error', 'bytes differ')}")
@@ -181,10 +189,14 @@ def main() -> int:
                 f"{band[0] * 8e-6:.0f}..{band[1] * 8e-6:.0f} Mbit/s (pace {args.throttle_mbit:g}) and "
                 f"{SETTLED_CALLS} calls under {COMPRESSED_SHARE:.0%} of the tensor's bytes on the link")
     else:
-        # The cold start, then enough calls for the estimate; then every call is stored.
-        while not failures and len(calls) < WARMUP_CALLS + STORED_CALLS and time.monotonic() < deadline:
+        # The cold start and the measurement; then every call is stored.
+        while (not failures and time.monotonic() < deadline
+               and (len(calls) < WARMUP_CALLS or samples_at[-1] < ESTIMATE_SAMPLES)):
             one_call()
-        judged = calls[WARMUP_CALLS:]
+        warm = len(calls)
+        while not failures and len(calls) < warm + STORED_CALLS and time.monotonic() < deadline:
+            one_call()
+        judged = calls[warm:]
         rate = calls[-1]["link_rate_mbps"] * 1e6 / 8 if calls else 0
         if not failures:
             if len(judged) < STORED_CALLS:
@@ -195,8 +207,8 @@ def main() -> int:
             elif any(share(r) < STORED_SHARE for r in judged):
                 failures.append("calls after the warm-up crossed loopback compressed: link/app shares "
                                 + ", ".join(f"{share(r):.2f}" for r in judged))
-            elif encoded_at[-1] != encoded_at[WARMUP_CALLS - 1]:
-                failures.append(f"messages were encoded after the warm-up ({encoded_at[WARMUP_CALLS - 1]:.0f} "
+            elif encoded_at[-1] != encoded_at[warm - 1]:
+                failures.append(f"messages were encoded after the warm-up ({encoded_at[warm - 1]:.0f} "
                                 f"-> {encoded_at[-1]:.0f})")
             else:
                 verdict = "stored"
