@@ -21,6 +21,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 
 use super::clock::{MIN_SAMPLE_BYTES, RecvClock, SendClock};
+use crate::codec::tune::link::MIN_SAMPLE_SECS;
 
 /// Trailer the inbound adds to a response: how the request arrived, how the response was
 /// sent.
@@ -120,36 +121,49 @@ fn kept_busy(stalled: Duration, span: Duration) -> bool {
     span > Duration::ZERO && stalled.as_secs_f64() < BUSY_SHARE * span.as_secs_f64()
 }
 
+/// One measurement of `bytes` the receiver waited `waited` for.
+///
+/// A wait too short to time (under [`MIN_SAMPLE_SECS`]) still says the link is at least
+/// that fast: it counts as a lower bound at that resolution. Dropping it instead would
+/// keep, on a fast link, only the transfers that something slowed down (a busy core, a
+/// preemption), and the estimate would follow those.
+fn goodput(bytes: u64, waited: Duration, link_bound: bool) -> Goodput {
+    let secs = waited.as_secs_f64();
+    if secs < MIN_SAMPLE_SECS {
+        Goodput {
+            bytes,
+            secs: MIN_SAMPLE_SECS,
+            link_bound: false,
+        }
+    } else {
+        Goodput {
+            bytes,
+            secs,
+            link_bound,
+        }
+    }
+}
+
 /// The measurements one call gives the outbound: its request as the inbound saw it
 /// arrive, and its response as it arrived here.
 pub fn goodputs(timing: &CallTiming, report: &PeerReport) -> Vec<Goodput> {
     let mut out = Vec::with_capacity(2);
     if let Some((bytes, waited)) = report.request_arrival
         && bytes >= MIN_SAMPLE_BYTES as u64
-        && waited > Duration::ZERO
     {
         let link_bound = timing
             .sent
             .as_ref()
             .is_some_and(|tx| kept_busy(tx.stalled(), tx.span()));
-        out.push(Goodput {
-            bytes,
-            secs: waited.as_secs_f64(),
-            link_bound,
-        });
+        out.push(goodput(bytes, waited, link_bound));
     }
     if let Some(rx) = timing.received.as_ref()
         && rx.bytes() >= MIN_SAMPLE_BYTES
-        && rx.waited() > Duration::ZERO
     {
         let link_bound = report
             .response_stall
             .is_some_and(|(stalled, span)| kept_busy(stalled, span));
-        out.push(Goodput {
-            bytes: rx.bytes() as u64,
-            secs: rx.waited().as_secs_f64(),
-            link_bound,
-        });
+        out.push(goodput(rx.bytes() as u64, rx.waited(), link_bound));
     }
     out
 }
@@ -210,6 +224,33 @@ mod tests {
         assert_eq!(samples.len(), 1);
         assert!(!samples[0].link_bound);
         assert!((samples[0].bytes as f64 / samples[0].secs - 104_857_600.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn waits_too_short_to_time_are_lower_bounds() {
+        // A link-bound request of 4 MiB that took 0.5 ms (or no wait at all): the link is
+        // at least 4 MiB per 2 ms fast, not unmeasured.
+        for waited in [Duration::from_micros(500), Duration::ZERO] {
+            let report = PeerReport {
+                request_arrival: Some((4 << 20, waited)),
+                response_stall: None,
+            };
+            let mut sent = SendClock::default();
+            sent.sent(4 << 20);
+            let timing = CallTiming {
+                sent: Some(sent),
+                received: None,
+            };
+            let samples = goodputs(&timing, &report);
+            assert_eq!(
+                samples,
+                vec![Goodput {
+                    bytes: 4 << 20,
+                    secs: MIN_SAMPLE_SECS,
+                    link_bound: false,
+                }]
+            );
+        }
     }
 
     #[test]

@@ -45,10 +45,11 @@ STORED_SHARE = 0.97
 # Calls in a row that must show the decision.
 SETTLED_CALLS = 3
 # Calls before the loopback decision is judged: the cold start, then the measurement,
-# at least this many and until the outbound has taken ESTIMATE_SAMPLES measurements (its
-# estimate is the median of the last 5: the first few of a new connection are low).
+# at least this many and until the outbound has taken ESTIMATE_SAMPLES measurements. Its
+# estimate is the median of the last 5, and the first few of new connections are low
+# (2 to 4 Gbit/s here, then up to 17, what 4 MiB in the timers' 2 ms resolution shows).
 WARMUP_CALLS = 3
-ESTIMATE_SAMPLES = 5
+ESTIMATE_SAMPLES = 8
 # Calls sent on loopback to judge it (after the warm-up).
 STORED_CALLS = 6
 
@@ -62,7 +63,7 @@ def guard_tensor() -> np.ndarray:
     about 300 MB/s: on a 40 Mbit/s link that clearly pays (the call crosses in about 60%
     of the bytes). The fast codecs (LZ4, BloscLZ, with any shuffle) shrink them at most
     1.25 times, so above about 2 Gbit/s nothing pays and the tuner stores them; the
-    sidecars measure loopback at 5 to 15 Gbit/s on a busy 2-core machine. (`bloscar
+    sidecars measure loopback at 4 to 17 Gbit/s on a busy 2-core machine. (`bloscar
     bench --link-mbps 40,1000,2000` on this tensor shows the picks.) Smooth image
     planes would not tell the two decisions apart: LZ4 with byte shuffle shrinks them
     1.28 times at over 3 GB/s, which pays even at 10 Gbit/s; float32 ReLU activations
