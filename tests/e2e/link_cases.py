@@ -2,7 +2,10 @@
 
 Sends the same tensor through a sidecar pair call after call with the real Triton client
 (identity model, every answer checked bit for bit), counts the bytes each call put on the
-link (tests/e2e/relay.py) and reads the outbound sidecar's /metrics. The sidecars run with
+link and reads the outbound sidecar's /metrics. With --relay-control the bytes are the
+relay's count (tests/e2e/relay.py, which also paces the link); without, loopback is left
+bare and the bytes are the gRPC messages the outbound counted on the link side
+(bloscar_message_bytes_after_total, both directions). The sidecars run with
 the default configuration: the link is measured from the calls themselves. Asserts what
 the sidecars decided, never how long anything took:
 
