@@ -3,9 +3,14 @@
 //! The receiving side knows when bytes arrived; only the sending side knows whether it
 //! kept the link busy. A [`SendClock`] counts the time a sending body had nothing ready
 //! when the connection asked for more (its stalls: compression still running, or the app
-//! not sending); a [`RecvClock`] spans the arrival of the bytes. Bytes over the arrival
-//! span are the link's goodput when the sender seldom stalled, and at least a lower
-//! bound on it otherwise.
+//! not sending); a [`RecvClock`] counts the time a receiving body waited for the link
+//! (it asked for bytes and none had arrived). Bytes over that wait are the link's
+//! goodput when the sender seldom stalled, and at least a lower bound on it otherwise.
+//!
+//! The receiver counts its waits, not the span of the arrivals: while the receiving app
+//! does not read, flow control holds the sender back and the span grows, but the link is
+//! not what is slow. A span would measure the app (or the decompression the body waits
+//! for) as the link, and then compression would look worth it where it cannot help.
 
 use std::time::{Duration, Instant};
 
@@ -59,11 +64,13 @@ impl SendClock {
     }
 }
 
-/// Times the arrival of a stream's bytes.
+/// Times the arrival of a stream's bytes: how long the receiver waited for them.
 #[derive(Debug, Clone, Default)]
 pub struct RecvClock {
     first: Option<Instant>,
     last: Option<Instant>,
+    waiting_since: Option<Instant>,
+    waited: Duration,
     bytes: usize,
 }
 
@@ -71,9 +78,27 @@ impl RecvClock {
     /// `len` bytes arrived now.
     pub fn arrived(&mut self, len: usize) {
         let now = Instant::now();
+        if let Some(since) = self.waiting_since.take() {
+            // Waiting for the first byte is the peer's and the app's latency, not the
+            // link's rate.
+            if self.first.is_some() {
+                self.waited += now.saturating_duration_since(since);
+            }
+        }
         self.first.get_or_insert(now);
         self.last = Some(now);
         self.bytes += len;
+    }
+
+    /// The body asked for bytes and none had arrived.
+    pub fn waiting(&mut self) {
+        self.waiting_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Time spent waiting for bytes between the first and the last arrival: the time
+    /// the link took to deliver them, without the time nobody asked for them.
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 
     /// Bytes that arrived.
@@ -111,6 +136,26 @@ mod tests {
         assert!(clock.stalled() >= Duration::from_millis(2));
         assert_eq!(clock.bytes(), 20);
         assert!(clock.span() >= clock.stalled());
+    }
+
+    #[test]
+    fn only_waits_after_the_first_byte_count() {
+        let mut clock = RecvClock::default();
+        clock.waiting();
+        std::thread::sleep(Duration::from_millis(2));
+        clock.arrived(10);
+        assert_eq!(clock.waited(), Duration::ZERO);
+        clock.waiting();
+        std::thread::sleep(Duration::from_millis(2));
+        clock.arrived(10);
+        let waited = clock.waited();
+        assert!(waited >= Duration::from_millis(2));
+        // Time the receiver spent not asking (its app not reading) is not the link's.
+        std::thread::sleep(Duration::from_millis(5));
+        clock.arrived(10);
+        assert_eq!(clock.waited(), waited);
+        assert!(clock.span() >= waited + Duration::from_millis(5));
+        assert_eq!(clock.bytes(), 30);
     }
 
     #[test]

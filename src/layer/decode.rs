@@ -162,7 +162,13 @@ where
                 Output::Done => return Poll::Ready(None),
                 Output::NeedInput => {}
             }
-            let frame = ready!(this.inner.as_mut().poll_frame(cx));
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => {
+                    this.clock.waiting();
+                    return Poll::Pending;
+                }
+                Poll::Ready(frame) => frame,
+            };
             let ended = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut data) => {

@@ -3,9 +3,9 @@
 //! The outbound side owns the estimate for its peer. Per call it learns:
 //!
 //! - for the request, how the inbound saw its bytes arrive (`bloscar-link` trailer,
-//!   `rx=<bytes>/<µs>`), and whether its own request body kept the link busy (its
+//!   `rx=<bytes>/<µs>`: the time it waited for them), and whether its own request body kept the link busy (its
 //!   [`SendClock`]);
-//! - for the response, how its bytes arrived here ([`RecvClock`]), and whether the
+//! - for the response, how long it waited here for its bytes ([`RecvClock`]), and whether the
 //!   inbound's response body kept the link busy (`stall=<µs>/<µs>`: stalled time over the
 //!   span of sending).
 //!
@@ -21,6 +21,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 
 use super::clock::{MIN_SAMPLE_BYTES, RecvClock, SendClock};
+use crate::codec::tune::link::MIN_SAMPLE_SECS;
 
 /// Trailer the inbound adds to a response: how the request arrived, how the response was
 /// sent.
@@ -37,7 +38,7 @@ const BUSY_SHARE: f64 = 0.2;
 pub struct Goodput {
     /// Bytes that crossed.
     pub bytes: u64,
-    /// Seconds from the first to the last arrival.
+    /// Seconds the receiver waited for them (see [`RecvClock::waited`]).
     pub secs: f64,
     /// Whether the link set the pace (else the sender did, and the link is at least as
     /// fast).
@@ -60,7 +61,7 @@ pub type SharedTiming = Arc<Mutex<CallTiming>>;
 pub fn report(received: Option<&RecvClock>, sent: Option<&SendClock>) -> Option<HeaderValue> {
     let mut parts = Vec::new();
     if let Some(rx) = received.filter(|rx| rx.bytes() >= MIN_SAMPLE_BYTES) {
-        parts.push(format!("rx={}/{}", rx.bytes(), rx.span().as_micros()));
+        parts.push(format!("rx={}/{}", rx.bytes(), rx.waited().as_micros()));
     }
     if let Some(tx) = sent.filter(|tx| tx.bytes() >= MIN_SAMPLE_BYTES) {
         parts.push(format!(
@@ -78,7 +79,7 @@ pub fn report(received: Option<&RecvClock>, sent: Option<&SendClock>) -> Option<
 /// What the inbound reported, read off (and removed from) the response trailers.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct PeerReport {
-    /// The request's bytes and arrival span at the inbound.
+    /// The request's bytes and the time the inbound waited for them.
     pub request_arrival: Option<(u64, Duration)>,
     /// The response's stalled time and sending span at the inbound.
     pub response_stall: Option<(Duration, Duration)>,
@@ -120,36 +121,59 @@ fn kept_busy(stalled: Duration, span: Duration) -> bool {
     span > Duration::ZERO && stalled.as_secs_f64() < BUSY_SHARE * span.as_secs_f64()
 }
 
+/// A receiver that waited this many times longer than its sender took to hand the bytes
+/// over saw them queue on the link: the link set the pace, however often the sender
+/// paused (a message that fits the HTTP/2 send buffer leaves the sender at once).
+const QUEUED_FACTOR: f64 = 1.5;
+
+/// Whether the bytes waited for over `waited` were queued on the link, the sender
+/// having handed them all over within `sent_span`.
+fn queued_on_link(waited: Duration, sent_span: Duration) -> bool {
+    waited.as_secs_f64() > QUEUED_FACTOR * sent_span.as_secs_f64()
+}
+
+/// One measurement of `bytes` the receiver waited `waited` for.
+///
+/// A wait too short to time (under [`MIN_SAMPLE_SECS`]) still says the link is at least
+/// that fast: it counts as a lower bound at that resolution. Dropping it instead would
+/// keep, on a fast link, only the transfers that something slowed down (a busy core, a
+/// preemption), and the estimate would follow those.
+fn goodput(bytes: u64, waited: Duration, link_bound: bool) -> Goodput {
+    let secs = waited.as_secs_f64();
+    if secs < MIN_SAMPLE_SECS {
+        Goodput {
+            bytes,
+            secs: MIN_SAMPLE_SECS,
+            link_bound: false,
+        }
+    } else {
+        Goodput {
+            bytes,
+            secs,
+            link_bound,
+        }
+    }
+}
+
 /// The measurements one call gives the outbound: its request as the inbound saw it
 /// arrive, and its response as it arrived here.
 pub fn goodputs(timing: &CallTiming, report: &PeerReport) -> Vec<Goodput> {
     let mut out = Vec::with_capacity(2);
-    if let Some((bytes, span)) = report.request_arrival
+    if let Some((bytes, waited)) = report.request_arrival
         && bytes >= MIN_SAMPLE_BYTES as u64
-        && span > Duration::ZERO
     {
-        let link_bound = timing
-            .sent
-            .as_ref()
-            .is_some_and(|tx| kept_busy(tx.stalled(), tx.span()));
-        out.push(Goodput {
-            bytes,
-            secs: span.as_secs_f64(),
-            link_bound,
+        let link_bound = timing.sent.as_ref().is_some_and(|tx| {
+            kept_busy(tx.stalled(), tx.span()) || queued_on_link(waited, tx.span())
         });
+        out.push(goodput(bytes, waited, link_bound));
     }
     if let Some(rx) = timing.received.as_ref()
         && rx.bytes() >= MIN_SAMPLE_BYTES
-        && rx.span() > Duration::ZERO
     {
-        let link_bound = report
-            .response_stall
-            .is_some_and(|(stalled, span)| kept_busy(stalled, span));
-        out.push(Goodput {
-            bytes: rx.bytes() as u64,
-            secs: rx.span().as_secs_f64(),
-            link_bound,
+        let link_bound = report.response_stall.is_some_and(|(stalled, span)| {
+            kept_busy(stalled, span) || queued_on_link(rx.waited(), span)
         });
+        out.push(goodput(rx.bytes() as u64, rx.waited(), link_bound));
     }
     out
 }
@@ -210,6 +234,58 @@ mod tests {
         assert_eq!(samples.len(), 1);
         assert!(!samples[0].link_bound);
         assert!((samples[0].bytes as f64 / samples[0].secs - 104_857_600.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn waits_too_short_to_time_are_lower_bounds() {
+        // A link-bound request of 4 MiB that took 0.5 ms (or no wait at all): the link is
+        // at least 4 MiB per 2 ms fast, not unmeasured.
+        for waited in [Duration::from_micros(500), Duration::ZERO] {
+            let report = PeerReport {
+                request_arrival: Some((4 << 20, waited)),
+                response_stall: None,
+            };
+            let mut sent = SendClock::default();
+            sent.sent(4 << 20);
+            let timing = CallTiming {
+                sent: Some(sent),
+                received: None,
+            };
+            let samples = goodputs(&timing, &report);
+            assert_eq!(
+                samples,
+                vec![Goodput {
+                    bytes: 4 << 20,
+                    secs: MIN_SAMPLE_SECS,
+                    link_bound: false,
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_that_queued_on_the_link_measure_it_however_the_sender_paused() {
+        // 1 MiB handed over in 5 ms by a sender that stalled most of that time, then
+        // 80 ms of arrival: the link, not the sender, set the pace.
+        let report = PeerReport {
+            request_arrival: Some((1 << 20, Duration::from_millis(80))),
+            response_stall: None,
+        };
+        let mut sent = SendClock::default();
+        sent.sent(1000);
+        sent.stall();
+        std::thread::sleep(Duration::from_millis(5));
+        sent.sent((1 << 20) - 1000);
+        let timing = CallTiming {
+            sent: Some(sent),
+            received: None,
+        };
+        let samples = goodputs(&timing, &report);
+        assert_eq!(samples.len(), 1);
+        assert!(samples[0].link_bound);
+        // The same arrival from a sender that took as long to hand the bytes over only
+        // says the link is at least that fast.
+        assert!(!queued_on_link(Duration::from_millis(80), Duration::from_millis(70)));
     }
 
     #[test]

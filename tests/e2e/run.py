@@ -12,8 +12,14 @@ compresses its responses: the sidecars decode them and the client gets identity)
 pytriton) without and with its response compression, and a TF Serving Predict echo server
 without and with gzip responses. Each client prints one JSON line per case.
 
+Then the link guard (link_cases.py): two more sidecar pairs in front of the Triton server,
+with the default configuration, one over a link the relay paces at --throttle-mbit and
+one over plain loopback. It checks the decisions the sidecars take from the link they
+measure: compress on the paced link, store on loopback.
+
 With --direct the sidecars are left out (the client talks to the link relay, which goes
-straight to the server): the same cases, as a baseline. Standard library only.
+straight to the server): the same cases, as a baseline, and no link guard. Standard
+library only.
 Exit status: 0 when every case was bit-exact and every process behaved, 1 otherwise.
 """
 
@@ -61,13 +67,15 @@ class Processes:
         self.logdir = logdir
         self.children: list = []
 
-    def start(self, name: str, argv: list, env: dict | None = None) -> subprocess.Popen:
+    def start(self, name: str, argv: list, env: dict | None = None, inherit_bloscar: bool = True) -> subprocess.Popen:
+        """Starts NAME; without INHERIT_BLOSCAR, no BLOSCAR_ setting of this environment reaches it."""
         logfile = open(self.logdir / f"{name}.log", "wb")
+        inherited = {k: v for k, v in os.environ.items() if inherit_bloscar or not k.startswith("BLOSCAR_")}
         proc = subprocess.Popen(
             [str(a) for a in argv],
             stdout=logfile,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**inherited, **(env or {})},
             cwd=HERE,
             start_new_session=True,
         )
@@ -88,6 +96,41 @@ class Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+# The link guard's sidecar pairs: name -> (expected decision, label in the report).
+GUARD_PAIRS = {
+    "guard-paced": ("compressed", "paced link"),
+    "guard-loopback": ("stored", "loopback"),
+}
+
+
+def start_pair(procs: "Processes", bloscar: str, name: str, inbound: int, outbound: int, link_port: int,
+               server_port: int) -> int:
+    """An inbound sidecar in front of SERVER_PORT and an outbound one that forwards to
+    LINK_PORT (the relay's route to the inbound), both in the default configuration;
+    returns the outbound's admin port once both are ready. The link guard's pairs get
+    none of the caller's BLOSCAR_ settings (BLOSCAR_LOG aside): they must measure the link."""
+    guard = name in GUARD_PAIRS
+    common = {"BLOSCAR_LOG": os.environ.get("BLOSCAR_LOG", "warn")}
+    admin_in, admin_out = free_port(), free_port()
+    procs.start(f"bloscar-inbound-{name}", [bloscar], {
+        **common,
+        "BLOSCAR_MODE": "inbound",
+        "BLOSCAR_INBOUND_LISTEN": f"127.0.0.1:{inbound}",
+        "BLOSCAR_INBOUND_FORWARD": f"127.0.0.1:{server_port}",
+        "BLOSCAR_ADMIN_LISTEN": f"127.0.0.1:{admin_in}",
+    }, inherit_bloscar=not guard)
+    procs.start(f"bloscar-outbound-{name}", [bloscar], {
+        **common,
+        "BLOSCAR_MODE": "outbound",
+        "BLOSCAR_OUTBOUND_LISTEN": f"127.0.0.1:{outbound}",
+        "BLOSCAR_OUTBOUND_FORWARD": f"127.0.0.1:{link_port}",
+        "BLOSCAR_ADMIN_LISTEN": f"127.0.0.1:{admin_out}",
+    }, inherit_bloscar=not guard)
+    wait_ready(admin_in, procs)
+    wait_ready(admin_out, procs)
+    return admin_out
 
 
 def wait_for_file(path: Path, procs: Processes, timeout: float) -> dict:
@@ -175,6 +218,8 @@ def main() -> int:
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
     parser.add_argument("--json", help="also write the records to this file")
     parser.add_argument("--logdir", help="where process logs go (default: a temporary directory)")
+    parser.add_argument("--no-link-guard", action="store_true", help="leave out the link guard")
+    parser.add_argument("--throttle-mbit", type=float, default=40, help="the link guard's paced link (Mbit/s)")
     args = parser.parse_args()
     if not args.direct and not args.bloscar:
         parser.error("--bloscar is required unless --direct")
@@ -185,15 +230,19 @@ def main() -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     procs = Processes(logdir)
     servers = [s for s in args.servers.split(",") if s]
+    link_guard = not args.direct and not args.no_link_guard
+    # The link guard talks to Triton (without response compression) through its own pairs.
+    backends = servers + (["triton"] if link_guard and "triton" not in servers else [])
     records: list = []
+    verdicts: list = []
     failed = []
     try:
-        log(f"starting {len(servers)} servers (logs in {logdir})")
-        for name in servers:
+        log(f"starting {len(backends)} servers (logs in {logdir})")
+        for name in backends:
             script, python, rc, _ = SERVERS[name]
             procs.start(name, [python, script, "--ports-file", logdir / f"{name}.ports",
                                "--response-compression", rc])
-        backend = {name: wait_for_file(logdir / f"{name}.ports", procs, 300)["grpc"] for name in servers}
+        backend = {name: wait_for_file(logdir / f"{name}.ports", procs, 300)["grpc"] for name in backends}
         log("servers ready: " + ", ".join(f"{n}=:{p}" for n, p in backend.items()))
 
         inbound = {name: free_port() for name in servers}
@@ -206,30 +255,28 @@ def main() -> int:
                 routes.append(f"link-{name}=127.0.0.1:{inbound[name]}")
                 routes.append(f"app-{name}=127.0.0.1:{outbound[name]}")
                 routes.append(f"server-{name}=127.0.0.1:{backend[name]}")
+        if link_guard:
+            for guard in GUARD_PAIRS:
+                inbound[guard] = free_port()
+                outbound[guard] = free_port()
+            # Loopback is left as it is (a Python relay would be its bottleneck); the
+            # metrics count its bytes.
+            routes.append(f"link-guard-paced=127.0.0.1:{inbound['guard-paced']}")
+            routes.append(f"app-guard-paced=127.0.0.1:{outbound['guard-paced']}")
         procs.start("relay", [sys.executable, "relay.py", "--ports-file", logdir / "relay.ports",
-                              *[a for r in routes for a in ("--route", r)]])
+                              *[a for r in routes for a in ("--route", r)],
+                              *(["--rate", f"link-guard-paced={args.throttle_mbit:g}"] if link_guard else [])])
         relay = wait_for_file(logdir / "relay.ports", procs, 10)
 
+        admin_out = {}
         if not args.direct:
-            common = {"BLOSCAR_LOG": os.environ.get("BLOSCAR_LOG", "warn")}
-            for name in servers:
-                admin_in, admin_out = free_port(), free_port()
-                procs.start(f"bloscar-inbound-{name}", [args.bloscar], {
-                    **common,
-                    "BLOSCAR_MODE": "inbound",
-                    "BLOSCAR_INBOUND_LISTEN": f"127.0.0.1:{inbound[name]}",
-                    "BLOSCAR_INBOUND_FORWARD": f"127.0.0.1:{relay[f'server-{name}']}",
-                    "BLOSCAR_ADMIN_LISTEN": f"127.0.0.1:{admin_in}",
-                })
-                procs.start(f"bloscar-outbound-{name}", [args.bloscar], {
-                    **common,
-                    "BLOSCAR_MODE": "outbound",
-                    "BLOSCAR_OUTBOUND_LISTEN": f"127.0.0.1:{outbound[name]}",
-                    "BLOSCAR_OUTBOUND_FORWARD": f"127.0.0.1:{relay[f'link-{name}']}",
-                    "BLOSCAR_ADMIN_LISTEN": f"127.0.0.1:{admin_out}",
-                })
-                wait_ready(admin_in, procs)
-                wait_ready(admin_out, procs)
+            pairs = [(name, relay[f"server-{name}"]) for name in servers]
+            if link_guard:
+                pairs += [(guard, backend["triton"]) for guard in GUARD_PAIRS]
+            for name, server_port in pairs:
+                link_port = relay[f"link-{name}"] if f"link-{name}" in relay else inbound[name]
+                admin_out[name] = start_pair(procs, args.bloscar, name, inbound[name], outbound[name],
+                                             link_port, server_port)
             log("sidecars ready")
 
         for name in servers:
@@ -248,6 +295,26 @@ def main() -> int:
             records.extend(lines)
             if result.returncode != 0 or not lines:
                 failed.append(f"{cases} against {name} (exit {result.returncode}; log {logdir}/{cases}-{name}.log)")
+        if link_guard:
+            for guard, (expect, label) in GUARD_PAIRS.items():
+                log(f"running the link guard over {label}")
+                counted = ["--url", f"127.0.0.1:{outbound[guard]}"]
+                if f"link-{guard}" in relay:
+                    counted = ["--url", f"127.0.0.1:{relay[f'app-{guard}']}", "--relay-control",
+                               str(relay["control"]), "--app-route", f"app-{guard}", "--link-route", f"link-{guard}"]
+                result = subprocess.run(
+                    [str(PYTRITON), "link_cases.py", *counted,
+                     "--metrics", f"http://127.0.0.1:{admin_out[guard]}/metrics",
+                     "--expect", expect, "--label", label, "--throttle-mbit", f"{args.throttle_mbit:g}"],
+                    cwd=HERE, stdout=subprocess.PIPE, stderr=open(logdir / f"link_cases-{guard}.log", "wb"),
+                    text=True, timeout=300,
+                )
+                lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+                records.extend(r for r in lines if "suite" in r)
+                verdicts.extend(r["link_guard"] for r in lines if "link_guard" in r)
+                if result.returncode != 0 or not lines:
+                    failed.append(f"link guard over {label} (exit {result.returncode}; "
+                                  f"log {logdir}/link_cases-{guard}.log)")
         dead = procs.check_alive()
         if dead:
             failed.append("processes exited during the run: " + ", ".join(dead))
@@ -262,6 +329,15 @@ def main() -> int:
         print(table(records))
         print("\nPer tensor and mode (all request/response compression settings added up):")
         print(summary(records))
+    if verdicts:
+        print("\nLink guard (default configuration: the outbound measures the link; link bytes per call,"
+              " both directions):")
+        for v in verdicts:
+            print(f"  {v['mode']}: expected {v['expect']}, decided {v['verdict'] or 'nothing'}; estimate "
+                  f"{v['link_rate_mbps']} Mbit/s"
+                  + (f" (pace {v['throttle_mbit']:g})" if v["throttle_mbit"] else "")
+                  + f"; tensor {v['tensor_bytes']} B; link bytes per call "
+                  + " ".join(str(b) for b in v["link_bytes_per_call"]))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
     exact = sum(r["bit_exact"] for r in records)
