@@ -128,6 +128,46 @@ pub struct EncoderContext {
     pub link_bytes_per_sec: Option<f64>,
     /// Restored bytes per segment.
     pub chunk_len: usize,
+    /// Where what each compressed tensor cost goes; `None`: straight to the chooser.
+    pub costs: Option<Arc<dyn CostSink>>,
+}
+
+/// Takes what compressing a tensor cost, e.g. to add the peer's decompression time
+/// before the chooser's real-time check sees it.
+pub trait CostSink: Send + Sync + 'static {
+    /// One compressed tensor's cost; `tensor` names it as the chooser keys it.
+    fn report(&self, tensor: OwnedTensorInfo, cost: MessageCost);
+}
+
+/// A [`TensorInfo`] that owns its strings, to report after the message has gone.
+#[derive(Debug, Clone)]
+pub struct OwnedTensorInfo {
+    /// gRPC method path.
+    pub method: Arc<str>,
+    /// The model key ("" when none).
+    pub model: String,
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Blosc typesize used.
+    pub elem_size: usize,
+    /// The link rate the pick was made for.
+    pub link_bytes_per_sec: Option<f64>,
+}
+
+impl OwnedTensorInfo {
+    /// The borrowed form the chooser takes.
+    pub fn as_info(&self) -> TensorInfo<'_> {
+        TensorInfo {
+            method: &self.method,
+            name: &self.name,
+            dtype: self.dtype,
+            elem_size: self.elem_size,
+            model: &self.model,
+            link_bytes_per_sec: self.link_bytes_per_sec,
+        }
+    }
 }
 
 /// Encodes one message of a known length as it arrives.
@@ -504,6 +544,7 @@ fn range_spans(
 /// them were compressed (the chooser watches ratios for drift).
 struct TensorTally {
     chooser: Arc<dyn Chooser>,
+    costs: Option<Arc<dyn CostSink>>,
     method: Arc<str>,
     model: String,
     link_bytes_per_sec: Option<f64>,
@@ -529,6 +570,7 @@ impl TensorTally {
     fn new(context: &EncoderContext, start: &TensorStart, options: CompressOptions) -> Self {
         TensorTally {
             chooser: Arc::clone(&context.chooser),
+            costs: context.costs.clone(),
             method: Arc::clone(&context.method),
             model: context.model.get().cloned().unwrap_or_default(),
             link_bytes_per_sec: context.link_bytes_per_sec,
@@ -608,7 +650,20 @@ impl TensorTally {
             peer_decompress_secs: None,
             link_bytes_per_sec: self.link_bytes_per_sec,
         };
-        self.chooser.observe_cost(&info, &cost);
+        match &self.costs {
+            Some(sink) => sink.report(
+                OwnedTensorInfo {
+                    method: Arc::clone(&self.method),
+                    model: self.model.clone(),
+                    name: self.name.clone(),
+                    dtype: self.dtype,
+                    elem_size: self.elem_size,
+                    link_bytes_per_sec: self.link_bytes_per_sec,
+                },
+                cost,
+            ),
+            None => self.chooser.observe_cost(&info, &cost),
+        }
     }
 }
 

@@ -13,7 +13,8 @@ use bloscar::locate::{KSERVE_MODEL_INFER, Locator};
 use bloscar::pb::inference::ModelInferRequest;
 use bloscar::pb::inference::model_infer_request::InferInputTensor;
 use bloscar::{
-    BloscarLayer, Chooser, CompressOptions, FixedChooser, Limits, MessageCodec, TensorInfo,
+    BloscarLayer, Chooser, CompressOptions, FixedChooser, Limits, MessageCodec, MessageCost,
+    TensorInfo,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -410,4 +411,43 @@ async fn a_large_stored_message_streams_as_identity() {
         assert!(seen.app_request == framed(&messages));
         assert!(seen.wire_request == framed(&messages));
     }
+}
+
+/// Compresses every tensor and records what the real-time check is told.
+#[derive(Default)]
+struct CostRecorder(Mutex<Vec<MessageCost>>);
+
+impl Chooser for CostRecorder {
+    fn choose(&self, _: &TensorInfo<'_>, _: &[u8]) -> Option<CompressOptions> {
+        Some("lz4:5:byte".parse().unwrap())
+    }
+
+    fn observe_cost(&self, _: &TensorInfo<'_>, cost: &MessageCost) {
+        self.0.lock().unwrap().push(*cost);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_costs_carry_the_peers_decompression_time() {
+    let recorder = Arc::new(CostRecorder::default());
+    let message = request(&[("big", "FP32", smooth_f32(1 << 20, 0.5))]);
+    let (out, _, _) = round_trip_with(
+        std::slice::from_ref(&message),
+        64 * 1024,
+        codec_with(recorder.clone()),
+    )
+    .await;
+    assert!(out == framed(std::slice::from_ref(&message)));
+    let costs = recorder.0.lock().unwrap().clone();
+    // Both sides share the chooser here: the inbound reports its response's tensor at
+    // once (its peer reports nothing back), the outbound its request's tensor with the
+    // inbound's decompression time from the response's trailers.
+    assert_eq!(costs.len(), 2, "{costs:?}");
+    assert!(
+        costs
+            .iter()
+            .any(|c| c.peer_decompress_secs.is_some_and(|s| s > 0.0)),
+        "{costs:?}"
+    );
+    assert!(costs.iter().all(|c| c.wire_len < c.original_len));
 }

@@ -18,6 +18,7 @@ use pin_project_lite::pin_project;
 
 use super::clock::RecvClock;
 use super::encode::fail;
+use super::feedback::CallCosts;
 use super::link::{self, SharedTiming};
 use super::pipeline::{Output, Pipeline};
 use super::{Role, Shared};
@@ -70,6 +71,8 @@ pub struct CallContext {
     pub timing: SharedTiming,
     /// The model the call names: a request's decoder learns it for the response.
     pub model: ModelSlot,
+    /// Outbound: the request's tensor costs, settled with the inbound's report.
+    pub costs: Option<Arc<CallCosts>>,
 }
 
 /// Learns the model a request names from its first restored bytes (the model's fields
@@ -93,6 +96,7 @@ pin_project! {
         slot: ErrorSlot,
         timing: SharedTiming,
         model: ModelSlot,
+        costs: Option<Arc<CallCosts>>,
         sniff: Option<ModelSniff>,
         clock: RecvClock,
         frames: FrameDecoder,
@@ -117,6 +121,7 @@ impl<B> DecodeBody<B> {
             slot: call.slot,
             timing: call.timing,
             model: call.model,
+            costs: call.costs,
             sniff: None,
             clock: RecvClock::default(),
             decoder,
@@ -184,6 +189,7 @@ where
                             pipeline: this.pipeline,
                             model: this.model,
                             sniff: this.sniff,
+                            timing: this.timing,
                         };
                         if let Err(status) = reader.consume(&mut data) {
                             return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
@@ -214,6 +220,9 @@ where
                 && let Some(trailers) = ended.as_mut()
             {
                 let report = link::take_report(trailers);
+                if let Some(costs) = this.costs.as_ref() {
+                    costs.settle(report.request_decode);
+                }
                 let now = Instant::now();
                 for goodput in link::goodputs(&timing, &report) {
                     let sample = LinkSample {
@@ -251,6 +260,7 @@ struct Reader<'a> {
     pipeline: &'a mut Pipeline,
     model: &'a ModelSlot,
     sniff: &'a mut Option<ModelSniff>,
+    timing: &'a SharedTiming,
 }
 
 impl Reader<'_> {
@@ -345,10 +355,15 @@ impl Reader<'_> {
             Record::Blosc(job) => {
                 // Tensor data: the model's fields, if any, came before.
                 *self.sniff = None;
+                // The time it takes is reported to the sender with the response.
+                let timing = Arc::clone(self.timing);
                 self.pipeline.push_job(
                     move || {
-                        job.run()
-                            .map_err(|err| Status::from(&crate::Error::from(err)))
+                        let began = Instant::now();
+                        let restored = job.run();
+                        timing.lock().unwrap_or_else(|e| e.into_inner()).restored +=
+                            began.elapsed();
+                        restored.map_err(|err| Status::from(&crate::Error::from(err)))
                     },
                     None,
                 );

@@ -161,8 +161,7 @@ where
                     timing.sent = Some(this.clock.clone());
                     if *this.report
                         && let Some(trailers) = trailers.as_mut()
-                        && let Some(value) =
-                            link::report(timing.received.as_ref(), timing.sent.as_ref())
+                        && let Some(value) = link::report(&timing)
                     {
                         trailers.insert(link::LINK_TRAILER, value);
                     }

@@ -52,13 +52,16 @@ pub struct CallTiming {
     pub sent: Option<SendClock>,
     /// How the peer's body arrived here (outbound: the response; inbound: the request).
     pub received: Option<RecvClock>,
+    /// Inbound: wall-clock time spent decompressing the request's Blosc segments.
+    pub restored: Duration,
 }
 
 /// A call's timing, written by one body and read by the other.
 pub type SharedTiming = Arc<Mutex<CallTiming>>;
 
 /// The inbound's trailer: the request's arrival and the response's sending.
-pub fn report(received: Option<&RecvClock>, sent: Option<&SendClock>) -> Option<HeaderValue> {
+pub fn report(timing: &CallTiming) -> Option<HeaderValue> {
+    let (received, sent) = (timing.received.as_ref(), timing.sent.as_ref());
     let mut parts = Vec::new();
     if let Some(rx) = received.filter(|rx| rx.bytes() >= MIN_SAMPLE_BYTES) {
         parts.push(format!("rx={}/{}", rx.bytes(), rx.waited().as_micros()));
@@ -69,6 +72,9 @@ pub fn report(received: Option<&RecvClock>, sent: Option<&SendClock>) -> Option<
             tx.stalled().as_micros(),
             tx.span().as_micros()
         ));
+    }
+    if timing.restored > Duration::ZERO {
+        parts.push(format!("dec={}", timing.restored.as_micros()));
     }
     if parts.is_empty() {
         return None;
@@ -83,6 +89,8 @@ pub struct PeerReport {
     pub request_arrival: Option<(u64, Duration)>,
     /// The response's stalled time and sending span at the inbound.
     pub response_stall: Option<(Duration, Duration)>,
+    /// Wall-clock time the inbound spent decompressing the request.
+    pub request_decode: Option<Duration>,
 }
 
 /// Takes the inbound's report out of `trailers`; a malformed report counts as none.
@@ -98,6 +106,12 @@ pub fn take_report(trailers: &mut HeaderMap) -> PeerReport {
         let Some((key, pair)) = part.trim().split_once('=') else {
             continue;
         };
+        if key == "dec" {
+            if let Ok(micros) = pair.parse::<u64>() {
+                report.request_decode = Some(Duration::from_micros(micros));
+            }
+            continue;
+        }
         let Some((a, b)) = pair.split_once('/') else {
             continue;
         };
@@ -200,12 +214,13 @@ mod tests {
         trailers.insert("grpc-status", HeaderValue::from_static("0"));
         trailers.insert(
             LINK_TRAILER,
-            HeaderValue::from_static("rx=1048576/80000;stall=100/9000"),
+            HeaderValue::from_static("rx=1048576/80000;stall=100/9000;dec=2500"),
         );
         let report = take_report(&mut trailers);
         assert_eq!(
             report,
             PeerReport {
+                request_decode: Some(Duration::from_micros(2500)),
                 request_arrival: Some((1_048_576, Duration::from_micros(80_000))),
                 response_stall: Some((Duration::from_micros(100), Duration::from_micros(9_000))),
             }
@@ -226,6 +241,7 @@ mod tests {
     #[test]
     fn a_request_the_outbound_stalled_on_is_only_a_lower_bound() {
         let report = PeerReport {
+            request_decode: None,
             request_arrival: Some((4 << 20, Duration::from_millis(40))),
             response_stall: None,
         };
@@ -242,6 +258,7 @@ mod tests {
         // at least 4 MiB per 2 ms fast, not unmeasured.
         for waited in [Duration::from_micros(500), Duration::ZERO] {
             let report = PeerReport {
+                request_decode: None,
                 request_arrival: Some((4 << 20, waited)),
                 response_stall: None,
             };
@@ -249,7 +266,7 @@ mod tests {
             sent.sent(4 << 20);
             let timing = CallTiming {
                 sent: Some(sent),
-                received: None,
+                ..CallTiming::default()
             };
             let samples = goodputs(&timing, &report);
             assert_eq!(
@@ -268,6 +285,7 @@ mod tests {
         // 1 MiB handed over in 5 ms by a sender that stalled most of that time, then
         // 80 ms of arrival: the link, not the sender, set the pace.
         let report = PeerReport {
+            request_decode: None,
             request_arrival: Some((1 << 20, Duration::from_millis(80))),
             response_stall: None,
         };
@@ -278,19 +296,23 @@ mod tests {
         sent.sent((1 << 20) - 1000);
         let timing = CallTiming {
             sent: Some(sent),
-            received: None,
+            ..CallTiming::default()
         };
         let samples = goodputs(&timing, &report);
         assert_eq!(samples.len(), 1);
         assert!(samples[0].link_bound);
         // The same arrival from a sender that took as long to hand the bytes over only
         // says the link is at least that fast.
-        assert!(!queued_on_link(Duration::from_millis(80), Duration::from_millis(70)));
+        assert!(!queued_on_link(
+            Duration::from_millis(80),
+            Duration::from_millis(70)
+        ));
     }
 
     #[test]
     fn small_transfers_are_not_samples() {
         let report = PeerReport {
+            request_decode: None,
             request_arrival: Some((1000, Duration::from_millis(1))),
             response_stall: None,
         };

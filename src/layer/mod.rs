@@ -17,6 +17,7 @@
 mod clock;
 pub mod decode;
 pub mod encode;
+mod feedback;
 pub mod link;
 pub mod negotiate;
 mod peer;
@@ -39,6 +40,7 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::feedback::CallCosts;
 use self::link::SharedTiming;
 pub use self::negotiate::BodyPlan;
 use self::peer::PeerCapability;
@@ -220,6 +222,8 @@ where
             link_rate: None,
             model: ModelSlot::default(),
             timing: SharedTiming::default(),
+            costs: (shared.role == Role::Outbound)
+                .then(|| Arc::new(CallCosts::new(Arc::clone(shared.codec.chooser())))),
             shared,
         };
         let (call, request) = call.request(request);
@@ -246,6 +250,8 @@ struct Call {
     model: ModelSlot,
     /// How the call's bodies crossed the link.
     timing: SharedTiming,
+    /// Outbound: the request's tensor costs, held for the inbound's report.
+    costs: Option<Arc<CallCosts>>,
 }
 
 impl Call {
@@ -358,6 +364,10 @@ impl Call {
                     model: Arc::clone(&self.model),
                     link_bytes_per_sec: self.link_rate,
                     chunk_len: DEFAULT_CHUNK_LEN,
+                    costs: self
+                        .costs
+                        .clone()
+                        .map(|costs| costs as Arc<dyn crate::stream_encoder::CostSink>),
                 };
                 // The inbound reports, with its response's trailers, how the call
                 // crossed the link.
@@ -380,6 +390,7 @@ impl Call {
                     slot: self.slot.clone(),
                     timing: Arc::clone(&self.timing),
                     model: Arc::clone(&self.model),
+                    costs: self.costs.clone(),
                 };
                 boxed(decode::DecodeBody::new(body, shared, call))
             }
