@@ -234,3 +234,24 @@ async fn records_out_of_place_are_refused() {
     assert_eq!(status.code, Code::Internal, "{status}");
     assert_only_verified(&seen, &message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_bomb_is_refused_before_it_is_restored() {
+    let (app, seen) = start_recording_app().await;
+    let inbound = Proxy::start(Role::Inbound, app).await;
+    // 17 MiB of zeros in a container of a few KiB: above the test sidecar's 16 MiB
+    // limit (a version-1 message is restored whole, and at most 64 MiB).
+    let message = vec![0u8; 17 << 20];
+    let spec = bloscar::container::PatchSpec {
+        offset: 0,
+        len: message.len(),
+        elem_size: 1,
+        options: "lz4:5:none".parse().unwrap(),
+    };
+    let container = bloscar::container::encode(&message, &[spec]).unwrap().bytes;
+    assert!(container.len() < 1 << 20);
+    let status = call(inbound.addr, framed(true, &container)).await;
+    assert_eq!(status.code, Code::ResourceExhausted, "{status}");
+    // The app saw at most an empty, aborted request.
+    assert!(seen.lock().unwrap().iter().all(|got| got.is_empty()));
+}

@@ -32,8 +32,9 @@ use crate::locate::StreamWalk;
 use crate::metrics::Outcome;
 use crate::stream_encoder::{ModelSlot, model_key};
 
-/// Largest version-1 container accepted: version 1 is read for senders that predate
-/// version 2, whose own limit was this.
+/// Largest version-1 container accepted, and largest message one may restore: version 1
+/// is read for senders that predate version 2, whose own message limit was this. A
+/// version-1 message is restored whole, so this also bounds what one costs in memory.
 const MAX_V1_RECORD: usize = 64 << 20;
 
 /// Bytes a segment record may take beyond what it restores: its head and one Blosc
@@ -370,8 +371,9 @@ impl Reader<'_> {
             }
             Record::Whole(job) => {
                 let len = job.restored_len();
-                if len > max {
-                    return Err(too_large(len as u64, max));
+                let limit = max.min(MAX_V1_RECORD);
+                if len > limit {
+                    return Err(too_large(len as u64, limit));
                 }
                 self.pipeline.push_job(
                     move || {
