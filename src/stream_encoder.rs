@@ -545,12 +545,7 @@ fn range_spans(
 struct TensorTally {
     chooser: Arc<dyn Chooser>,
     costs: Option<Arc<dyn CostSink>>,
-    method: Arc<str>,
-    model: String,
-    link_bytes_per_sec: Option<f64>,
-    name: String,
-    dtype: DType,
-    elem_size: usize,
+    tensor: OwnedTensorInfo,
     options: CompressOptions,
     original_len: usize,
     compressed_len: AtomicUsize,
@@ -571,12 +566,14 @@ impl TensorTally {
         TensorTally {
             chooser: Arc::clone(&context.chooser),
             costs: context.costs.clone(),
-            method: Arc::clone(&context.method),
-            model: context.model.get().cloned().unwrap_or_default(),
-            link_bytes_per_sec: context.link_bytes_per_sec,
-            name: start.name.clone(),
-            dtype: start.dtype,
-            elem_size: start.elem_size,
+            tensor: OwnedTensorInfo {
+                method: Arc::clone(&context.method),
+                model: context.model.get().cloned().unwrap_or_default(),
+                name: start.name.clone(),
+                dtype: start.dtype,
+                elem_size: start.elem_size,
+                link_bytes_per_sec: context.link_bytes_per_sec,
+            },
             options,
             original_len: start.len,
             compressed_len: AtomicUsize::new(0),
@@ -621,17 +618,10 @@ impl TensorTally {
         {
             return;
         }
-        let info = TensorInfo {
-            method: &self.method,
-            name: &self.name,
-            dtype: self.dtype,
-            elem_size: self.elem_size,
-            model: &self.model,
-            link_bytes_per_sec: self.link_bytes_per_sec,
-        };
+        let info = self.tensor.as_info();
         let outcome = TensorOutcome {
-            name: self.name.clone(),
-            dtype: self.dtype,
+            name: self.tensor.name.clone(),
+            dtype: self.tensor.dtype,
             options: self.options,
             original_len: self.original_len,
             compressed_len: self.compressed_len.load(Ordering::Relaxed),
@@ -648,20 +638,10 @@ impl TensorTally {
             wire_len: outcome.compressed_len + plain,
             compress_secs: outcome.compress_time.as_secs_f64(),
             peer_decompress_secs: None,
-            link_bytes_per_sec: self.link_bytes_per_sec,
+            link_bytes_per_sec: self.tensor.link_bytes_per_sec,
         };
         match &self.costs {
-            Some(sink) => sink.report(
-                OwnedTensorInfo {
-                    method: Arc::clone(&self.method),
-                    model: self.model.clone(),
-                    name: self.name.clone(),
-                    dtype: self.dtype,
-                    elem_size: self.elem_size,
-                    link_bytes_per_sec: self.link_bytes_per_sec,
-                },
-                cost,
-            ),
+            Some(sink) => sink.report(self.tensor.clone(), cost),
             None => self.chooser.observe_cost(&info, &cost),
         }
     }

@@ -1,10 +1,10 @@
 //! Timing the bytes of a stream, for measuring the link between the sidecars.
 //!
 //! The receiving side knows when bytes arrived; only the sending side knows whether it
-//! kept the link busy. A [`SendClock`] counts the time a sending body had nothing ready
+//! kept the link busy. A [`Clock`] on a sending body counts the time it had nothing ready
 //! when the connection asked for more (its stalls: compression still running, or the app
-//! not sending); a [`RecvClock`] counts the time a receiving body waited for the link
-//! (it asked for bytes and none had arrived). Bytes over that wait are the link's
+//! not sending); on a receiving body, the time it waited for the link (it asked for
+//! bytes and none had arrived). Bytes over that wait are the link's
 //! goodput when the sender seldom stalled, and at least a lower bound on it otherwise.
 //!
 //! The receiver counts its waits, not the span of the arrivals: while the receiving app
@@ -17,96 +17,52 @@ use std::time::{Duration, Instant};
 /// Messages smaller than this say nothing about the link: their time is mostly latency.
 pub const MIN_SAMPLE_BYTES: usize = 256 * 1024;
 
-/// Times a sending body: how long it stalled while bytes were owed.
+/// Times the bytes a body moves: how long it went without any while they were owed.
+///
+/// A sending body's idle time is its stalls (it had nothing ready when the connection
+/// asked); a receiving body's is its waits (it asked and nothing had arrived). Either
+/// way, time before the first byte is the app's and the peer's latency, not the link's,
+/// and does not count.
 #[derive(Debug, Clone, Default)]
-pub struct SendClock {
+pub struct Clock {
     first: Option<Instant>,
     last: Option<Instant>,
-    stalled_since: Option<Instant>,
-    stalled: Duration,
+    idle_since: Option<Instant>,
+    idle: Duration,
     bytes: usize,
 }
 
-impl SendClock {
-    /// The body handed `len` bytes to the connection.
-    pub fn sent(&mut self, len: usize) {
+impl Clock {
+    /// The body moved `len` bytes now (handed them over, or received them).
+    pub fn moved(&mut self, len: usize) {
         let now = Instant::now();
-        if let Some(since) = self.stalled_since.take() {
-            // Stalls count only once sending has begun: waiting for the first byte is
-            // the app's and the upstream's latency, not the link's.
-            if self.first.is_some() {
-                self.stalled += now.saturating_duration_since(since);
-            }
+        if let Some(since) = self.idle_since.take()
+            && self.first.is_some()
+        {
+            self.idle += now.saturating_duration_since(since);
         }
         self.first.get_or_insert(now);
         self.last = Some(now);
         self.bytes += len;
     }
 
-    /// The body had nothing to send when asked.
-    pub fn stall(&mut self) {
-        self.stalled_since.get_or_insert_with(Instant::now);
+    /// The body had no bytes to move when asked.
+    pub fn idle(&mut self) {
+        self.idle_since.get_or_insert_with(Instant::now);
     }
 
-    /// Time spent stalled between the first and the last byte sent.
-    pub fn stalled(&self) -> Duration {
-        self.stalled
+    /// Time without bytes between the first and the last byte moved: a sender's stalls,
+    /// or the time a receiver waited for the link to deliver.
+    pub fn idle_time(&self) -> Duration {
+        self.idle
     }
 
-    /// Bytes sent.
+    /// Bytes moved.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Time from the first to the last byte sent.
-    pub fn span(&self) -> Duration {
-        span(self.first, self.last)
-    }
-}
-
-/// Times the arrival of a stream's bytes: how long the receiver waited for them.
-#[derive(Debug, Clone, Default)]
-pub struct RecvClock {
-    first: Option<Instant>,
-    last: Option<Instant>,
-    waiting_since: Option<Instant>,
-    waited: Duration,
-    bytes: usize,
-}
-
-impl RecvClock {
-    /// `len` bytes arrived now.
-    pub fn arrived(&mut self, len: usize) {
-        let now = Instant::now();
-        if let Some(since) = self.waiting_since.take() {
-            // Waiting for the first byte is the peer's and the app's latency, not the
-            // link's rate.
-            if self.first.is_some() {
-                self.waited += now.saturating_duration_since(since);
-            }
-        }
-        self.first.get_or_insert(now);
-        self.last = Some(now);
-        self.bytes += len;
-    }
-
-    /// The body asked for bytes and none had arrived.
-    pub fn waiting(&mut self) {
-        self.waiting_since.get_or_insert_with(Instant::now);
-    }
-
-    /// Time spent waiting for bytes between the first and the last arrival: the time
-    /// the link took to deliver them, without the time nobody asked for them.
-    pub fn waited(&self) -> Duration {
-        self.waited
-    }
-
-    /// Bytes that arrived.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Time from the first to the last arrival.
+    /// Time from the first to the last byte moved.
     pub fn span(&self) -> Duration {
         span(self.first, self.last)
     }
@@ -125,45 +81,45 @@ mod tests {
 
     #[test]
     fn stalls_before_the_first_byte_do_not_count() {
-        let mut clock = SendClock::default();
-        clock.stall();
+        let mut clock = Clock::default();
+        clock.idle();
         std::thread::sleep(Duration::from_millis(2));
-        clock.sent(10);
-        assert_eq!(clock.stalled(), Duration::ZERO);
-        clock.stall();
+        clock.moved(10);
+        assert_eq!(clock.idle_time(), Duration::ZERO);
+        clock.idle();
         std::thread::sleep(Duration::from_millis(2));
-        clock.sent(10);
-        assert!(clock.stalled() >= Duration::from_millis(2));
+        clock.moved(10);
+        assert!(clock.idle_time() >= Duration::from_millis(2));
         assert_eq!(clock.bytes(), 20);
-        assert!(clock.span() >= clock.stalled());
+        assert!(clock.span() >= clock.idle_time());
     }
 
     #[test]
     fn only_waits_after_the_first_byte_count() {
-        let mut clock = RecvClock::default();
-        clock.waiting();
+        let mut clock = Clock::default();
+        clock.idle();
         std::thread::sleep(Duration::from_millis(2));
-        clock.arrived(10);
-        assert_eq!(clock.waited(), Duration::ZERO);
-        clock.waiting();
+        clock.moved(10);
+        assert_eq!(clock.idle_time(), Duration::ZERO);
+        clock.idle();
         std::thread::sleep(Duration::from_millis(2));
-        clock.arrived(10);
-        let waited = clock.waited();
+        clock.moved(10);
+        let waited = clock.idle_time();
         assert!(waited >= Duration::from_millis(2));
         // Time the receiver spent not asking (its app not reading) is not the link's.
         std::thread::sleep(Duration::from_millis(5));
-        clock.arrived(10);
-        assert_eq!(clock.waited(), waited);
+        clock.moved(10);
+        assert_eq!(clock.idle_time(), waited);
         assert!(clock.span() >= waited + Duration::from_millis(5));
         assert_eq!(clock.bytes(), 30);
     }
 
     #[test]
     fn arrivals_span_first_to_last() {
-        let mut clock = RecvClock::default();
+        let mut clock = Clock::default();
         assert_eq!(clock.span(), Duration::ZERO);
-        clock.arrived(5);
-        clock.arrived(7);
+        clock.moved(5);
+        clock.moved(7);
         assert_eq!(clock.bytes(), 12);
     }
 }

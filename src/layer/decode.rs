@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
-use super::clock::RecvClock;
+use super::clock::Clock;
 use super::encode::fail;
 use super::feedback::CallCosts;
 use super::link::{self, SharedTiming};
@@ -99,7 +99,7 @@ pin_project! {
         model: ModelSlot,
         costs: Option<Arc<CallCosts>>,
         sniff: Option<ModelSniff>,
-        clock: RecvClock,
+        clock: Clock,
         frames: FrameDecoder,
         decoder: StreamDecoder,
         message: Message,
@@ -124,7 +124,7 @@ impl<B> DecodeBody<B> {
             model: call.model,
             costs: call.costs,
             sniff: None,
-            clock: RecvClock::default(),
+            clock: Clock::default(),
             decoder,
             message: Message::Idle,
             restoring: None,
@@ -170,7 +170,7 @@ where
             }
             let frame = match this.inner.as_mut().poll_frame(cx) {
                 Poll::Pending => {
-                    this.clock.waiting();
+                    this.clock.idle();
                     return Poll::Pending;
                 }
                 Poll::Ready(frame) => frame,
@@ -178,7 +178,7 @@ where
             let ended = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(mut data) => {
-                        this.clock.arrived(data.len());
+                        this.clock.moved(data.len());
                         let mut reader = Reader {
                             shared: this.shared,
                             method: this.method,

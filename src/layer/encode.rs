@@ -17,7 +17,7 @@ use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
 use super::Shared;
-use super::clock::SendClock;
+use super::clock::Clock;
 use super::link::{self, SharedTiming};
 use super::pipeline::{Output, Pipeline};
 use crate::error::BoxError;
@@ -57,7 +57,7 @@ pin_project! {
         message: Message,
         pipeline: Pipeline,
         scratch: Vec<Out>,
-        clock: SendClock,
+        clock: Clock,
         timing: SharedTiming,
         report: bool,
     }
@@ -90,7 +90,7 @@ impl<B> EncodeBody<B> {
             frames: FrameDecoder::new(max),
             message: Message::Idle,
             scratch: Vec::new(),
-            clock: SendClock::default(),
+            clock: Clock::default(),
             timing,
             report,
         }
@@ -112,10 +112,10 @@ where
         let polled = self.as_mut().poll_encoded(cx);
         let this = self.project();
         match &polled {
-            Poll::Pending => this.clock.stall(),
+            Poll::Pending => this.clock.idle(),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.clock.sent(data.len());
+                    this.clock.moved(data.len());
                 }
             }
             Poll::Ready(_) => {}

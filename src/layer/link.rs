@@ -3,10 +3,10 @@
 //! The outbound side owns the estimate for its peer. Per call it learns:
 //!
 //! - for the request, how the inbound saw its bytes arrive (`bloscar-link` trailer,
-//!   `rx=<bytes>/<µs>`: the time it waited for them), and whether its own request body kept the link busy (its
-//!   [`SendClock`]);
-//! - for the response, how long it waited here for its bytes ([`RecvClock`]), and whether the
-//!   inbound's response body kept the link busy (`stall=<µs>/<µs>`: stalled time over the
+//!   `rx=<bytes>/<µs>`: the time it waited for them), and whether its own request body
+//!   kept the link busy (its [`Clock`]);
+//! - for the response, how long it waited here for its bytes (its [`Clock`]), and whether
+//!   the inbound's response body kept the link busy (`stall=<µs>/<µs>`: stalled time over the
 //!   span of sending).
 //!
 //! A direction where the sender seldom stalled gives the link's goodput; otherwise the
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
-use super::clock::{MIN_SAMPLE_BYTES, RecvClock, SendClock};
+use super::clock::{Clock, MIN_SAMPLE_BYTES};
 use crate::codec::tune::link::MIN_SAMPLE_SECS;
 
 /// Trailer the inbound adds to a response: how the request arrived, how the response was
@@ -38,7 +38,7 @@ const BUSY_SHARE: f64 = 0.2;
 pub struct Goodput {
     /// Bytes that crossed.
     pub bytes: u64,
-    /// Seconds the receiver waited for them (see [`RecvClock::waited`]).
+    /// Seconds the receiver waited for them (see [`Clock::idle_time`]).
     pub secs: f64,
     /// Whether the link set the pace (else the sender did, and the link is at least as
     /// fast).
@@ -49,9 +49,9 @@ pub struct Goodput {
 #[derive(Debug, Default, Clone)]
 pub struct CallTiming {
     /// How this side sent its body (outbound: the request; inbound: the response).
-    pub sent: Option<SendClock>,
+    pub sent: Option<Clock>,
     /// How the peer's body arrived here (outbound: the response; inbound: the request).
-    pub received: Option<RecvClock>,
+    pub received: Option<Clock>,
     /// Inbound: wall-clock time spent decompressing the request's Blosc segments.
     pub restored: Duration,
 }
@@ -64,12 +64,12 @@ pub fn report(timing: &CallTiming) -> Option<HeaderValue> {
     let (received, sent) = (timing.received.as_ref(), timing.sent.as_ref());
     let mut parts = Vec::new();
     if let Some(rx) = received.filter(|rx| rx.bytes() >= MIN_SAMPLE_BYTES) {
-        parts.push(format!("rx={}/{}", rx.bytes(), rx.waited().as_micros()));
+        parts.push(format!("rx={}/{}", rx.bytes(), rx.idle_time().as_micros()));
     }
     if let Some(tx) = sent.filter(|tx| tx.bytes() >= MIN_SAMPLE_BYTES) {
         parts.push(format!(
             "stall={}/{}",
-            tx.stalled().as_micros(),
+            tx.idle_time().as_micros(),
             tx.span().as_micros()
         ));
     }
@@ -177,7 +177,7 @@ pub fn goodputs(timing: &CallTiming, report: &PeerReport) -> Vec<Goodput> {
         && bytes >= MIN_SAMPLE_BYTES as u64
     {
         let link_bound = timing.sent.as_ref().is_some_and(|tx| {
-            kept_busy(tx.stalled(), tx.span()) || queued_on_link(waited, tx.span())
+            kept_busy(tx.idle_time(), tx.span()) || queued_on_link(waited, tx.span())
         });
         out.push(goodput(bytes, waited, link_bound));
     }
@@ -185,9 +185,9 @@ pub fn goodputs(timing: &CallTiming, report: &PeerReport) -> Vec<Goodput> {
         && rx.bytes() >= MIN_SAMPLE_BYTES
     {
         let link_bound = report.response_stall.is_some_and(|(stalled, span)| {
-            kept_busy(stalled, span) || queued_on_link(rx.waited(), span)
+            kept_busy(stalled, span) || queued_on_link(rx.idle_time(), span)
         });
-        out.push(goodput(rx.bytes() as u64, rx.waited(), link_bound));
+        out.push(goodput(rx.bytes() as u64, rx.idle_time(), link_bound));
     }
     out
 }
@@ -262,8 +262,8 @@ mod tests {
                 request_arrival: Some((4 << 20, waited)),
                 response_stall: None,
             };
-            let mut sent = SendClock::default();
-            sent.sent(4 << 20);
+            let mut sent = Clock::default();
+            sent.moved(4 << 20);
             let timing = CallTiming {
                 sent: Some(sent),
                 ..CallTiming::default()
@@ -289,11 +289,11 @@ mod tests {
             request_arrival: Some((1 << 20, Duration::from_millis(80))),
             response_stall: None,
         };
-        let mut sent = SendClock::default();
-        sent.sent(1000);
-        sent.stall();
+        let mut sent = Clock::default();
+        sent.moved(1000);
+        sent.idle();
         std::thread::sleep(Duration::from_millis(5));
-        sent.sent((1 << 20) - 1000);
+        sent.moved((1 << 20) - 1000);
         let timing = CallTiming {
             sent: Some(sent),
             ..CallTiming::default()

@@ -14,20 +14,20 @@ use super::{Direction, TensorRange, name_of};
 use crate::DType;
 
 /// `ModelInferRequest.inputs` / `ModelInferResponse.outputs`.
-const TENSORS: u32 = 5;
-const REQUEST_RAW: u32 = 7;
-const RESPONSE_RAW: u32 = 6;
+pub(super) const TENSORS: u32 = 5;
+pub(super) const REQUEST_RAW: u32 = 7;
+pub(super) const RESPONSE_RAW: u32 = 6;
 /// `ModelStreamInferResponse.infer_response`.
-const STREAM_RESPONSE: u32 = 2;
+pub(super) const STREAM_RESPONSE: u32 = 2;
 
 // InferInputTensor / InferOutputTensor.
-const TENSOR_NAME: u32 = 1;
-const TENSOR_DATATYPE: u32 = 2;
-const TENSOR_PARAMETERS: u32 = 4;
-const TENSOR_CONTENTS: u32 = 5;
+pub(super) const TENSOR_NAME: u32 = 1;
+pub(super) const TENSOR_DATATYPE: u32 = 2;
+pub(super) const TENSOR_PARAMETERS: u32 = 4;
+pub(super) const TENSOR_CONTENTS: u32 = 5;
 
 /// The parameter key that puts a tensor in shared memory.
-const SHARED_MEMORY_REGION: &[u8] = b"shared_memory_region";
+pub(super) const SHARED_MEMORY_REGION: &[u8] = b"shared_memory_region";
 
 /// `ModelInfer`: a `ModelInferRequest` in, a `ModelInferResponse` out.
 pub(super) fn model_infer<'a>(

@@ -7,28 +7,18 @@
 
 use std::collections::VecDeque;
 
-use super::super::kserve::contents_field;
+use super::super::kserve::{
+    REQUEST_RAW, RESPONSE_RAW, SHARED_MEMORY_REGION, STREAM_RESPONSE, TENSOR_CONTENTS,
+    TENSOR_DATATYPE, TENSOR_NAME, TENSOR_PARAMETERS, TENSORS, contents_field,
+};
 use super::TensorStart;
 use super::plan::{LenAction, ModelDraft, Plan, TagAction, WireType, text};
 use crate::DType;
 
-/// `ModelInferRequest.inputs` / `ModelInferResponse.outputs`.
-const TENSORS: u32 = 5;
+// `ModelInferRequest` / `ModelInferResponse`; the other field numbers are the
+// whole-message locator's.
 const MODEL_NAME: u32 = 1;
 const MODEL_VERSION: u32 = 2;
-const REQUEST_RAW: u32 = 7;
-const RESPONSE_RAW: u32 = 6;
-/// `ModelStreamInferResponse.infer_response`.
-const STREAM_RESPONSE: u32 = 2;
-
-// InferInputTensor / InferOutputTensor.
-const TENSOR_NAME: u32 = 1;
-const TENSOR_DATATYPE: u32 = 2;
-const TENSOR_PARAMETERS: u32 = 4;
-const TENSOR_CONTENTS: u32 = 5;
-
-/// The parameter key that puts a tensor in shared memory.
-const SHARED_MEMORY_REGION: &[u8] = b"shared_memory_region";
 
 /// Bytes of tensor metadata a message may hold while the tensors wait for their raw
 /// entries; the tensors past it keep their raw entries plain.
