@@ -137,59 +137,9 @@ logs=$out/logs
 rm -f "$logs"/*.log "$logs"/*.ready "$out"/link-*.json # an earlier run's, which would mislead
 python=$repo/.venvs/pytriton/bin/python
 
-# Process groups this run started (each child is started with setsid).
-pgroups=()
-
-stop_groups() {
-    local pgid i
-    for pgid in "${pgroups[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
-    for pgid in "${pgroups[@]}"; do
-        # Triton takes a while to unload its models; a sidecar stops at once.
-        for ((i = 0; i < 300; i++)); do
-            kill -0 -- "-$pgid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$pgid" 2>/dev/null || true
-    done
-    pgroups=()
-}
-
-# Stops this run's processes, then anything still inside the two namespaces (a run
-# killed with SIGKILL leaves its processes there), and deletes the namespaces.
-cleanup() {
-    set +e
-    stop_groups
-    local ns pid
-    for ns in "$ns_client" "$ns_server"; do
-        if ip netns list | grep -qw "$ns"; then
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null; done
-        fi
-    done
-    for ns in "$ns_client" "$ns_server"; do
-        if ip netns list | grep -qw "$ns"; then
-            sleep 1
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-            ip netns del "$ns" 2>/dev/null
-        fi
-    done
-}
-on_exit() {
-    trap '' INT TERM # a second signal must not cut the clean-up short
-    cleanup
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME NAMESPACE COMMAND...: runs COMMAND in NAMESPACE as a new process group, output
-# in $logs/NAME.log; sets started_pid.
-start() {
-    local name=$1 ns=$2
-    shift 2
-    setsid ip netns exec "$ns" "$@" >"$logs/$name.log" 2>&1 &
-    started_pid=$!
-    pgroups+=("$started_pid")
-}
+# Triton takes a while to unload its models; a sidecar stops at once.
+stop_wait_tenths=300
+source scripts/netns-pair.sh
 
 alive_or_die() {
     kill -0 "$1" 2>/dev/null || {
@@ -208,15 +158,7 @@ fi
 bash scripts/venv-pytriton.sh
 
 # --- namespaces and the link ---------------------------------------------------------
-cleanup # leftovers of an earlier run
-ip netns add "$ns_client"
-ip netns add "$ns_server"
-ip link add "$veth_client" netns "$ns_client" type veth peer name "$veth_server" netns "$ns_server"
-ip -n "$ns_client" addr add "$ip_client/24" dev "$veth_client"
-ip -n "$ns_server" addr add "$ip_server/24" dev "$veth_server"
-for ns in "$ns_client" "$ns_server"; do ip -n "$ns" link set lo up; done
-ip -n "$ns_client" link set "$veth_client" up
-ip -n "$ns_server" link set "$veth_server" up
+pair_up
 
 # shape LINK: the same tbf on both veth ends' egress (requests leave the client's end,
 # responses the server's), or none for unshaped.

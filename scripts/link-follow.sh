@@ -83,49 +83,8 @@ mkdir -p "$out"
 out=$(realpath "$out")
 rm -f "$out"/*.log "$out"/*.ports "$out"/link-follow.json # an earlier run's, which would mislead
 
-# Process groups this run started (each child is started with setsid).
-pgroups=()
-
-# Stops this run's processes, then anything still inside the two namespaces (a run
-# killed with SIGKILL leaves its processes there), and deletes the namespaces.
-cleanup() {
-    set +e
-    local pgid ns pid i
-    for pgid in "${pgroups[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null; done
-    for pgid in "${pgroups[@]}"; do
-        for ((i = 0; i < 50; i++)); do
-            kill -0 -- "-$pgid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$pgid" 2>/dev/null
-    done
-    pgroups=()
-    for ns in "$ns_client" "$ns_server"; do
-        if ip netns list | grep -qw "$ns"; then
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null; done
-            sleep 0.5
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-            ip netns del "$ns" 2>/dev/null
-        fi
-    done
-}
-on_exit() {
-    trap '' INT TERM # a second signal must not cut the clean-up short
-    cleanup
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME NAMESPACE COMMAND...: runs COMMAND in NAMESPACE as a new process group, output
-# in $out/NAME.log; sets started_pid.
-start() {
-    local name=$1 ns=$2
-    shift 2
-    setsid ip netns exec "$ns" "$@" >"$out/$name.log" 2>&1 &
-    started_pid=$!
-    pgroups+=("$started_pid")
-}
+logs=$out
+source scripts/netns-pair.sh
 
 wait_ready() {
     local ns=$1 port=$2 name=$3
@@ -138,15 +97,7 @@ wait_ready() {
 }
 
 # --- namespaces and the link (shaped by the driver) ------------------------------------
-cleanup # leftovers of an earlier run
-ip netns add "$ns_client"
-ip netns add "$ns_server"
-ip link add "$veth_client" netns "$ns_client" type veth peer name "$veth_server" netns "$ns_server"
-ip -n "$ns_client" addr add "$ip_client/24" dev "$veth_client"
-ip -n "$ns_server" addr add "$ip_server/24" dev "$veth_server"
-for ns in "$ns_client" "$ns_server"; do ip -n "$ns" link set lo up; done
-ip -n "$ns_client" link set "$veth_client" up
-ip -n "$ns_server" link set "$veth_server" up
+pair_up
 
 # --- the echo app and the sidecars -------------------------------------------------------
 start echo "$ns_server" "$python" tests/e2e/tfs_echo_server.py --ports-file "$out/echo.ports"
