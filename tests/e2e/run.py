@@ -26,6 +26,7 @@ Exit status: 0 when every case was bit-exact and every process behaved, 1 otherw
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -51,9 +52,22 @@ SERVERS = {
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port from port 0 is in that
+    range, and between being picked here and being bound by the process it is meant
+    for, any outgoing connection (Triton's, the relay's) may take it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(1000):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def log(msg: str) -> None:
