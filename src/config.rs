@@ -132,6 +132,14 @@ const SHUTDOWN_GRACE_SECS: Variable = var(
     "whole seconds, 0 or more",
     "after SIGTERM or SIGINT, how long in-flight streams may take to finish",
 );
+const IO_THREADS: Variable = var(
+    "BLOSCAR_IO_THREADS",
+    "1",
+    "a whole number from 1 to 64",
+    "threads that serve the connections (Blosc work runs on its own threads, one per core, \
+     whatever this is): one keeps every hand-over between a call's tasks on one thread, \
+     which is cheapest per call; more help only when the connections keep one core busy",
+);
 const LOG: Variable = var(
     "BLOSCAR_LOG",
     "info",
@@ -160,6 +168,7 @@ pub const VARIABLES: &[Variable] = &[
     LINK_MBPS,
     NDARRAY_RULES,
     SHUTDOWN_GRACE_SECS,
+    IO_THREADS,
     LOG,
     LOG_FORMAT,
 ];
@@ -268,6 +277,8 @@ pub struct Config {
     pub ndarray_rules: Vec<TaggedRule>,
     /// Drain period after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Threads of the async runtime that serves the connections.
+    pub io_threads: usize,
     /// tracing filter directives.
     pub log: String,
     /// Log line format.
@@ -349,6 +360,7 @@ struct RawConfig {
     link_mbps: Option<String>,
     ndarray_rules: Option<String>,
     shutdown_grace_secs: Option<String>,
+    io_threads: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -439,6 +451,9 @@ impl Config {
         let shutdown_grace = parse(SHUTDOWN_GRACE_SECS, raw.shutdown_grace_secs, |s| {
             s.parse::<u64>().ok().map(Duration::from_secs)
         })?;
+        let io_threads = parse(IO_THREADS, raw.io_threads, |s| {
+            s.parse::<usize>().ok().filter(|n| (1..=64).contains(n))
+        })?;
         let log = parse(LOG, raw.log, |s| {
             tracing_subscriber::EnvFilter::try_new(s)
                 .ok()
@@ -464,6 +479,7 @@ impl Config {
             link_mbps,
             ndarray_rules,
             shutdown_grace,
+            io_threads,
             log,
             log_format,
             ignored,

@@ -417,6 +417,7 @@ fn every_variable_is_read() {
         ("BLOSCAR_LINK_MBPS", "10"),
         ("BLOSCAR_NDARRAY_RULES", "/a.B/C=1"),
         ("BLOSCAR_SHUTDOWN_GRACE_SECS", "1"),
+        ("BLOSCAR_IO_THREADS", "2"),
         ("BLOSCAR_LOG", "warn"),
         ("BLOSCAR_LOG_FORMAT", "json"),
     ];

@@ -93,7 +93,7 @@ pub async fn serve(
         }
         let connection = builder
             .serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(super::coalesced(stream)),
                 TowerToHyperService::new(service.clone()),
             )
             .into_owned();

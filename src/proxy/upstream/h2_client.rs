@@ -1,0 +1,149 @@
+//! The HTTP/2 client: one shared connection to the configured upstream, made when first
+//! needed and made again when it fails, whatever `:authority` the calls carry.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::{Request, Response, Uri};
+use http_body::Body;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use super::body::H2Body;
+use super::pump::RequestPump;
+use crate::error::BoxError;
+use crate::layer::BoxBody;
+
+/// A live connection: where new streams go, and whether its driver has ended.
+#[derive(Clone)]
+struct Live {
+    send: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Live {
+    fn usable(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Sends calls over one HTTP/2 connection to `target`.
+pub(super) struct H2Client {
+    connector: HttpConnector,
+    target: Uri,
+    live: Mutex<Option<Live>>,
+    /// One connection attempt at a time: calls that arrive meanwhile wait for it.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl H2Client {
+    pub(super) fn new(connector: HttpConnector, target: Uri) -> H2Client {
+        H2Client {
+            connector,
+            target,
+            live: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn current(&self) -> Option<Live> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.as_ref().filter(|live| live.usable()).cloned()
+    }
+
+    /// Forgets `stale` if it is still the current connection.
+    fn discard(&self, stale: &Live) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(&l.closed, &stale.closed))
+        {
+            *live = None;
+        }
+    }
+
+    /// The current connection, or a new one.
+    async fn connection(&self) -> Result<Live, BoxError> {
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let _turn = self.connecting.lock().await;
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let live = self.connect().await?;
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+        Ok(live)
+    }
+
+    async fn connect(&self) -> Result<Live, BoxError> {
+        let io = self.connector.clone().call(self.target.clone()).await?;
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(super::super::STREAM_WINDOW)
+            .initial_connection_window_size(super::super::CONNECTION_WINDOW)
+            .max_frame_size(super::super::MAX_FRAME)
+            .max_send_buffer_size(super::super::SEND_BUFFER)
+            .enable_push(false)
+            .handshake::<_, Bytes>(super::super::coalesced(io.into_inner()))
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&closed);
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            match connection.await {
+                Ok(()) => tracing::debug!(%target, "upstream connection closed"),
+                Err(err) => tracing::debug!(%target, error = %err, "upstream connection failed"),
+            }
+            flag.store(true, Ordering::Release);
+        });
+        tracing::debug!(target = %self.target, "upstream connection open");
+        Ok(Live { send, closed })
+    }
+
+    /// A connection with room for one more stream. A connection that went away
+    /// (GOAWAY, closed) says so here, before anything is sent, so the call moves to a
+    /// fresh connection once.
+    async fn ready(&self) -> Result<SendRequest<Bytes>, BoxError> {
+        let live = self.connection().await?;
+        match live.send.clone().ready().await {
+            Ok(send) => Ok(send),
+            Err(err) => {
+                tracing::debug!(error = %err, "upstream connection unusable; reconnecting");
+                self.discard(&live);
+                Ok(self.connection().await?.send.ready().await?)
+            }
+        }
+    }
+
+    /// Sends `request` and returns the response once its head has arrived. The request
+    /// body is fed from this future and then from the response body.
+    pub(super) async fn call(
+        &self,
+        request: Request<BoxBody>,
+    ) -> Result<Response<H2Body>, BoxError> {
+        let (parts, body) = request.into_parts();
+        let end = body.is_end_stream();
+        let head = Request::from_parts(parts, ());
+        let (response, send) = self.ready().await?.send_request(head, end)?;
+        let mut pump = (!end).then(|| RequestPump::new(body, send));
+        let mut response = pin!(response);
+        // A unary server answers only once it has the whole request: send it meanwhile.
+        let head = poll_fn(|cx| {
+            if let Some(p) = &mut pump {
+                let _ = p.poll(cx);
+            }
+            match response.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(result),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        let pump = pump.filter(|p| !p.is_done());
+        Ok(head.map(|recv| H2Body::new(recv, pump)))
+    }
+}
