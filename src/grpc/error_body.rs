@@ -1,5 +1,6 @@
 //! A response body that ends a failing gRPC stream with `grpc-status` trailers instead of
-//! a reset, so the client app learns what went wrong.
+//! a reset, so the client app learns what went wrong (a reset only where trailers would
+//! cut a message: [`ResetStream`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -71,6 +72,14 @@ where
             Some(Err(err)) => {
                 *this.done = true;
                 let err: BoxError = err.into();
+                if let Some(ResetStream(status)) = err.downcast_ref::<ResetStream>() {
+                    tracing::debug!(code = status.code.label(), message = %status.message, "gRPC response reset mid-message");
+                    if let Some(on_failure) = this.on_failure.take() {
+                        on_failure(status);
+                    }
+                    // hyper resets the stream with the reason of an h2 error it is given.
+                    return Poll::Ready(Some(Err(Box::new(h2::Error::from(h2::Reason::CANCEL)))));
+                }
                 let status = this.slot.get().unwrap_or_else(|| status_of(&*err));
                 tracing::debug!(code = status.code.label(), message = %status.message, "gRPC response ended by an error");
                 if let Some(on_failure) = this.on_failure.take() {
@@ -93,6 +102,14 @@ where
         SizeHint::default()
     }
 }
+
+/// A response body's error for a failure that came in the middle of a message: trailers
+/// after a cut message break gRPC's framing (clients then report INTERNAL, or misread
+/// the cut message), so [`GrpcErrorBody`] resets the stream with CANCEL instead, as a
+/// client does to abandon a call. The status is still counted as the call's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} (in the middle of a message: the stream is reset)")]
+pub struct ResetStream(pub Status);
 
 /// The gRPC status for an error of a body or an upstream call: a [`Status`] as it is, an
 /// HTTP/2 reset by its reason (as the gRPC HTTP/2 mapping says), anything else UNAVAILABLE.

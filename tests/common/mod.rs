@@ -72,6 +72,7 @@ impl Proxy {
             codec: codec(),
             max_message_bytes: MAX_MESSAGE,
             unknown_peer,
+            stream_idle_timeout: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(
