@@ -133,3 +133,50 @@ pub fn status_of(err: &(dyn std::error::Error + 'static)) -> Status {
     }
     Status::new(Code::Unavailable, format!("upstream failed: {err}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    /// Runs a body that sends `b"abc"` and then fails with `err` through a
+    /// [`GrpcErrorBody`]; returns its last frame (or error) and the status it reported.
+    async fn end_with(err: BoxError) -> (Result<Frame<Bytes>, BoxError>, Option<Status>) {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"abc"))), Err(err)];
+        let inner = StreamBody::new(futures_util::stream::iter(frames));
+        let reported = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&reported);
+        let mut body = GrpcErrorBody::new(inner, ErrorSlot::default(), move |s: &Status| {
+            *sink.lock().unwrap() = Some(s.clone());
+        });
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "abc");
+        let last = body.frame().await.unwrap();
+        assert!(body.frame().await.is_none());
+        let reported = reported.lock().unwrap().clone();
+        (last, reported)
+    }
+
+    #[tokio::test]
+    async fn a_failure_becomes_trailers() {
+        let status = Status::new(Code::DataLoss, "bad");
+        let (last, reported) = end_with(Box::new(status.clone())).await;
+        let trailers = last.unwrap().into_trailers().unwrap();
+        assert_eq!(Status::from_header_map(&trailers), Some(status.clone()));
+        assert_eq!(reported, Some(status));
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_message_resets_the_stream_with_cancel() {
+        let status = Status::new(Code::DeadlineExceeded, "late");
+        let (last, reported) = end_with(Box::new(ResetStream(status.clone()))).await;
+        let err = last.unwrap_err();
+        let reason = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason);
+        assert_eq!(reason, Some(h2::Reason::CANCEL));
+        assert_eq!(reported, Some(status));
+    }
+}
