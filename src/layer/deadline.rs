@@ -159,9 +159,13 @@ impl CallTimer {
     /// (`timeout` absent) and no idle limit (`idle` absent or zero).
     pub(super) fn start(timeout: Option<Duration>, idle: Option<Duration>) -> Option<CallTimer> {
         let idle = idle.filter(|idle| !idle.is_zero());
+        if timeout.is_none() && idle.is_none() {
+            return None;
+        }
         let now = Instant::now();
-        // A deadline beyond what an Instant can hold is no deadline.
+        // A limit beyond what an Instant can hold is no limit.
         let deadline = timeout.and_then(|t| now.checked_add(t).map(|at| (at, t)));
+        let idle = idle.filter(|&idle| now.checked_add(idle).is_some());
         if deadline.is_none() && idle.is_none() {
             return None;
         }
@@ -334,9 +338,16 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+        if this.inner.is_none() {
             return Poll::Ready(None);
-        };
+        }
+        // A body that always has a frame ready would never get to the timer below.
+        if this.timer.sleep.is_elapsed()
+            && let Poll::Ready(status) = this.timer.poll_expired(cx)
+        {
+            return Poll::Ready(Some(Err(abandon(this.inner, this.sent, status))));
+        }
+        let inner = this.inner.as_mut().as_pin_mut().expect("checked above");
         match inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -351,18 +362,23 @@ where
             Poll::Pending => {}
         }
         let status = ready!(this.timer.poll_expired(cx));
-        // Dropping the upstream's body ends the upstream call.
-        this.inner.set(None);
-        let err: BoxError = if this.sent.at_boundary() {
-            Box::new(status)
-        } else {
-            Box::new(ResetStream(status))
-        };
-        Poll::Ready(Some(Err(err)))
+        Poll::Ready(Some(Err(abandon(this.inner, this.sent, status))))
     }
 
     fn is_end_stream(&self) -> bool {
         self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+}
+
+/// Ends a timed response with `status`: drops the upstream's body, which ends the
+/// upstream call, and asks for trailers, or for a reset when the client has part of a
+/// message.
+fn abandon<B>(mut inner: Pin<&mut Option<B>>, sent: &MessageCursor, status: Status) -> BoxError {
+    inner.set(None);
+    if sent.at_boundary() {
+        Box::new(status)
+    } else {
+        Box::new(ResetStream(status))
     }
 }
 
