@@ -9,8 +9,10 @@
 //!   `bloscar` on every gRPC response.
 //!
 //! Messages stream through chunk by chunk in both directions ([`encode`], [`decode`]);
-//! negotiation is pure functions over header maps ([`negotiate`]). Anything that is not
-//! gRPC passes through untouched. The same layer serves the sidecar and Rust services:
+//! negotiation is pure functions over header maps ([`negotiate`]). A call's
+//! `grpc-timeout` is enforced, and an optional idle limit
+//! ([`BloscarLayer::stream_idle_timeout`]): either ends the call with DEADLINE_EXCEEDED
+//! and resets the upstream stream. Anything that is not gRPC passes through untouched. The same layer serves the sidecar and Rust services:
 //! wrap a tonic `Channel` with an outbound layer, or put an inbound layer in
 //! `tonic::transport::Server::builder().layer(...)`.
 
