@@ -126,6 +126,16 @@ const NDARRAY_RULES: Variable = var(
      e.g. /acme.v1.Imaging/Denoise=1",
     "where ndarrays live in your own messages (rule syntax and examples: [docs/locators.md](docs/locators.md))",
 );
+const STREAM_IDLE_TIMEOUT_SECS: Variable = var(
+    "BLOSCAR_STREAM_IDLE_TIMEOUT_SECS",
+    "0",
+    "whole seconds, 0 (off) or more",
+    "end a gRPC call with DEADLINE_EXCEEDED once nothing has moved on it (no body bytes \
+     either way, no headers) for this long. Off by default: a quiet call is legitimate \
+     for as long as its client's deadline allows (a server thinking for minutes, a stream \
+     idle between requests), and grpc-timeout is enforced anyway; set it (e.g. 600) to \
+     bound how long stalled peers can hold streams",
+);
 const SHUTDOWN_GRACE_SECS: Variable = var(
     "BLOSCAR_SHUTDOWN_GRACE_SECS",
     "30",
@@ -167,6 +177,7 @@ pub const VARIABLES: &[Variable] = &[
     UNKNOWN_PEER,
     LINK_MBPS,
     NDARRAY_RULES,
+    STREAM_IDLE_TIMEOUT_SECS,
     SHUTDOWN_GRACE_SECS,
     IO_THREADS,
     LOG,
@@ -275,6 +286,8 @@ pub struct Config {
     pub link_mbps: Option<f64>,
     /// Tagged-ndarray rules: where tensors live in the user's own messages.
     pub ndarray_rules: Vec<TaggedRule>,
+    /// How long a gRPC call may go without anything moving; `None`: no limit.
+    pub stream_idle_timeout: Option<Duration>,
     /// Drain period after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// Threads of the async runtime that serves the connections.
@@ -359,6 +372,7 @@ struct RawConfig {
     unknown_peer: Option<String>,
     link_mbps: Option<String>,
     ndarray_rules: Option<String>,
+    stream_idle_timeout_secs: Option<String>,
     shutdown_grace_secs: Option<String>,
     io_threads: Option<String>,
     log: Option<String>,
@@ -448,6 +462,15 @@ impl Config {
                 accepts: NDARRAY_RULES.accepts,
             })?,
         };
+        let stream_idle_timeout = parse(
+            STREAM_IDLE_TIMEOUT_SECS,
+            raw.stream_idle_timeout_secs,
+            |s| {
+                s.parse::<u64>()
+                    .ok()
+                    .map(|secs| (secs > 0).then(|| Duration::from_secs(secs)))
+            },
+        )?;
         let shutdown_grace = parse(SHUTDOWN_GRACE_SECS, raw.shutdown_grace_secs, |s| {
             s.parse::<u64>().ok().map(Duration::from_secs)
         })?;
@@ -478,6 +501,7 @@ impl Config {
             unknown_peer,
             link_mbps,
             ndarray_rules,
+            stream_idle_timeout,
             shutdown_grace,
             io_threads,
             log,

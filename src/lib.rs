@@ -16,6 +16,7 @@ mod error_kind;
 pub mod grpc;
 pub mod layer;
 pub mod locate;
+pub mod log_limit;
 pub mod message;
 pub mod metrics;
 pub mod ndarray;

@@ -170,6 +170,7 @@ impl Metrics {
             "gRPC calls currently proxied",
             streams.clone(),
         );
+        crate::log_limit::register(&mut registry);
         Metrics {
             registry,
             messages,

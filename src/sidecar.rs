@@ -204,6 +204,7 @@ pub fn proxies_of(
         codec: Arc::clone(&codec),
         max_message_bytes: config.max_message_bytes,
         unknown_peer: config.unknown_peer,
+        stream_idle_timeout: config.stream_idle_timeout,
     };
     if config.mode.runs_inbound() {
         out.push((

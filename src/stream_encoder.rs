@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::container::stream::{blosc_segment, header_record, plain_segment_head};
 use crate::locate::{ModelId, Span, StreamWalk, TensorRange, TensorStart};
+use crate::log_limit::{LogSite, warn_limited};
 use crate::message::{Chooser, MessageCost, TensorInfo, TensorOutcome};
 use crate::{CompressOptions, DType};
 
@@ -679,7 +680,8 @@ impl CompressJob {
         let record = match blosc_segment(&self.data, self.typesize, self.options) {
             Ok(record) => Bytes::from(record),
             Err(err) => {
-                tracing::warn!(error = %err, options = %self.options, "compressing a chunk failed; sending it as plain bytes");
+                static COMPRESS_FAILED: LogSite = LogSite::new("chunk_compress_failed");
+                warn_limited!(COMPRESS_FAILED, error = %err, options = %self.options, "compressing a chunk failed; sending it as plain bytes");
                 let head = plain_segment_head(&self.data).expect("a chunk fits a segment");
                 let mut record = BytesMut::with_capacity(head.len() + self.data.len());
                 record.extend_from_slice(&head);

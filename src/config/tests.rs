@@ -26,6 +26,7 @@ fn defaults_serve_an_inbound_sidecar() {
     assert_eq!(c.unknown_peer, UnknownPeer::Identity);
     assert_eq!(c.link_mbps, None);
     assert!(c.ndarray_rules.is_empty());
+    assert_eq!(c.stream_idle_timeout, None);
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.log, "info");
     assert_eq!(c.log_format, LogFormat::Text);
@@ -358,6 +359,26 @@ fn shutdown_grace() {
 }
 
 #[test]
+fn stream_idle_timeout_is_off_at_zero() {
+    let idle = |s: &str| {
+        config(&[("BLOSCAR_STREAM_IDLE_TIMEOUT_SECS", s)])
+            .unwrap()
+            .stream_idle_timeout
+    };
+    assert_eq!(idle("0"), None);
+    assert_eq!(idle("600"), Some(Duration::from_secs(600)));
+    for bad in ["-1", "1.5", "10m", "off"] {
+        assert_eq!(
+            error_line(&[("BLOSCAR_STREAM_IDLE_TIMEOUT_SECS", bad)]),
+            format!(
+                "BLOSCAR_STREAM_IDLE_TIMEOUT_SECS: invalid value {bad:?}: expected whole \
+                 seconds, 0 (off) or more"
+            )
+        );
+    }
+}
+
+#[test]
 fn log_filter_and_format() {
     let c = config(&[
         ("BLOSCAR_LOG", "bloscar=debug,warn"),
@@ -416,6 +437,7 @@ fn every_variable_is_read() {
         ("BLOSCAR_UNKNOWN_PEER", "encode"),
         ("BLOSCAR_LINK_MBPS", "10"),
         ("BLOSCAR_NDARRAY_RULES", "/a.B/C=1"),
+        ("BLOSCAR_STREAM_IDLE_TIMEOUT_SECS", "60"),
         ("BLOSCAR_SHUTDOWN_GRACE_SECS", "1"),
         ("BLOSCAR_IO_THREADS", "2"),
         ("BLOSCAR_LOG", "warn"),

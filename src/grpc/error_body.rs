@@ -1,5 +1,6 @@
 //! A response body that ends a failing gRPC stream with `grpc-status` trailers instead of
-//! a reset, so the client app learns what went wrong.
+//! a reset, so the client app learns what went wrong (a reset only where trailers would
+//! cut a message: [`ResetStream`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -71,6 +72,14 @@ where
             Some(Err(err)) => {
                 *this.done = true;
                 let err: BoxError = err.into();
+                if let Some(ResetStream(status)) = err.downcast_ref::<ResetStream>() {
+                    tracing::debug!(code = status.code.label(), message = %status.message, "gRPC response reset mid-message");
+                    if let Some(on_failure) = this.on_failure.take() {
+                        on_failure(status);
+                    }
+                    // hyper resets the stream with the reason of an h2 error it is given.
+                    return Poll::Ready(Some(Err(Box::new(h2::Error::from(h2::Reason::CANCEL)))));
+                }
                 let status = this.slot.get().unwrap_or_else(|| status_of(&*err));
                 tracing::debug!(code = status.code.label(), message = %status.message, "gRPC response ended by an error");
                 if let Some(on_failure) = this.on_failure.take() {
@@ -94,6 +103,14 @@ where
     }
 }
 
+/// A response body's error for a failure that came in the middle of a message: trailers
+/// after a cut message break gRPC's framing (clients then report INTERNAL, or misread
+/// the cut message), so [`GrpcErrorBody`] resets the stream with CANCEL instead, as a
+/// client does to abandon a call. The status is still counted as the call's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} (in the middle of a message: the stream is reset)")]
+pub struct ResetStream(pub Status);
+
 /// The gRPC status for an error of a body or an upstream call: a [`Status`] as it is, an
 /// HTTP/2 reset by its reason (as the gRPC HTTP/2 mapping says), anything else UNAVAILABLE.
 pub fn status_of(err: &(dyn std::error::Error + 'static)) -> Status {
@@ -115,4 +132,51 @@ pub fn status_of(err: &(dyn std::error::Error + 'static)) -> Status {
         source = err.source();
     }
     Status::new(Code::Unavailable, format!("upstream failed: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    /// Runs a body that sends `b"abc"` and then fails with `err` through a
+    /// [`GrpcErrorBody`]; returns its last frame (or error) and the status it reported.
+    async fn end_with(err: BoxError) -> (Result<Frame<Bytes>, BoxError>, Option<Status>) {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"abc"))), Err(err)];
+        let inner = StreamBody::new(futures_util::stream::iter(frames));
+        let reported = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&reported);
+        let mut body = GrpcErrorBody::new(inner, ErrorSlot::default(), move |s: &Status| {
+            *sink.lock().unwrap() = Some(s.clone());
+        });
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "abc");
+        let last = body.frame().await.unwrap();
+        assert!(body.frame().await.is_none());
+        let reported = reported.lock().unwrap().clone();
+        (last, reported)
+    }
+
+    #[tokio::test]
+    async fn a_failure_becomes_trailers() {
+        let status = Status::new(Code::DataLoss, "bad");
+        let (last, reported) = end_with(Box::new(status.clone())).await;
+        let trailers = last.unwrap().into_trailers().unwrap();
+        assert_eq!(Status::from_header_map(&trailers), Some(status.clone()));
+        assert_eq!(reported, Some(status));
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_message_resets_the_stream_with_cancel() {
+        let status = Status::new(Code::DeadlineExceeded, "late");
+        let (last, reported) = end_with(Box::new(ResetStream(status.clone()))).await;
+        let err = last.unwrap_err();
+        let reason = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason);
+        assert_eq!(reason, Some(h2::Reason::CANCEL));
+        assert_eq!(reported, Some(status));
+    }
 }

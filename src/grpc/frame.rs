@@ -151,6 +151,54 @@ impl FrameDecoder {
     }
 }
 
+/// Follows a gRPC stream's message boundaries from its bytes alone, without holding or
+/// checking anything: for a sender that must know whether a status may go out now (only
+/// between messages) or whether ending the stream would cut a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageCursor {
+    /// Prefix bytes seen of the next message (0 to 4).
+    prefix_have: usize,
+    /// The length bytes of a prefix being read.
+    len_bytes: [u8; 4],
+    /// Bytes of the current message still to come.
+    remaining: u64,
+}
+
+impl MessageCursor {
+    /// Moves past `data`, the next bytes of the stream.
+    pub fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let take = data
+                    .len()
+                    .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                data = &data[take..];
+                self.remaining -= take as u64;
+                continue;
+            }
+            // The flag byte is not needed; the four length bytes follow it.
+            let take = (PREFIX_LEN - self.prefix_have).min(data.len());
+            for (i, &byte) in data[..take].iter().enumerate() {
+                let at = self.prefix_have + i;
+                if at >= 1 {
+                    self.len_bytes[at - 1] = byte;
+                }
+            }
+            data = &data[take..];
+            self.prefix_have += take;
+            if self.prefix_have == PREFIX_LEN {
+                self.prefix_have = 0;
+                self.remaining = u64::from(u32::from_be_bytes(self.len_bytes));
+            }
+        }
+    }
+
+    /// Whether the bytes so far end between two messages (or before the first).
+    pub fn at_boundary(&self) -> bool {
+        self.prefix_have == 0 && self.remaining == 0
+    }
+}
+
 /// The status of a stream that ended inside a message.
 pub fn cut_mid_message() -> Status {
     Status::new(
@@ -177,7 +225,9 @@ mod tests {
         let mut decoder = FrameDecoder::new(1 << 20);
         let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
         let mut open = false;
+        let mut cursor = MessageCursor::default();
         for chunk in input.chunks(piece.max(1)) {
+            cursor.advance(chunk);
             let mut buf = Bytes::copy_from_slice(chunk);
             while let Some(event) = decoder.decode(&mut buf)? {
                 match event {
@@ -196,6 +246,8 @@ mod tests {
                     }
                 }
             }
+            // The cursor, which only counts, agrees with the decoder.
+            assert_eq!(cursor.at_boundary(), decoder.at_boundary());
         }
         assert!(decoder.at_boundary());
         Ok(out)
@@ -228,6 +280,42 @@ mod tests {
         let mut buf = Bytes::from_static(&[0, 0]);
         assert_eq!(decoder.decode(&mut buf).unwrap(), None);
         assert!(!decoder.at_boundary());
+    }
+
+    #[test]
+    fn the_cursor_follows_messages_in_any_pieces() {
+        let input = framed(&[(false, b"abc"), (true, b""), (false, &[7; 300])]);
+        // Boundaries: before everything, after each message.
+        let boundaries = [0, 8, 13, input.len()];
+        for piece in [1, 2, 3, 5, 7, 64, input.len()] {
+            let mut cursor = MessageCursor::default();
+            let mut at = 0;
+            for chunk in input.chunks(piece) {
+                cursor.advance(chunk);
+                at += chunk.len();
+                assert_eq!(
+                    cursor.at_boundary(),
+                    boundaries.contains(&at),
+                    "{piece} {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_cursor_inside_a_prefix_or_a_message_is_not_at_a_boundary() {
+        let mut cursor = MessageCursor::default();
+        assert!(cursor.at_boundary());
+        cursor.advance(&[0, 0]);
+        assert!(!cursor.at_boundary());
+        cursor.advance(&[0, 0, 2, b'x']);
+        assert!(!cursor.at_boundary());
+        cursor.advance(b"y");
+        assert!(cursor.at_boundary());
+        // The largest length a prefix can declare.
+        cursor.advance(&[1, 0xff, 0xff, 0xff, 0xff]);
+        cursor.advance(&[0; 1000]);
+        assert!(!cursor.at_boundary());
     }
 
     proptest::proptest! {

@@ -1,10 +1,12 @@
-//! gRPC over HTTP/2 as a proxy sees it: message framing, statuses, message encodings.
+//! gRPC over HTTP/2 as a proxy sees it: message framing, statuses, message encodings,
+//! deadlines.
 
 pub mod encoding;
 pub mod error_body;
 mod error_slot;
 pub mod frame;
 pub mod status;
+pub mod timeout;
 
 pub use encoding::Encoding;
 pub use error_slot::ErrorSlot;

@@ -25,6 +25,7 @@ use crate::grpc::encoding::{self, Encoding};
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
 use crate::grpc::{Code, ErrorSlot, Status};
 use crate::locate::Direction;
+use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::Outcome;
 use crate::stream_encoder::{EncoderContext, MessageSummary, Out, StreamEncoder};
 
@@ -349,7 +350,8 @@ impl Whole {
 
 /// Ends the stream with `status`, left in `slot` for the other side of the call.
 pub(super) fn fail(slot: &ErrorSlot, pipeline: &mut Pipeline, status: Status) -> BoxError {
-    tracing::warn!(code = status.code.label(), message = %status.message, "gRPC stream failed");
+    static STREAM_FAILED: LogSite = LogSite::new("layer_stream_failed");
+    warn_limited!(STREAM_FAILED, code = status.code.label(), message = %status.message, "gRPC stream failed");
     slot.set(status.clone());
     pipeline.stop();
     Box::new(status)

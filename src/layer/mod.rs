@@ -9,12 +9,15 @@
 //!   `bloscar` on every gRPC response.
 //!
 //! Messages stream through chunk by chunk in both directions ([`encode`], [`decode`]);
-//! negotiation is pure functions over header maps ([`negotiate`]). Anything that is not
-//! gRPC passes through untouched. The same layer serves the sidecar and Rust services:
+//! negotiation is pure functions over header maps ([`negotiate`]). A call's
+//! `grpc-timeout` is enforced, and an optional idle limit
+//! ([`BloscarLayer::stream_idle_timeout`]): either ends the call with DEADLINE_EXCEEDED
+//! and resets the upstream stream. Anything that is not gRPC passes through untouched. The same layer serves the sidecar and Rust services:
 //! wrap a tonic `Channel` with an outbound layer, or put an inbound layer in
 //! `tonic::transport::Server::builder().layer(...)`.
 
 mod clock;
+mod deadline;
 pub mod decode;
 pub mod encode;
 mod feedback;
@@ -26,7 +29,7 @@ mod role;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -40,6 +43,7 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::deadline::{CallTimer, TimedResponse, WatchedRequest};
 use self::feedback::CallCosts;
 use self::link::SharedTiming;
 pub use self::negotiate::BodyPlan;
@@ -53,6 +57,7 @@ use crate::grpc::encoding::{self, BLOSCAR};
 use crate::grpc::error_body::{GrpcErrorBody, status_of};
 use crate::grpc::{self, ErrorSlot, Status};
 use crate::locate::Direction;
+use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::{Metrics, StreamGuard};
 use crate::stream_encoder::{DEFAULT_CHUNK_LEN, EncoderContext, ModelSlot};
 
@@ -72,6 +77,8 @@ struct Shared {
     link: Arc<LinkEstimator>,
     /// The peer, for logs: the upstream's address when the layer knows it.
     peer_name: Arc<str>,
+    /// How long a call may go without anything moving; `None`: no limit.
+    stream_idle_timeout: Option<Duration>,
 }
 
 /// Blosc jobs at once per layer: one per core, plus one so a core never idles while a
@@ -104,6 +111,7 @@ impl BloscarLayer {
                 jobs: Arc::new(Semaphore::new(job_slots())),
                 link: Arc::new(LinkEstimator::new()),
                 peer_name: Arc::from("peer"),
+                stream_idle_timeout: None,
             }),
         }
     }
@@ -134,6 +142,14 @@ impl BloscarLayer {
         self.with(|s| s.peer_name = Arc::from(name))
     }
 
+    /// Ends a gRPC call with DEADLINE_EXCEEDED once nothing has moved for `timeout`: no
+    /// body bytes either way and no response headers. `None` or zero: no limit (the
+    /// default), since a call may legitimately stay quiet for as long as its client
+    /// allows; a client's own deadline (`grpc-timeout`) is enforced either way.
+    pub fn stream_idle_timeout(self, timeout: Option<Duration>) -> Self {
+        self.with(|s| s.stream_idle_timeout = timeout.filter(|t| !t.is_zero()))
+    }
+
     /// Where the layer records its metrics.
     pub fn metrics(self, metrics: Arc<Metrics>) -> Self {
         self.with(|s| s.metrics = metrics)
@@ -150,6 +166,7 @@ impl BloscarLayer {
             jobs: Arc::clone(&shared.jobs),
             link: Arc::new(LinkEstimator::new()),
             peer_name: Arc::clone(&shared.peer_name),
+            stream_idle_timeout: shared.stream_idle_timeout,
         });
         edit(&mut shared);
         BloscarLayer {
@@ -226,12 +243,26 @@ where
                 .then(|| Arc::new(CallCosts::new(Arc::clone(shared.codec.chooser())))),
             shared,
         };
-        let (call, request) = call.request(request);
-        Box::pin(
-            inner
-                .call(request)
-                .map(move |result| Ok(call.response(result.map_err(Into::into)))),
-        )
+        // Only a call with a time limit gets a timer.
+        let timer = CallTimer::start(
+            grpc::timeout::of_headers(request.headers()),
+            call.shared.stream_idle_timeout,
+        );
+        let (call, request) = call.request(request, timer.as_ref().map(CallTimer::watch));
+        let future = inner.call(request);
+        match timer {
+            None => Box::pin(
+                future.map(move |result| Ok(call.response(result.map_err(Into::into), None))),
+            ),
+            // A limit passing first drops the upstream's response future, which resets
+            // the upstream stream.
+            Some(timer) => Box::pin(timer.race(future).map(move |(timer, outcome)| {
+                Ok(match outcome {
+                    Ok(result) => call.response(result.map_err(Into::into), Some(timer)),
+                    Err(status) => call.failed(status),
+                })
+            })),
+        }
     }
 }
 
@@ -259,8 +290,13 @@ impl Call {
         self.shared.codec.locator().knows(&self.method, direction)
     }
 
-    /// The request for the upstream, its body transformed per role.
-    fn request<B>(mut self, request: Request<B>) -> (Self, Request<BoxBody>)
+    /// The request for the upstream, its body transformed per role, and watched when the
+    /// call has a time limit.
+    fn request<B>(
+        mut self,
+        request: Request<B>,
+        watch: Option<Arc<deadline::CallWatch>>,
+    ) -> (Self, Request<BoxBody>)
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -289,13 +325,21 @@ impl Call {
                 plan
             }
         };
-        let body = self.body(plan, Direction::Request, body);
+        let mut body = self.body(plan, Direction::Request, body);
+        if let Some(watch) = watch {
+            body = boxed(WatchedRequest::new(body, watch));
+        }
         (self, Request::from_parts(parts, body))
     }
 
-    /// The response for the client: the upstream's, transformed per role, or a
-    /// trailers-only status when the call failed before a response.
-    fn response<RB>(self, result: Result<Response<RB>, BoxError>) -> Response<BoxBody>
+    /// The response for the client: the upstream's, transformed per role (and under the
+    /// call's timer, if any), or a trailers-only status when the call failed before a
+    /// response.
+    fn response<RB>(
+        self,
+        result: Result<Response<RB>, BoxError>,
+        timer: Option<CallTimer>,
+    ) -> Response<BoxBody>
     where
         RB: Body<Data = Bytes> + Send + 'static,
         RB::Error: Into<BoxError>,
@@ -332,7 +376,10 @@ impl Call {
                 self.knows(Direction::Response),
             ),
         };
-        let body = self.body(plan, Direction::Response, body);
+        let mut body = self.body(plan, Direction::Response, body);
+        if let Some(timer) = timer {
+            body = boxed(TimedResponse::new(body, timer));
+        }
         let Call {
             shared,
             slot,
@@ -399,7 +446,8 @@ impl Call {
 
     /// A trailers-only response ending a call that failed before its response started.
     fn failed(self, status: Status) -> Response<BoxBody> {
-        tracing::warn!(method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
+        static CALL_FAILED: LogSite = LogSite::new("layer_call_failed");
+        warn_limited!(CALL_FAILED, method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
         self.shared.metrics.record_error(status.code.label());
         let mut response: Response<BoxBody> = status.into_response();
         if self.shared.role == Role::Inbound {

@@ -12,6 +12,7 @@ mod server;
 mod upstream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::MessageCodec;
 use crate::layer::{Role, UnknownPeer};
@@ -57,4 +58,8 @@ pub struct ProxySettings {
     pub max_message_bytes: usize,
     /// Outbound: how to treat a peer whose capability is not known yet.
     pub unknown_peer: UnknownPeer,
+    /// How long a gRPC call may go without anything moving; `None`: no limit. The
+    /// listener's layer takes it with
+    /// [`BloscarLayer::stream_idle_timeout`](crate::BloscarLayer::stream_idle_timeout).
+    pub stream_idle_timeout: Option<Duration>,
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod h2call;
+pub mod h2server;
 pub mod raw;
 pub mod server;
 
@@ -23,7 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
-pub use h2call::{framed, raw_h2_call};
+pub use h2call::{RawOutcome, framed, raw_h2_call, raw_h2_finish, raw_h2_open};
+pub use h2server::{Seen, StallingServer, start_stalling_server};
 pub use raw::RawCodec;
 pub use server::{TestServer, start_server, start_server_with};
 
@@ -72,6 +74,7 @@ impl Proxy {
             codec: codec(),
             max_message_bytes: MAX_MESSAGE,
             unknown_peer,
+            stream_idle_timeout: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(

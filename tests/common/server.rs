@@ -6,7 +6,8 @@
 //!   the responses, with `x-trailer: done` in the trailers);
 //! - `x-sleep-ms`: wait before answering (deadlines, cancellation);
 //! - `x-mode` on `ModelStreamInfer`: `bidi` (default), `client` (answer once after the
-//!   whole request stream) or `server` (answer one request with `x-count` responses);
+//!   whole request stream) or `server` (answer one request with `x-count` responses,
+//!   `x-interval-ms` apart; with `x-stall-after: n`, hang after the n-th response);
 //! - `x-echo`: copied into the response headers.
 
 use std::convert::Infallible;
@@ -403,23 +404,60 @@ impl tower::Service<Request<Bytes>> for ServerStream {
         let path = self.path.clone();
         Box::pin(async move {
             let metadata = request.metadata().clone();
-            let count: usize = meta(&metadata, "x-count")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(3);
+            let number = |key| meta(&metadata, key).and_then(|v| v.parse::<u64>().ok());
+            let count = number("x-count").unwrap_or(3) as usize;
+            let interval = number("x-interval-ms").map(Duration::from_millis);
+            let stall_after = number("x-stall-after").map(|n| n as usize);
             let message = request.into_inner();
             recorder.requests.lock().unwrap().push(message.clone());
             let out = answer(&path, &message)?;
-            let mut items: Vec<Result<Bytes, Status>> = Vec::new();
-            for _ in 0..count {
-                recorder.responses.lock().unwrap().push(out.clone());
-                items.push(Ok(out.clone()));
-            }
-            if let Some(status) = requested_failure(&metadata) {
-                items.push(Err(status));
-            }
-            let stream = futures_util::stream::iter(items);
+            let watch = Watch {
+                recorder: Arc::clone(&recorder),
+                finished: false,
+            };
+            let pacing = Pacing {
+                count,
+                interval,
+                stall_after,
+            };
+            let state = (0, Some(watch), requested_failure(&metadata));
+            let stream = futures_util::stream::unfold(state, move |(sent, watch, failure)| {
+                let (recorder, out) = (Arc::clone(&recorder), out.clone());
+                async move {
+                    pacing.before(sent).await;
+                    if sent < count {
+                        recorder.responses.lock().unwrap().push(out.clone());
+                        return Some((Ok(out), (sent + 1, watch, failure)));
+                    }
+                    if let Some(watch) = watch {
+                        watch.finish();
+                    }
+                    failure.map(|status| (Err(status), (sent + 1, None, None)))
+                }
+            });
             Ok(with_echo(&metadata, Box::pin(stream) as ResponseStream))
         })
+    }
+}
+
+/// When a server stream sends.
+#[derive(Clone, Copy)]
+struct Pacing {
+    count: usize,
+    interval: Option<Duration>,
+    stall_after: Option<usize>,
+}
+
+impl Pacing {
+    /// Waits before the item after `sent` responses: forever once stalled, else the
+    /// interval between two responses.
+    async fn before(self, sent: usize) {
+        if self.stall_after == Some(sent) {
+            std::future::pending::<()>().await;
+        }
+        if let (Some(interval), true) = (self.interval, sent > 0 && sent < self.count) {
+            tokio::time::sleep(interval).await;
+        }
     }
 }
 

@@ -91,6 +91,8 @@ configured sidecar.type and nothing in the other:
     - name: BLOSCAR_NDARRAY_RULES
       value: {{ . | quote }}
     {{- end }}
+    - name: BLOSCAR_STREAM_IDLE_TIMEOUT_SECS
+      value: {{ include "bloscar.envNumber" $v.config.streamIdleTimeoutSecs | quote }}
     - name: BLOSCAR_SHUTDOWN_GRACE_SECS
       value: {{ include "bloscar.envNumber" $v.config.shutdownGraceSecs | quote }}
     - name: BLOSCAR_LOG
