@@ -22,7 +22,12 @@ use tower_service::Service;
 use super::ProxySettings;
 use super::upstream::Upstream;
 use crate::layer::{Bloscar, BloscarLayer, BoxBody};
+use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::Metrics;
+
+/// Every plain-HTTP call fails this way while the upstream is down: one line per call
+/// would flood the log.
+static UPSTREAM_FAILED: LogSite = LogSite::new("proxy_upstream_failed");
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -35,6 +40,7 @@ fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
     BloscarLayer::new(settings.role, Arc::clone(&settings.codec))
         .max_message_bytes(settings.max_message_bytes)
         .unknown_peer(settings.unknown_peer)
+        .stream_idle_timeout(settings.stream_idle_timeout)
         .peer_name(&settings.forward)
         .metrics(metrics)
 }
@@ -138,7 +144,7 @@ impl Service<Request<Incoming>> for ProxyService {
         let future = self.inner.call(request);
         Box::pin(async move {
             Ok(future.await.unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "upstream request failed");
+                warn_limited!(UPSTREAM_FAILED, error = %err, "upstream request failed");
                 let mut response = Response::new(BoxBody::default());
                 *response.status_mut() = StatusCode::BAD_GATEWAY;
                 response
