@@ -33,6 +33,7 @@ fn info<'a>(name: &'a str, tensor: &Tensor) -> TensorInfo<'a> {
         elem_size: tensor.elem_size,
         model: "resnet50:1",
         link_bytes_per_sec: Some(LINK_MBPS * 1e6 / 8.0),
+        len: 0,
     }
 }
 

@@ -25,6 +25,11 @@ pub struct TensorInfo<'a> {
     /// The measured goodput of the link to this message's peer in bytes per second;
     /// `None` while it has not been measured.
     pub link_bytes_per_sec: Option<f64>,
+    /// Bytes of the whole tensor. A streaming encoder shows the chooser only the first
+    /// chunk, but whether compressing pays depends on the whole: the chunks of a long
+    /// tensor are compressed, sent and restored in a pipeline. A value below the data
+    /// shown (e.g. 0) means the data shown is the whole tensor.
+    pub len: usize,
 }
 
 /// What happened to one tensor, for metrics and for the tuner's drift check.
@@ -104,7 +109,8 @@ pub struct FixedChooser {
 
 impl Chooser for FixedChooser {
     fn choose(&self, tensor: &TensorInfo<'_>, data: &[u8]) -> Option<CompressOptions> {
-        (data.len() >= self.min_size).then(|| self.options.for_elem_size(tensor.elem_size))
+        (tensor.len.max(data.len()) >= self.min_size)
+            .then(|| self.options.for_elem_size(tensor.elem_size))
     }
 
     fn min_tensor_len(&self) -> usize {
@@ -181,6 +187,7 @@ impl MessageCodec {
                 elem_size: range.elem_size,
                 model: "",
                 link_bytes_per_sec: None,
+                len: 0,
             };
             let Some(data) = range
                 .offset

@@ -155,6 +155,8 @@ pub struct OwnedTensorInfo {
     pub elem_size: usize,
     /// The link rate the pick was made for.
     pub link_bytes_per_sec: Option<f64>,
+    /// Bytes of the whole tensor.
+    pub len: usize,
 }
 
 impl OwnedTensorInfo {
@@ -167,6 +169,7 @@ impl OwnedTensorInfo {
             elem_size: self.elem_size,
             model: &self.model,
             link_bytes_per_sec: self.link_bytes_per_sec,
+            len: self.len,
         }
     }
 }
@@ -390,6 +393,7 @@ impl StreamEncoder {
             elem_size: tensor.start.elem_size,
             model,
             link_bytes_per_sec: self.context.link_bytes_per_sec,
+            len: tensor.start.len,
         };
         let options = self.context.chooser.choose(&info, &tensor.chunk);
         tensor.decision = match options {
@@ -574,6 +578,7 @@ impl TensorTally {
                 dtype: start.dtype,
                 elem_size: start.elem_size,
                 link_bytes_per_sec: context.link_bytes_per_sec,
+                len: start.len,
             },
             options,
             original_len: start.len,

@@ -23,6 +23,7 @@ fn info<'a>(name: &'a str, dtype: DType, elem_size: usize) -> TensorInfo<'a> {
         elem_size,
         model: "",
         link_bytes_per_sec: None,
+        len: 0,
     }
 }
 

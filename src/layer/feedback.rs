@@ -93,6 +93,7 @@ mod tests {
             dtype: DType::F32,
             elem_size: 4,
             link_bytes_per_sec: Some(1e7),
+            len: 1 << 20,
         }
     }
 

@@ -583,7 +583,9 @@ impl Chooser for Tuner {
 
     fn choose(&self, tensor: &TensorInfo<'_>, data: &[u8]) -> Option<CompressOptions> {
         let state = &*self.state;
-        if data.len() < state.config.min_size {
+        // Judged for the whole tensor, of which `data` may be the first chunk only.
+        let len = tensor.len.max(data.len());
+        if len < state.config.min_size {
             state
                 .counters
                 .below_min_size
@@ -596,7 +598,7 @@ impl Chooser for Tuner {
             e.messages += 1;
             e.uses += 1;
             let due = e.take_due();
-            (state.decide(e, data.len(), link), due, e.model_slot)
+            (state.decide(e, len, link), due, e.model_slot)
         });
         if let Some(reason) = due {
             let started = self.start_search(key, tensor, data, reason);
@@ -605,7 +607,7 @@ impl Chooser for Tuner {
                 // answer comes from the new result.
                 decision = state.with_entry(key, tensor, |e| {
                     e.searching = false;
-                    state.decide(e, data.len(), link)
+                    state.decide(e, len, link)
                 });
             }
         }
