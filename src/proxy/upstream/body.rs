@@ -9,6 +9,7 @@ use h2::RecvStream;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::pump::RequestPump;
 use crate::error::BoxError;
@@ -17,8 +18,9 @@ use crate::error::BoxError;
 pub enum UpstreamBody {
     /// From the HTTP/2 client.
     H2(H2Body),
-    /// From the HTTP/1 client.
-    H1(Incoming),
+    /// From the HTTP/1 client, holding one of the upstream's HTTP/1 connection slots
+    /// until the body is done.
+    H1(Incoming, OwnedSemaphorePermit),
 }
 
 /// An HTTP/2 response body, with the rest of its request when the request had not been
@@ -111,21 +113,21 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::H2(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H1(body, _) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::H2(body) => body.is_end_stream(),
-            UpstreamBody::H1(body) => body.is_end_stream(),
+            UpstreamBody::H1(body, _) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::H2(body) => body.size_hint(),
-            UpstreamBody::H1(body) => body.size_hint(),
+            UpstreamBody::H1(body, _) => body.size_hint(),
         }
     }
 }

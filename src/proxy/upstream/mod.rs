@@ -21,6 +21,7 @@ use http::{Request, Response, Uri, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
 use tower_service::Service;
 
 pub use self::body::{H2Body, UpstreamBody};
@@ -31,6 +32,11 @@ use crate::layer::BoxBody;
 
 /// How long a connection attempt to the upstream may take before the call is UNAVAILABLE.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/1.1 requests in flight to the upstream at once. HTTP/1.1 carries one request
+/// per connection at a time, so this caps the upstream connections that pass-through
+/// traffic can open; requests beyond it wait for a slot.
+const MAX_H1_IN_FLIGHT: usize = 256;
+
 /// TCP keep-alive on upstream connections: a vanished peer is noticed after about
 /// 60 s + 3 x 10 s of silence. TCP probes rather than HTTP/2 pings, because gRPC servers
 /// (grpc-core) punish pings more often than every 5 minutes, or any ping without a call
@@ -65,6 +71,7 @@ impl Service<Uri> for FixedConnector {
 pub struct Upstream {
     h2: Arc<H2Client>,
     h1: Client<FixedConnector, BoxBody>,
+    h1_slots: Arc<Semaphore>,
     forward: Authority,
 }
 
@@ -92,7 +99,12 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Upstream { h2, h1, forward })
+        Ok(Upstream {
+            h2,
+            h1,
+            h1_slots: Arc::new(Semaphore::new(MAX_H1_IN_FLIGHT)),
+            forward,
+        })
     }
 }
 
@@ -136,11 +148,12 @@ impl Service<Request<BoxBody>> for Upstream {
         if let Err(err) = set_authority(&mut parts.uri, self.forward.clone()) {
             return Box::pin(async move { Err(err) });
         }
-        let future = self.h1.request(Request::from_parts(parts, body));
+        let (h1, slots) = (self.h1.clone(), Arc::clone(&self.h1_slots));
         Box::pin(async move {
-            let mut response = future.await?;
+            let slot = slots.acquire_owned().await?;
+            let mut response = h1.request(Request::from_parts(parts, body)).await?;
             strip_hop_by_hop(response.headers_mut());
-            Ok(response.map(UpstreamBody::H1))
+            Ok(response.map(|body| UpstreamBody::H1(body, slot)))
         })
     }
 }
