@@ -2,6 +2,12 @@
 //!
 //! Kubernetes probes and Prometheus scrapes are plain HTTP/1.1 requests, so this listener
 //! speaks only that, on its own port, apart from the gRPC traffic.
+//!
+//! It must answer `/live` while the proxy listeners are at their limits, so it has its own
+//! accept loop and task, and descriptors of its own: the proxy listeners' connection
+//! limit leaves [`crate::proxy::RESERVED_DESCRIPTORS`] of the open-file limit free, of
+//! which this listener takes at most [`MAX_CONNECTIONS`], so a flood of its own port
+//! cannot take the proxies' descriptors either.
 
 use std::future::Future;
 use std::io;
@@ -17,13 +23,24 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// The content type of `/metrics`: prometheus-client writes the OpenMetrics text format,
 /// which Prometheus scrapes natively.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Slow or idle probe clients must not hold connections open for ever.
+/// Slow or idle probe clients must not hold connections open for ever: a connection
+/// that has not sent a request's headers within this time (the first one, or the next
+/// one on a kept-alive connection) is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most admin connections open at once; beyond it a new connection is closed at once.
+/// Probes and scrapes each use one connection at a time, so a handful is plenty; the
+/// bound keeps the admin port within its share of the reserved descriptors.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Where the process is in its life, as `/ready` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +113,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let render_metrics = Arc::new(render_metrics);
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut failed_in_a_row = 0u64;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -104,16 +123,32 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Per-connection failures (e.g. a reset before accept, or running out
-                    // of file descriptors for a moment) must not end the listener.
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // of file descriptors for a moment) must not end the listener; a
+                    // lasting failure is logged once, not every 50 ms.
+                    if failed_in_a_row == 0 {
+                        tracing::warn!(error = %e, "admin listener: accept failed; retrying");
+                    } else {
+                        tracing::debug!(error = %e, "admin listener: accept failed");
+                    }
+                    failed_in_a_row += 1;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
+        if failed_in_a_row > 0 {
+            tracing::info!(failed = failed_in_a_row, "admin listener: accepting again");
+            failed_in_a_row = 0;
+        }
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            // Closed at once, so that the client knows and the descriptor is free again.
+            tracing::debug!(%peer, "admin listener: at its connection limit; closing");
+            continue;
+        };
         let health = health.clone();
         let render_metrics = render_metrics.clone();
         tokio::spawn(async move {
+            let _place = place;
             let service = service_fn(move |req| {
                 let response = respond(&req, &health, &*render_metrics);
                 async move { Ok::<_, std::convert::Infallible>(response) }

@@ -150,6 +150,27 @@ const IO_THREADS: Variable = var(
      whatever this is): one keeps every hand-over between a call's tasks on one thread, \
      which is cheapest per call; more help only when the connections keep one core busy",
 );
+const MAX_CONNECTIONS: Variable = var(
+    "BLOSCAR_MAX_CONNECTIONS",
+    "10000",
+    "a whole number, 1 or more",
+    "most client connections open at once on each proxy listener; lowered at start-up to \
+     what the open-file limit (ulimit -n) leaves after descriptors kept for the admin \
+     listener and upstream connections; a connection beyond it is closed at once",
+);
+const HANDSHAKE_TIMEOUT_SECS: Variable = var(
+    "BLOSCAR_HANDSHAKE_TIMEOUT_SECS",
+    "10",
+    "whole seconds, 1 or more",
+    "how long a new connection may take to send the HTTP/2 preface and SETTINGS (or an \
+     HTTP/1 client each request's headers) before it is closed",
+);
+const IDLE_TIMEOUT_SECS: Variable = var(
+    "BLOSCAR_IDLE_TIMEOUT_SECS",
+    "300",
+    "whole seconds, 1 or more",
+    "a client connection with no call open for this long is closed (HTTP/2: with GOAWAY)",
+);
 const LOG: Variable = var(
     "BLOSCAR_LOG",
     "info",
@@ -180,6 +201,9 @@ pub const VARIABLES: &[Variable] = &[
     STREAM_IDLE_TIMEOUT_SECS,
     SHUTDOWN_GRACE_SECS,
     IO_THREADS,
+    MAX_CONNECTIONS,
+    HANDSHAKE_TIMEOUT_SECS,
+    IDLE_TIMEOUT_SECS,
     LOG,
     LOG_FORMAT,
 ];
@@ -292,6 +316,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Threads of the async runtime that serves the connections.
     pub io_threads: usize,
+    /// Most client connections open at once per proxy listener, before the open-file
+    /// limit lowers it.
+    pub max_connections: usize,
+    /// Time a new connection has to open (HTTP/2 preface and SETTINGS, or HTTP/1
+    /// request headers).
+    pub handshake_timeout: Duration,
+    /// A connection with no call open for this long is closed.
+    pub idle_timeout: Duration,
     /// tracing filter directives.
     pub log: String,
     /// Log line format.
@@ -375,6 +407,9 @@ struct RawConfig {
     stream_idle_timeout_secs: Option<String>,
     shutdown_grace_secs: Option<String>,
     io_threads: Option<String>,
+    max_connections: Option<String>,
+    handshake_timeout_secs: Option<String>,
+    idle_timeout_secs: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -477,6 +512,15 @@ impl Config {
         let io_threads = parse(IO_THREADS, raw.io_threads, |s| {
             s.parse::<usize>().ok().filter(|n| (1..=64).contains(n))
         })?;
+        let max_connections = parse(MAX_CONNECTIONS, raw.max_connections, |s| {
+            s.parse::<usize>().ok().filter(|&n| n >= 1)
+        })?;
+        let handshake_timeout = parse(
+            HANDSHAKE_TIMEOUT_SECS,
+            raw.handshake_timeout_secs,
+            positive_secs,
+        )?;
+        let idle_timeout = parse(IDLE_TIMEOUT_SECS, raw.idle_timeout_secs, positive_secs)?;
         let log = parse(LOG, raw.log, |s| {
             tracing_subscriber::EnvFilter::try_new(s)
                 .ok()
@@ -504,6 +548,9 @@ impl Config {
             stream_idle_timeout,
             shutdown_grace,
             io_threads,
+            max_connections,
+            handshake_timeout,
+            idle_timeout,
             log,
             log_format,
             ignored,
@@ -579,6 +626,14 @@ fn host_port(s: &str) -> Option<String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
     };
     valid_host.then(|| s.to_string())
+}
+
+/// Whole seconds, at least one.
+fn positive_secs(s: &str) -> Option<Duration> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .map(Duration::from_secs)
 }
 
 /// A byte count: digits, optionally followed by B, KiB, MiB or GiB (case-insensitive).

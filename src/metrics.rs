@@ -68,6 +68,37 @@ struct ErrorLabels {
     kind: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ListenerLabels {
+    /// The proxy role the listener serves: `inbound` or `outbound`.
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TimeoutLabels {
+    listener: &'static str,
+    timeout: ConnectionTimeout,
+}
+
+/// Why a listener closed a connection on its own initiative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionTimeout {
+    /// The client did not send its HTTP/2 preface and SETTINGS (or its first bytes of
+    /// HTTP/1) in time.
+    Handshake,
+    /// No call was open on the connection for the idle timeout.
+    Idle,
+}
+
+impl EncodeLabelValue for ConnectionTimeout {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(match self {
+            ConnectionTimeout::Handshake => "handshake",
+            ConnectionTimeout::Idle => "idle",
+        })
+    }
+}
+
 /// Distinct method labels kept before further methods are counted as `other`: method
 /// paths come from clients and must not grow the registry without bound.
 const MAX_METHOD_LABELS: usize = 256;
@@ -86,6 +117,9 @@ pub struct Metrics {
     streams: Gauge<i64, AtomicI64>,
     link_rate: Gauge<f64, AtomicU64>,
     link_samples: Family<SampleLabels, Counter>,
+    connections_open: Family<ListenerLabels, Gauge<i64, AtomicI64>>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    connections_timed_out: Family<TimeoutLabels, Counter>,
     methods: Mutex<HashSet<String>>,
 }
 
@@ -125,6 +159,9 @@ impl Metrics {
         let streams = Gauge::<i64, AtomicI64>::default();
         let link_rate = Gauge::<f64, AtomicU64>::default();
         let link_samples = Family::<SampleLabels, Counter>::default();
+        let connections_open = Family::<ListenerLabels, Gauge<i64, AtomicI64>>::default();
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        let connections_timed_out = Family::<TimeoutLabels, Counter>::default();
         registry.register(
             "link_rate_bytes_per_second",
             "Outbound: the measured goodput of the link to the peer sidecar (0 until measured)",
@@ -171,6 +208,22 @@ impl Metrics {
             streams.clone(),
         );
         crate::log_limit::register(&mut registry);
+        registry.register(
+            "connections_open",
+            "Client connections open on each proxy listener",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections a proxy listener closed at once because it was at its connection limit",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections a proxy listener closed because the client was too slow to start \
+             (handshake) or had no call open for the idle timeout (idle)",
+            connections_timed_out.clone(),
+        );
         Metrics {
             registry,
             messages,
@@ -182,6 +235,9 @@ impl Metrics {
             streams,
             link_rate,
             link_samples,
+            connections_open,
+            connections_refused,
+            connections_timed_out,
             methods: Mutex::new(HashSet::new()),
         }
     }
@@ -266,6 +322,43 @@ impl Metrics {
         }
     }
 
+    /// Creates the connection series of a proxy listener (`inbound` or `outbound`), so
+    /// that they read 0 before anything happened rather than being absent.
+    pub fn listener_started(&self, listener: &'static str) {
+        let labels = ListenerLabels { listener };
+        let _ = self.connections_open.get_or_create(&labels);
+        let _ = self.connections_refused.get_or_create(&labels);
+        for timeout in [ConnectionTimeout::Handshake, ConnectionTimeout::Idle] {
+            let _ = self
+                .connections_timed_out
+                .get_or_create(&TimeoutLabels { listener, timeout });
+        }
+    }
+
+    /// Counts a connection open on `listener` until the returned guard is dropped.
+    pub fn connection_opened(&self, listener: &'static str) -> ConnectionGuard {
+        let gauge = self
+            .connections_open
+            .get_or_create(&ListenerLabels { listener })
+            .clone();
+        gauge.inc();
+        ConnectionGuard { gauge }
+    }
+
+    /// Counts a connection that `listener` closed at once, being at its limit.
+    pub fn record_connection_refused(&self, listener: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    /// Counts a connection that `listener` closed because of `timeout`.
+    pub fn record_connection_timeout(&self, listener: &'static str, timeout: ConnectionTimeout) {
+        self.connections_timed_out
+            .get_or_create(&TimeoutLabels { listener, timeout })
+            .inc();
+    }
+
     fn method_label(&self, method: &str) -> String {
         let mut methods = self.methods.lock().unwrap_or_else(|e| e.into_inner());
         if methods.contains(method) {
@@ -286,6 +379,18 @@ pub struct StreamGuard {
 }
 
 impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Keeps one connection counted in `connections_open`.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    gauge: Gauge<i64, AtomicI64>,
+}
+
+impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.gauge.dec();
     }
@@ -318,6 +423,34 @@ mod tests {
         assert!(text.contains("bloscar_streams_in_flight 1"));
         drop(guard);
         assert!(metrics.render().contains("bloscar_streams_in_flight 0"));
+    }
+
+    #[test]
+    fn connection_series_per_listener() {
+        let metrics = Metrics::new();
+        metrics.listener_started("inbound");
+        let text = metrics.render();
+        assert!(
+            text.contains("bloscar_connections_open{listener=\"inbound\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("bloscar_connections_refused_total{listener=\"inbound\"} 0"));
+        let first = metrics.connection_opened("inbound");
+        let _second = metrics.connection_opened("inbound");
+        metrics.record_connection_refused("inbound");
+        metrics.record_connection_timeout("outbound", ConnectionTimeout::Idle);
+        let text = metrics.render();
+        assert!(text.contains("bloscar_connections_open{listener=\"inbound\"} 2"));
+        assert!(text.contains("bloscar_connections_refused_total{listener=\"inbound\"} 1"));
+        assert!(text.contains(
+            "bloscar_connections_timed_out_total{listener=\"outbound\",timeout=\"idle\"} 1"
+        ));
+        drop(first);
+        assert!(
+            metrics
+                .render()
+                .contains("bloscar_connections_open{listener=\"inbound\"} 1")
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::layer::Role;
 use crate::locate::Locator;
 use crate::message::{Chooser, FixedChooser, MessageCodec};
 use crate::metrics::Metrics;
-use crate::proxy::ProxySettings;
+use crate::proxy::{ListenerLimits, ProxySettings, RESERVED_DESCRIPTORS};
 
 /// A listener that could not be opened: one line naming the variable that set it.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,10 @@ impl Sidecar {
         };
         let codec = Arc::new(message_codec(config, chooser));
         let mut proxies = Vec::new();
-        for (variable, addr, settings) in proxies_of(config, codec) {
+        let planned = proxies_of(config, codec);
+        let max_connections = max_connections(config, planned.len());
+        for (variable, addr, mut settings) in planned {
+            settings.limits.max_connections = max_connections;
             proxies.push((bind(variable, addr).await?, settings));
         }
         let admin = bind(ADMIN_LISTEN.name, config.admin_listen).await?;
@@ -191,6 +194,37 @@ pub fn message_codec(config: &Config, chooser: Arc<dyn Chooser>) -> MessageCodec
     MessageCodec::new(Locator::new(config.ndarray_rules.clone()), chooser, limits)
 }
 
+/// The connection limit of each of `listeners` proxy listeners: `BLOSCAR_MAX_CONNECTIONS`,
+/// lowered (with a warning) to what the process's open-file limit leaves once the admin
+/// listener's and the upstream connections' descriptors are set aside, so that the
+/// admin listener keeps answering however many clients connect.
+pub fn max_connections(config: &Config, listeners: usize) -> usize {
+    let open_files = crate::proxy::open_file_limit();
+    let limit = crate::proxy::connection_limit(config.max_connections, open_files, listeners);
+    if limit < config.max_connections {
+        tracing::warn!(
+            configured = config.max_connections,
+            limit,
+            open_file_limit = open_files,
+            reserved = RESERVED_DESCRIPTORS,
+            listeners,
+            "BLOSCAR_MAX_CONNECTIONS lowered to fit the open-file limit; raise `ulimit -n` \
+             (RLIMIT_NOFILE) to allow more connections"
+        );
+    }
+    limit
+}
+
+/// The listener limits `config` asks for, before the open-file limit lowers the
+/// connection limit ([`max_connections`]).
+pub fn listener_limits(config: &Config) -> ListenerLimits {
+    ListenerLimits {
+        max_connections: config.max_connections,
+        handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
+    }
+}
+
 /// The proxy listeners to open: the variable that sets the listen address (for error
 /// messages), the address, and the settings, sharing `codec`.
 pub fn proxies_of(
@@ -205,6 +239,7 @@ pub fn proxies_of(
         max_message_bytes: config.max_message_bytes,
         unknown_peer: config.unknown_peer,
         stream_idle_timeout: config.stream_idle_timeout,
+        limits: listener_limits(config),
     };
     if config.mode.runs_inbound() {
         out.push((
@@ -269,6 +304,26 @@ mod tests {
         let codec = message_codec(&c, chooser(&c));
         assert_eq!(codec.limits().max_message_size, 1 << 20);
         assert_eq!(codec.locator().rules().len(), 1);
+    }
+
+    #[test]
+    fn listener_limits_default_to_the_proxys_defaults() {
+        assert_eq!(listener_limits(&config(&[])), ListenerLimits::default());
+        let c = config(&[
+            ("BLOSCAR_MAX_CONNECTIONS", "5"),
+            ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "2"),
+            ("BLOSCAR_IDLE_TIMEOUT_SECS", "3"),
+        ]);
+        assert_eq!(
+            listener_limits(&c),
+            ListenerLimits {
+                max_connections: 5,
+                handshake_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(3),
+            }
+        );
+        // A limit this low fits any open-file limit above the reserve.
+        assert_eq!(max_connections(&c, 2), 5);
     }
 
     #[test]

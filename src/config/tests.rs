@@ -28,6 +28,9 @@ fn defaults_serve_an_inbound_sidecar() {
     assert!(c.ndarray_rules.is_empty());
     assert_eq!(c.stream_idle_timeout, None);
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.max_connections, 10_000);
+    assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(c.idle_timeout, Duration::from_secs(300));
     assert_eq!(c.log, "info");
     assert_eq!(c.log_format, LogFormat::Text);
     assert!(c.ignored.is_empty());
@@ -379,6 +382,38 @@ fn stream_idle_timeout_is_off_at_zero() {
 }
 
 #[test]
+fn connection_limit_and_timeouts() {
+    let c = config(&[
+        ("BLOSCAR_MAX_CONNECTIONS", "1"),
+        ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "1"),
+        ("BLOSCAR_IDLE_TIMEOUT_SECS", "86400"),
+    ])
+    .unwrap();
+    assert_eq!(c.max_connections, 1);
+    assert_eq!(c.handshake_timeout, Duration::from_secs(1));
+    assert_eq!(c.idle_timeout, Duration::from_secs(86_400));
+    for bad in ["0", "-1", "1.5", "lots"] {
+        assert_eq!(
+            error_line(&[("BLOSCAR_MAX_CONNECTIONS", bad)]),
+            format!(
+                "BLOSCAR_MAX_CONNECTIONS: invalid value {bad:?}: expected a whole number, 1 or more"
+            )
+        );
+    }
+    for name in [
+        "BLOSCAR_HANDSHAKE_TIMEOUT_SECS",
+        "BLOSCAR_IDLE_TIMEOUT_SECS",
+    ] {
+        for bad in ["0", "-1", "1.5", "10s"] {
+            assert_eq!(
+                error_line(&[(name, bad)]),
+                format!("{name}: invalid value {bad:?}: expected whole seconds, 1 or more")
+            );
+        }
+    }
+}
+
+#[test]
 fn log_filter_and_format() {
     let c = config(&[
         ("BLOSCAR_LOG", "bloscar=debug,warn"),
@@ -440,6 +475,9 @@ fn every_variable_is_read() {
         ("BLOSCAR_STREAM_IDLE_TIMEOUT_SECS", "60"),
         ("BLOSCAR_SHUTDOWN_GRACE_SECS", "1"),
         ("BLOSCAR_IO_THREADS", "2"),
+        ("BLOSCAR_MAX_CONNECTIONS", "7"),
+        ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "2"),
+        ("BLOSCAR_IDLE_TIMEOUT_SECS", "3"),
         ("BLOSCAR_LOG", "warn"),
         ("BLOSCAR_LOG_FORMAT", "json"),
     ];

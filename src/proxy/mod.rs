@@ -7,7 +7,11 @@
 //! serves until `shutdown` resolves, then stops accepting, sends GOAWAY, and returns once
 //! in-flight streams finish or `grace` has passed.
 
+mod accept;
+mod activity;
 mod headers;
+mod limits;
+mod opening;
 mod server;
 mod upstream;
 
@@ -18,6 +22,10 @@ use crate::MessageCodec;
 use crate::layer::{Role, UnknownPeer};
 
 pub use headers::strip_hop_by_hop;
+pub use limits::{
+    DESCRIPTORS_PER_CONNECTION, ListenerLimits, RESERVED_DESCRIPTORS, connection_limit,
+    open_file_limit,
+};
 
 /// HTTP/2 flow-control window per stream, both ways: a 4 MiB window keeps a 1 Gbit/s
 /// link with 30 ms of round trip busy, and bounds what one stream can have in flight.
@@ -27,7 +35,9 @@ const CONNECTION_WINDOW: u32 = 16 << 20;
 /// Largest DATA frame: large frames cost fewer wake-ups per megabyte than h2's 16 KiB
 /// default, and stay well below the windows.
 const MAX_FRAME: u32 = 256 << 10;
-/// Bytes h2 buffers per stream for sending before the body is asked for more.
+/// Bytes h2 buffers per stream for sending before the body is asked for more: enough to
+/// keep a stream window's worth in flight, and what bounds the memory a client that does
+/// not read its responses can make one stream hold.
 const SEND_BUFFER: usize = 2 << 20;
 /// Frames smaller than this, written by one turn of a connection, leave in one write.
 ///
@@ -62,4 +72,6 @@ pub struct ProxySettings {
     /// listener's layer takes it with
     /// [`BloscarLayer::stream_idle_timeout`](crate::BloscarLayer::stream_idle_timeout).
     pub stream_idle_timeout: Option<Duration>,
+    /// Connection limit and timeouts of the listener.
+    pub limits: ListenerLimits,
 }

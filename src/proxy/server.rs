@@ -1,10 +1,12 @@
-//! The listener: accepts connections, serves HTTP/2 (and HTTP/1.1 for pass-through), and
-//! drains gracefully on shutdown.
+//! The listener: accepts connections within its limit, serves HTTP/2 (and HTTP/1.1 for
+//! pass-through), closes connections that do not start in time or stay idle, and drains
+//! gracefully on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,27 +15,25 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::ProxySettings;
+use super::accept::{Admission, Admitted};
+use super::activity::{Activity, Counted};
+use super::limits::{self, ListenerLimits};
+use super::opening::read_opening;
 use super::upstream::Upstream;
 use crate::layer::{Bloscar, BloscarLayer, BoxBody};
 use crate::log_limit::{LogSite, warn_limited};
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionTimeout, Metrics};
 
 /// Every plain-HTTP call fails this way while the upstream is down: one line per call
 /// would flood the log.
 static UPSTREAM_FAILED: LogSite = LogSite::new("proxy_upstream_failed");
-
-/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// HTTP/2 pings on idle client connections.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The layer of one proxy listener.
 fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
@@ -43,6 +43,41 @@ fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
         .stream_idle_timeout(settings.stream_idle_timeout)
         .peer_name(&settings.forward)
         .metrics(metrics)
+}
+
+/// The HTTP/1 and HTTP/2 server settings of a listener with `limits`.
+fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The timer bounds how long an HTTP/1 client may take to send each request's headers
+    // (including the wait for the next request on a kept-alive connection), and drives
+    // HTTP/2 keep-alive pings that notice clients that vanished.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(super::STREAM_WINDOW)
+        .initial_connection_window_size(super::CONNECTION_WINDOW)
+        .max_frame_size(super::MAX_FRAME)
+        .max_send_buf_size(super::SEND_BUFFER)
+        .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(limits::MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(limits::MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_header_list_size(limits::MAX_HEADER_LIST_SIZE)
+        .keep_alive_interval(limits::KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(limits::KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// What every connection of one listener shares.
+struct Shared {
+    listener: &'static str,
+    limits: ListenerLimits,
+    builder: auto::Builder<TokioExecutor>,
+    service: Bloscar<Upstream>,
+    metrics: Arc<Metrics>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting, sends GOAWAY on
@@ -60,71 +95,135 @@ pub async fn serve(
             format!("invalid forward address {:?}: {err}", settings.forward),
         )
     })?;
-    let service = ProxyService {
-        inner: layer(&settings, metrics).layer(upstream),
-    };
-
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The timer bounds how long an HTTP/1 client may take to send its headers, and drives
-    // HTTP/2 keep-alive pings that notice clients that vanished.
-    builder.http1().timer(TokioTimer::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(super::STREAM_WINDOW)
-        .initial_connection_window_size(super::CONNECTION_WINDOW)
-        .max_frame_size(super::MAX_FRAME)
-        .max_send_buf_size(super::SEND_BUFFER)
-        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+    let name = settings.role.name();
+    let limits = settings.limits;
+    let shared = Arc::new(Shared {
+        listener: name,
+        limits,
+        builder: builder(&limits),
+        service: layer(&settings, Arc::clone(&metrics)).layer(upstream),
+        metrics: Arc::clone(&metrics),
+    });
     let local = listener.local_addr()?;
-    tracing::info!(%local, role = ?settings.role, forward = %settings.forward, "listening");
+    let mut admission = Admission::new(name, local, limits.max_connections, Arc::clone(&metrics));
+    metrics.listener_started(name);
+    tracing::info!(
+        %local,
+        role = name,
+        forward = %settings.forward,
+        max_connections = limits.max_connections,
+        handshake_timeout_secs = limits.handshake_timeout.as_secs_f64(),
+        idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
+        "listening"
+    );
 
-    let mut shutdown = std::pin::pin!(shutdown);
+    // Every connection holds a receiver until it has ended: `closed` then tells the
+    // drain that all are gone.
+    let (draining, _) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(%local, error = %err, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+        let (stream, peer, admitted) = tokio::select! {
+            accepted = admission.accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "TCP_NODELAY not set");
         }
-        let connection = builder
-            .serve_connection(
-                TokioIo::new(super::coalesced(stream)),
-                TowerToHyperService::new(service.clone()),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            admitted,
+            Arc::clone(&shared),
+            draining.subscribe(),
+        ));
     }
     drop(listener);
+    draining.send_replace(true);
     tracing::info!(%local, grace_secs = grace.as_secs_f64(), "draining connections");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!(%local, "all connections closed"),
+        () = draining.closed() => tracing::info!(%local, "all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!(%local, "grace period over; closing remaining connections"),
     }
     Ok(())
 }
 
-/// The listener's service: the bloscar layer over the upstream client. Failures that the
-/// layer did not turn into a gRPC status are failures to reach the upstream for plain
-/// HTTP, answered with 502 as any reverse proxy does.
+/// Serves one accepted connection until it ends: the opening within the handshake
+/// timeout, then HTTP until the client leaves, the connection stays idle too long, or the
+/// listener drains.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    shared: Arc<Shared>,
+    mut draining: watch::Receiver<bool>,
+) {
+    // Keeps the connection's place within the limit until it ends.
+    let _admitted = admitted;
+    let opening = tokio::select! {
+        opening = tokio::time::timeout(shared.limits.handshake_timeout, read_opening(stream)) => opening,
+        // A connection that has sent no request has nothing to finish.
+        _ = draining.wait_for(|draining| *draining) => return,
+    };
+    let io = match opening {
+        Ok(Ok((protocol, io))) => {
+            tracing::trace!(%peer, ?protocol, "connection opened");
+            io
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "connection ended before it opened");
+            return;
+        }
+        Err(_elapsed) => {
+            shared
+                .metrics
+                .record_connection_timeout(shared.listener, ConnectionTimeout::Handshake);
+            tracing::debug!(%peer, "no HTTP/2 preface and SETTINGS (or HTTP/1 request) in time: closing");
+            return;
+        }
+    };
+
+    let activity = Activity::new();
+    let service = ProxyService {
+        inner: shared.service.clone(),
+        activity: activity.clone(),
+    };
+    let connection = shared.builder.serve_connection(
+        TokioIo::new(super::coalesced(io)),
+        TowerToHyperService::new(service),
+    );
+    let mut connection = pin!(connection);
+    let mut idle = pin!(activity.idle_for(shared.limits.idle_timeout));
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = draining.wait_for(|draining| *draining), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = &mut idle, if !closing => {
+                closing = true;
+                shared
+                    .metrics
+                    .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
+                tracing::debug!(%peer, "no call for the idle timeout: closing");
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// The service of one connection: the bloscar layer over the upstream client, with each
+/// call counted open until its response body ends. Failures that the layer did not turn
+/// into a gRPC status are failures to reach the upstream for plain HTTP, answered with
+/// 502 as any reverse proxy does.
 #[derive(Clone)]
 struct ProxyService {
     inner: Bloscar<Upstream>,
+    activity: Activity,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -141,14 +240,16 @@ impl Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let call = self.activity.call_started();
         let future = self.inner.call(request);
         Box::pin(async move {
-            Ok(future.await.unwrap_or_else(|err| {
+            let response = future.await.unwrap_or_else(|err| {
                 warn_limited!(UPSTREAM_FAILED, error = %err, "upstream request failed");
                 let mut response = Response::new(BoxBody::default());
                 *response.status_mut() = StatusCode::BAD_GATEWAY;
                 response
-            }))
+            });
+            Ok(response.map(|body| BoxBody::new(Counted::new(body, call))))
         })
     }
 }

@@ -17,7 +17,7 @@ use bloscar::locate::{Locator, TaggedRule};
 use bloscar::metrics::Metrics;
 use bloscar::pb::inference::ModelInferRequest;
 use bloscar::pb::inference::model_infer_request::InferInputTensor;
-use bloscar::proxy::ProxySettings;
+use bloscar::proxy::{ListenerLimits, ProxySettings};
 use bloscar::{CompressOptions, FixedChooser, Limits, MessageCodec};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,6 +75,7 @@ impl Proxy {
             max_message_bytes: MAX_MESSAGE,
             unknown_peer,
             stream_idle_timeout: None,
+            limits: ListenerLimits::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(

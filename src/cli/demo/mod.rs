@@ -129,6 +129,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         max_message_bytes: config.max_message_bytes,
         unknown_peer: UnknownPeer::Identity,
         stream_idle_timeout: config.stream_idle_timeout,
+        limits: bloscar::sidecar::listener_limits(&config),
     };
 
     eprintln!(
