@@ -4,6 +4,7 @@
 
 pub mod h2call;
 pub mod h2server;
+pub mod opening;
 pub mod raw;
 pub mod server;
 
@@ -65,6 +66,20 @@ impl Proxy {
 
     /// Starts a listener with an explicit unknown-peer policy.
     pub async fn start_with(role: Role, forward: SocketAddr, unknown_peer: UnknownPeer) -> Proxy {
+        Proxy::start_full(role, forward, unknown_peer, ListenerLimits::default()).await
+    }
+
+    /// Starts a listener with its own connection limit and timeouts.
+    pub async fn start_limited(role: Role, forward: SocketAddr, limits: ListenerLimits) -> Proxy {
+        Proxy::start_full(role, forward, UnknownPeer::Identity, limits).await
+    }
+
+    async fn start_full(
+        role: Role,
+        forward: SocketAddr,
+        unknown_peer: UnknownPeer,
+        limits: ListenerLimits,
+    ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -75,7 +90,7 @@ impl Proxy {
             max_message_bytes: MAX_MESSAGE,
             unknown_peer,
             stream_idle_timeout: None,
-            limits: ListenerLimits::default(),
+            limits,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(

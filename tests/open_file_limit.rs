@@ -1,0 +1,179 @@
+//! The `bloscar` binary under a low open-file limit (`ulimit -n`): the proxy listener's
+//! connection limit leaves descriptors for the admin listener, so that once the proxy
+//! refuses connections, `/live`, `/ready` and `/metrics` still answer.
+
+mod common;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bloscar::proxy::{ListenerLimits, connection_limit};
+use bytes::Bytes;
+use common::metric_value;
+use common::opening::{Reception, open_h2};
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bloscar");
+/// The open-file limit the sidecar runs under.
+const OPEN_FILES: u64 = 128;
+/// Bound on every wait for the child, so that a broken build fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The binary, started through `sh` with a lowered `ulimit -n`; killed when dropped.
+struct Limited {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Limited {
+    fn start(env: &[(&str, String)]) -> Limited {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {OPEN_FILES} && exec \"$0\""))
+            .arg(BIN)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start bloscar through sh");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Limited { child, stderr }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 GET with a real hyper client: status and body.
+async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(StatusCode, String)> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_open_file_limit_the_proxy_refuses_and_the_admin_answers() {
+    // (128 - 64 reserved) / 2 descriptors per connection.
+    let limit = connection_limit(ListenerLimits::DEFAULT_MAX_CONNECTIONS, Some(OPEN_FILES), 1);
+    assert_eq!(limit, 32);
+    let inbound = free_addr();
+    let admin = free_addr();
+    let sidecar = Limited::start(&[
+        ("BLOSCAR_INBOUND_LISTEN", inbound.to_string()),
+        ("BLOSCAR_ADMIN_LISTEN", admin.to_string()),
+        // Nothing is forwarded: the connections only open.
+        ("BLOSCAR_INBOUND_FORWARD", "127.0.0.1:9".into()),
+        // Nothing closes the connections while the test holds them.
+        ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "600".into()),
+        ("BLOSCAR_IDLE_TIMEOUT_SECS", "600".into()),
+        ("BLOSCAR_LOG", "info".into()),
+    ]);
+    let start = Instant::now();
+    while !matches!(get(admin, "/ready").await, Ok((StatusCode::OK, _))) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "never ready:\n{}",
+            sidecar.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Open connections until the proxy closes one instead of serving it.
+    let mut served = Vec::new();
+    loop {
+        match open_h2(inbound).await {
+            Reception::Served(stream) => served.push(stream),
+            Reception::Closed => break,
+        }
+        assert!(served.len() <= limit, "more than {limit} served");
+    }
+    assert_eq!(served.len(), limit, "{}", sidecar.logs());
+
+    // At the limit, every new proxy connection is closed, and the admin answers.
+    for _ in 0..5 {
+        assert!(!open_h2(inbound).await.is_served());
+        assert_eq!(
+            get(admin, "/live").await.unwrap(),
+            (StatusCode::OK, "live\n".into())
+        );
+    }
+    assert_eq!(
+        get(admin, "/ready").await.unwrap(),
+        (StatusCode::OK, "ready\n".into())
+    );
+    let (status, text) = get(admin, "/metrics").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        metric_value(&text, "bloscar_connections_open{listener=\"inbound\"}"),
+        limit as f64
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "bloscar_connections_refused_total{listener=\"inbound\"}"
+        ),
+        6.0
+    );
+
+    // Said once each, not once per connection.
+    let logs = sidecar.logs();
+    assert_eq!(
+        logs.matches("BLOSCAR_MAX_CONNECTIONS lowered to fit the open-file limit")
+            .count(),
+        1,
+        "{logs}"
+    );
+    assert_eq!(logs.matches("at the connection limit").count(), 1, "{logs}");
+    assert!(!logs.contains("accept failed"), "{logs}");
+}
