@@ -165,8 +165,8 @@ const HANDSHAKE_TIMEOUT_SECS: Variable = var(
     "how long a new connection may take to send the HTTP/2 preface and SETTINGS (or an \
      HTTP/1 client each request's headers) before it is closed",
 );
-const IDLE_TIMEOUT_SECS: Variable = var(
-    "BLOSCAR_IDLE_TIMEOUT_SECS",
+const CONNECTION_IDLE_TIMEOUT_SECS: Variable = var(
+    "BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS",
     "300",
     "whole seconds, 1 or more",
     "a client connection with no call open for this long is closed (HTTP/2: with GOAWAY)",
@@ -203,7 +203,7 @@ pub const VARIABLES: &[Variable] = &[
     IO_THREADS,
     MAX_CONNECTIONS,
     HANDSHAKE_TIMEOUT_SECS,
-    IDLE_TIMEOUT_SECS,
+    CONNECTION_IDLE_TIMEOUT_SECS,
     LOG,
     LOG_FORMAT,
 ];
@@ -409,7 +409,7 @@ struct RawConfig {
     io_threads: Option<String>,
     max_connections: Option<String>,
     handshake_timeout_secs: Option<String>,
-    idle_timeout_secs: Option<String>,
+    connection_idle_timeout_secs: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -520,7 +520,11 @@ impl Config {
             raw.handshake_timeout_secs,
             positive_secs,
         )?;
-        let idle_timeout = parse(IDLE_TIMEOUT_SECS, raw.idle_timeout_secs, positive_secs)?;
+        let idle_timeout = parse(
+            CONNECTION_IDLE_TIMEOUT_SECS,
+            raw.connection_idle_timeout_secs,
+            positive_secs,
+        )?;
         let log = parse(LOG, raw.log, |s| {
             tracing_subscriber::EnvFilter::try_new(s)
                 .ok()

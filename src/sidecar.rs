@@ -312,7 +312,7 @@ mod tests {
         let c = config(&[
             ("BLOSCAR_MAX_CONNECTIONS", "5"),
             ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "2"),
-            ("BLOSCAR_IDLE_TIMEOUT_SECS", "3"),
+            ("BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS", "3"),
         ]);
         assert_eq!(
             listener_limits(&c),

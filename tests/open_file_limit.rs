@@ -116,7 +116,7 @@ async fn under_a_low_open_file_limit_the_proxy_refuses_and_the_admin_answers() {
         ("BLOSCAR_INBOUND_FORWARD", "127.0.0.1:9".into()),
         // Nothing closes the connections while the test holds them.
         ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "600".into()),
-        ("BLOSCAR_IDLE_TIMEOUT_SECS", "600".into()),
+        ("BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS", "600".into()),
         ("BLOSCAR_LOG", "info".into()),
     ]);
     let start = Instant::now();

@@ -386,7 +386,7 @@ fn connection_limit_and_timeouts() {
     let c = config(&[
         ("BLOSCAR_MAX_CONNECTIONS", "1"),
         ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "1"),
-        ("BLOSCAR_IDLE_TIMEOUT_SECS", "86400"),
+        ("BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS", "86400"),
     ])
     .unwrap();
     assert_eq!(c.max_connections, 1);
@@ -402,7 +402,7 @@ fn connection_limit_and_timeouts() {
     }
     for name in [
         "BLOSCAR_HANDSHAKE_TIMEOUT_SECS",
-        "BLOSCAR_IDLE_TIMEOUT_SECS",
+        "BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS",
     ] {
         for bad in ["0", "-1", "1.5", "10s"] {
             assert_eq!(
@@ -477,7 +477,7 @@ fn every_variable_is_read() {
         ("BLOSCAR_IO_THREADS", "2"),
         ("BLOSCAR_MAX_CONNECTIONS", "7"),
         ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "2"),
-        ("BLOSCAR_IDLE_TIMEOUT_SECS", "3"),
+        ("BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS", "3"),
         ("BLOSCAR_LOG", "warn"),
         ("BLOSCAR_LOG_FORMAT", "json"),
     ];

@@ -20,7 +20,7 @@ impl ListenerLimits {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
     /// The default of `BLOSCAR_HANDSHAKE_TIMEOUT_SECS`.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-    /// The default of `BLOSCAR_IDLE_TIMEOUT_SECS`.
+    /// The default of `BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS`.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
