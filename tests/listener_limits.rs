@@ -89,14 +89,18 @@ async fn beyond_the_limit_connections_are_closed_at_once_and_counted_while_live_
     }
     assert_eq!((open(), refused()), (3.0, 2.0));
 
-    // A gRPC client's call fails at once (the connection ends before the HTTP/2
-    // handshake; tonic calls that a transport error), rather than hanging.
+    // A gRPC client's call fails at once, rather than hanging: the connection ends before
+    // the HTTP/2 handshake. (tonic says UNKNOWN "transport error" when the close resets
+    // what it had sent, CANCELLED "connection closed" when it reads the end first.)
     let channel = tonic::transport::Channel::from_shared(format!("http://{inbound}"))
         .unwrap()
         .connect_lazy();
     let message = Bytes::from(kserve_request(smooth_f32(16)).encode_to_vec());
     let status = raw_unary(channel, MODEL_INFER, message).await.unwrap_err();
-    assert_eq!(status.message(), "transport error", "{status:?}");
+    assert!(
+        matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled),
+        "{status:?}"
+    );
     assert_eq!(refused(), 3.0);
 
     // The admin listener answers all along, and reports the counts.
@@ -129,42 +133,36 @@ async fn beyond_the_limit_connections_are_closed_at_once_and_counted_while_live_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_does_not_open_in_time_is_closed_and_counted() {
     let server = start_server().await;
-    let proxy = Proxy::start_limited(Role::Inbound, server.addr, limits(300, 60_000)).await;
+    // Long enough that a loaded machine still reads a prompt client's opening in time.
+    let proxy = Proxy::start_limited(Role::Inbound, server.addr, limits(1000, 60_000)).await;
     let timed_out = || {
         proxy.metric(
             "bloscar_connections_timed_out_total{listener=\"inbound\",timeout=\"handshake\"}",
         )
     };
-
-    // Silent after connecting.
-    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
-    until_closed(&mut silent).await.unwrap();
-    // Part of the HTTP/2 preface.
-    let mut partial = TcpStream::connect(proxy.addr).await.unwrap();
-    partial.write_all(&b"PRI * HTTP/2.0\r\n"[..]).await.unwrap();
-    until_closed(&mut partial).await.unwrap();
-    // The preface without its SETTINGS frame.
-    let mut no_settings = TcpStream::connect(proxy.addr).await.unwrap();
-    no_settings
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    until_closed(&mut no_settings).await.unwrap();
+    let slow_client = |sent: &'static [u8]| async move {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        until_closed(&mut stream).await.unwrap();
+    };
+    tokio::join!(
+        // Silent after connecting.
+        slow_client(b""),
+        // Part of the HTTP/2 preface.
+        slow_client(b"PRI * HTTP/2.0\r\n"),
+        // The preface without its SETTINGS frame.
+        slow_client(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        // HTTP/1 headers that never end: hyper's header-read timeout, set to the same
+        // value (not counted: the connection had opened as HTTP/1).
+        slow_client(b"GET / HTTP/1.1\r\nhost: x\r\n"),
+    );
     assert_eq!(timed_out(), 3.0);
-
-    // HTTP/1 headers that never end: hyper's header-read timeout, set to the same value.
-    let mut slow_headers = TcpStream::connect(proxy.addr).await.unwrap();
-    slow_headers
-        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
-    until_closed(&mut slow_headers).await.unwrap();
 
     // A connection that opened in time is not bound by the handshake timeout any more.
     let Reception::Served(mut opened) = open_h2(proxy.addr).await else {
         panic!("a connection that opened was closed");
     };
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(ping(&mut opened).await);
     assert_eq!(timed_out(), 3.0);
 }
@@ -191,10 +189,8 @@ async fn a_connection_without_calls_gets_goaway_after_the_idle_timeout() {
         proxy.metric("bloscar_connections_timed_out_total{listener=\"inbound\",timeout=\"idle\"}"),
         1.0
     );
-    assert_eq!(
-        proxy.metric("bloscar_connections_open{listener=\"inbound\"}"),
-        0.0
-    );
+    // The connection's place is given back once its task has ended.
+    wait_until(|| proxy.metric("bloscar_connections_open{listener=\"inbound\"}") == 0.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
