@@ -166,7 +166,12 @@ async fn under_a_low_open_file_limit_the_proxy_refuses_and_the_admin_answers() {
         6.0
     );
 
-    // Said once each, not once per connection.
+    // Said once each, not once per connection (read once the lines have crossed the pipe).
+    let start = Instant::now();
+    while !sidecar.logs().contains("at the connection limit") {
+        assert!(start.elapsed() < PATIENCE, "{}", sidecar.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let logs = sidecar.logs();
     assert_eq!(
         logs.matches("BLOSCAR_MAX_CONNECTIONS lowered to fit the open-file limit")
