@@ -33,19 +33,19 @@ pub(super) enum Protocol {
 }
 
 /// Reads from `io` until the connection has opened (see the module's documentation),
-/// and returns the protocol and `io` with the bytes read put back in front.
+/// and returns the protocol and the bytes read, which [`Replay`] puts back in front.
 ///
 /// A first frame that is not SETTINGS, or one larger than any compliant client sends,
 /// ends the reading early: hyper answers it with the protocol error it is. A client that
 /// closes before it has opened is an `UnexpectedEof` error.
-pub(super) async fn read_opening<T>(mut io: T) -> io::Result<(Protocol, Replay<T>)>
+pub(super) async fn read_opening<T>(io: &mut T) -> io::Result<(Protocol, Bytes)>
 where
     T: AsyncRead + Unpin,
 {
     let mut read = BytesMut::with_capacity(PREFACE.len() + FRAME_HEADER_LEN);
-    let protocol = loop {
+    loop {
         if let Some(protocol) = opened(&read) {
-            break protocol;
+            return Ok((protocol, read.freeze()));
         }
         if io.read_buf(&mut read).await? == 0 {
             return Err(io::Error::new(
@@ -53,14 +53,7 @@ where
                 "closed before sending a request",
             ));
         }
-    };
-    Ok((
-        protocol,
-        Replay {
-            read: read.freeze(),
-            io,
-        },
-    ))
+    }
 }
 
 /// Whether `read`, the bytes a connection has sent so far, has opened it, and how.
@@ -86,6 +79,13 @@ pin_project! {
         read: Bytes,
         #[pin]
         io: T,
+    }
+}
+
+impl<T> Replay<T> {
+    /// `io`, whose first bytes `read` were already read from it.
+    pub(super) fn new(read: Bytes, io: T) -> Replay<T> {
+        Replay { read, io }
     }
 }
 
@@ -190,8 +190,10 @@ mod tests {
             }
             client
         });
-        let (protocol, mut replay) = read_opening(server).await.unwrap();
+        let mut server = server;
+        let (protocol, read) = read_opening(&mut server).await.unwrap();
         assert_eq!(protocol, Protocol::Http2);
+        let mut replay = Replay::new(read, server);
         drop(writer.await.unwrap());
         let mut everything = Vec::new();
         replay.read_to_end(&mut everything).await.unwrap();
@@ -205,7 +207,8 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         client.write_all(&PREFACE[..10]).await.unwrap();
         drop(client);
-        let err = read_opening(server).await.err().unwrap();
+        let mut server = server;
+        let err = read_opening(&mut server).await.err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -25,7 +25,7 @@ use super::ProxySettings;
 use super::accept::{Admission, Admitted};
 use super::activity::{Activity, Counted};
 use super::limits::{self, ListenerLimits};
-use super::opening::read_opening;
+use super::opening::{Replay, read_opening};
 use super::upstream::Upstream;
 use crate::layer::{Bloscar, BloscarLayer, BoxBody};
 use crate::log_limit::{LogSite, warn_limited};
@@ -159,15 +159,18 @@ async fn serve_connection(
 ) {
     // Keeps the connection's place within the limit until it ends.
     let _admitted = admitted;
+    let mut stream = stream;
+    // The stream stays here, not in the reading future, so that it is closed only after
+    // the outcome is counted.
     let opening = tokio::select! {
-        opening = tokio::time::timeout(shared.limits.handshake_timeout, read_opening(stream)) => opening,
+        opening = tokio::time::timeout(shared.limits.handshake_timeout, read_opening(&mut stream)) => opening,
         // A connection that has sent no request has nothing to finish.
         _ = draining.wait_for(|draining| *draining) => return,
     };
     let io = match opening {
-        Ok(Ok((protocol, io))) => {
+        Ok(Ok((protocol, read))) => {
             tracing::trace!(%peer, ?protocol, "connection opened");
-            io
+            Replay::new(read, stream)
         }
         Ok(Err(err)) => {
             tracing::debug!(%peer, error = %err, "connection ended before it opened");
