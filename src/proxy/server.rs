@@ -151,7 +151,7 @@ pub async fn serve(
 /// timeout, then HTTP until the client leaves, the connection stays idle too long, or the
 /// listener drains.
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     admitted: Admitted,
     shared: Arc<Shared>,
@@ -159,7 +159,6 @@ async fn serve_connection(
 ) {
     // Keeps the connection's place within the limit until it ends.
     let _admitted = admitted;
-    let mut stream = stream;
     // The stream stays here, not in the reading future, so that it is closed only after
     // the outcome is counted.
     let opening = tokio::select! {
