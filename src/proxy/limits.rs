@@ -86,12 +86,13 @@ pub(super) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Descriptors kept back from the proxy listeners: 16 for the process itself (standard
 /// streams, the reactor, the listeners, the signal pipe), 16 for the admin listener's
 /// connections (see `admin::MAX_CONNECTIONS`), and 32 for upstream connections that are
-/// not tied to one client connection (the pooled HTTP/2 connections to each upstream).
+/// not tied to one client connection (each listener's shared HTTP/2 connection, and its
+/// replacement while the old one drains).
 pub const RESERVED_DESCRIPTORS: u64 = 64;
 
 /// Descriptors one client connection may cost: its own, and an upstream connection when
-/// it speaks HTTP/1 (HTTP/1 requests in flight each hold an upstream connection; HTTP/2
-/// calls share the pooled ones).
+/// it speaks HTTP/1 (an HTTP/1 request in flight holds an upstream connection of its
+/// own, up to the upstream client's cap of 256; HTTP/2 calls share one connection).
 pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
 /// The process's soft limit on open descriptors (RLIMIT_NOFILE); `None` when it cannot
