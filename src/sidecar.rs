@@ -195,22 +195,39 @@ pub fn message_codec(config: &Config, chooser: Arc<dyn Chooser>) -> MessageCodec
 }
 
 /// The connection limit of each of `listeners` proxy listeners: `BLOSCAR_MAX_CONNECTIONS`,
-/// lowered (with a warning) to what the process's open-file limit leaves once the admin
+/// lowered (with a warning when it was configured) to what the process's open-file limit leaves once the admin
 /// listener's and the upstream connections' descriptors are set aside, so that the
 /// admin listener keeps answering however many clients connect.
 pub fn max_connections(config: &Config, listeners: usize) -> usize {
     let open_files = crate::proxy::open_file_limit();
     let limit = crate::proxy::connection_limit(config.max_connections, open_files, listeners);
     if limit < config.max_connections {
-        tracing::warn!(
-            configured = config.max_connections,
-            limit,
-            open_file_limit = open_files,
-            reserved = RESERVED_DESCRIPTORS,
-            listeners,
-            "BLOSCAR_MAX_CONNECTIONS lowered to fit the open-file limit; raise `ulimit -n` \
-             (RLIMIT_NOFILE) to allow more connections"
-        );
+        // Only a limit someone asked for is worth a warning; the default is a ceiling,
+        // and most machines' open-file limit sits below it.
+        let asked = config.max_connections != ListenerLimits::DEFAULT_MAX_CONNECTIONS;
+        let message = "BLOSCAR_MAX_CONNECTIONS lowered to fit the open-file limit; raise \
+                       `ulimit -n` (RLIMIT_NOFILE) to allow more connections";
+        let (configured, open_file_limit, reserved) =
+            (config.max_connections, open_files, RESERVED_DESCRIPTORS);
+        if asked {
+            tracing::warn!(
+                configured,
+                limit,
+                open_file_limit,
+                reserved,
+                listeners,
+                "{message}"
+            );
+        } else {
+            tracing::info!(
+                configured,
+                limit,
+                open_file_limit,
+                reserved,
+                listeners,
+                "{message}"
+            );
+        }
     }
     limit
 }
