@@ -79,9 +79,19 @@ struct Log {
     latencies: Vec<Duration>,
     failures: u64,
     errors: Vec<String>,
+    /// When failed calls ended, from the start of the callers: the first and the last.
+    failed_between: Option<(Duration, Duration)>,
 }
 
 impl Log {
+    fn failed_at(&mut self, error: String, at: Duration) {
+        self.failed_between = Some(match self.failed_between {
+            None => (at, at),
+            Some((first, last)) => (first.min(at), last.max(at)),
+        });
+        self.failed(error);
+    }
+
     fn failed(&mut self, error: String) {
         self.failures += 1;
         if self.errors.len() < KEPT_ERRORS && !self.errors.contains(&error) {
@@ -99,6 +109,9 @@ pub struct ClientReport {
     pub failures: u64,
     /// Up to three distinct failure messages.
     pub errors: Vec<String>,
+    /// When the first and the last failed call ended, counted from the start of the
+    /// callers (which is when the attack starts).
+    pub failed_between: Option<(Duration, Duration)>,
     /// Median time of the successful calls.
     pub p50: Option<Duration>,
     /// 99th percentile of the same.
@@ -136,6 +149,7 @@ impl WellBehaved {
                 .map_err(|e| format!("warm-up call: {e}"))?;
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let origin = Instant::now();
         let tasks = (0..CALLERS)
             .map(|caller| {
                 let (mut client, requests, stop) = (client.clone(), requests.clone(), stop.clone());
@@ -148,7 +162,7 @@ impl WellBehaved {
                         let start = Instant::now();
                         match checked_call(&mut client, request, CALL_TIMEOUT).await {
                             Ok(()) => log.latencies.push(start.elapsed()),
-                            Err(e) => log.failed(e),
+                            Err(e) => log.failed_at(e, origin.elapsed()),
                         }
                         tokio::time::sleep(PAUSE).await;
                     }
@@ -172,6 +186,12 @@ impl WellBehaved {
             });
             report.calls += log.latencies.len() as u64 + log.failures;
             report.failures += log.failures;
+            if let Some((first, last)) = log.failed_between {
+                report.failed_between = Some(match report.failed_between {
+                    None => (first, last),
+                    Some((f, l)) => (f.min(first), l.max(last)),
+                });
+            }
             for error in log.errors {
                 if report.errors.len() < KEPT_ERRORS && !report.errors.contains(&error) {
                     report.errors.push(error);

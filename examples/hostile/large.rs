@@ -3,7 +3,7 @@
 //! responses never read (the client grants a 64 KiB window and never releases it).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -21,6 +21,8 @@ const CONNECTIONS: usize = 2;
 pub const MESSAGE_BYTES: usize = 60 << 20;
 /// The smallest windows HTTP/2 allows a peer: what a client that never reads grants.
 const TINY_WINDOW: u32 = 65_535;
+/// How long the unread answers are held once every request has arrived.
+const HOLD: Duration = Duration::from_secs(15);
 
 /// The 60 MiB request and its echo as frames, made once for both cases.
 pub fn bulk() -> Arc<Bulk> {
@@ -121,7 +123,8 @@ pub async fn stalled(target: Target, bulk: Arc<Bulk>) -> Vec<String> {
 }
 
 /// Each call sends its whole request; the attacker never reads a response byte beyond
-/// the 64 KiB windows it granted.
+/// the 64 KiB windows it granted. Once the app has every request (or the attack's time
+/// is up), the unread answers are held for [`HOLD`] more.
 pub async fn never_read(target: Target, bulk: Arc<Bulk>) -> Vec<String> {
     let start = Instant::now();
     let (connections, mut held) =
@@ -129,8 +132,18 @@ pub async fn never_read(target: Target, bulk: Arc<Bulk>) -> Vec<String> {
             Ok(opened) => opened,
             Err(e) => return vec![format!("the attack could not open its calls: {e}")],
         };
-    until(start, target.duration).await;
     let stats = &target.app;
+    let all_arrived = loop {
+        let arrived = AppStats::get(&stats.bulk_matched) + AppStats::get(&stats.bulk_differed);
+        if arrived >= STREAMS as u64 {
+            break Some(start.elapsed());
+        }
+        if start.elapsed() >= target.duration {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(HOLD).await;
     let delivered = AppStats::get(&stats.bulk_bytes);
     let (answered, reset) = answered_and_reset(&mut held);
     drop(held);
@@ -138,10 +151,16 @@ pub async fn never_read(target: Target, bulk: Arc<Bulk>) -> Vec<String> {
     vec![format!(
         "{STREAMS} calls of {} MiB sent whole on {CONNECTIONS} connections, responses never \
          read: the app received {} MiB, {} requests whole and equal ({} differed) and \
-         answered them; {answered} response heads reached the attacker, {reset} calls reset",
+         answered them ({}); the unread answers were held {} s more; {answered} response \
+         heads reached the attacker, {reset} calls reset",
         mib(bulk.request.len() as u64),
         mib(delivered),
         AppStats::get(&stats.bulk_matched),
         AppStats::get(&stats.bulk_differed),
+        all_arrived.map_or("not all within the attack's time".into(), |at| format!(
+            "the last request arrived {:.1} s into the attack",
+            at.as_secs_f64()
+        )),
+        HOLD.as_secs(),
     )]
 }

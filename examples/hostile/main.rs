@@ -76,7 +76,10 @@ const CASES: [(&str, &str); 12] = [
         "6. 5000 distinct :authority values on one connection",
     ),
     ("rapid-reset", "7. rapid reset through the outbound"),
-    ("long-call", "8. one 330 s call to a grpcio server"),
+    (
+        "long-call",
+        "8. one silent call of 330 s (5.5 min) to a grpcio server",
+    ),
 ];
 /// The cases that run by default (`--long` adds `long-call`).
 const SHORT: usize = 11;
@@ -221,10 +224,10 @@ async fn run_case(
             if name == "stalled" {
                 case::run(context, setup, prepare, |t| large::stalled(t, bulk)).await
             } else {
-                // The requests take most of 20 s to cross the pair before the answers
-                // that are never read start.
+                // The requests take 20 s or more to cross the pair before the answers
+                // that are never read start: they get up to 40 s.
                 let setup = Setup {
-                    duration: Some(context.duration + Duration::from_secs(10)),
+                    duration: Some(2 * context.duration),
                     ..setup
                 };
                 case::run(context, setup, prepare, |t| large::never_read(t, bulk)).await

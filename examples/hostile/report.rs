@@ -99,8 +99,18 @@ pub fn print_details(outcomes: &[Outcome]) {
         println!("Failures of the well-behaved client:");
         println!();
         for o in failed {
+            let between = o
+                .client
+                .failed_between
+                .map_or(String::new(), |(first, last)| {
+                    format!(
+                        ", ending between {:.1} and {:.1} s into the attack",
+                        first.as_secs_f64(),
+                        last.as_secs_f64()
+                    )
+                });
             println!(
-                "- {}: {} of {} calls: {}",
+                "- {}: {} of {} calls{between}: {}",
                 o.title,
                 o.client.failures,
                 o.client.calls,
