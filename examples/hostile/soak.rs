@@ -12,6 +12,7 @@ use bloscar::pb::inference::ModelInferRequest;
 use crate::app::App;
 use crate::case::Context;
 use crate::client::{Client, checked_call, connect};
+use crate::cpu::cpu_seconds;
 use crate::memory::{Reading, Sampler, hwm_kib, mib};
 use crate::pair::{Launch, Pair};
 use crate::tensors::{infer_request, random_bytes, smooth_fp32};
@@ -256,6 +257,9 @@ pub async fn run(context: &Context, minutes: u64) {
         }
     }
     let pids = pair.pids();
+    // The first reading is taken once the load has run for one interval, not idle.
+    tokio::time::sleep(SAMPLE_EVERY).await;
+    let cpu_before = pids.map(cpu_seconds);
     let sampler = Sampler::start(pids, SAMPLE_EVERY, context.floor_kib);
     let tripped = sampler.tripped();
     eprintln!(
@@ -268,6 +272,7 @@ pub async fn run(context: &Context, minutes: u64) {
         () = tripped => true,
     };
     let elapsed = start.elapsed();
+    let cpu = [0, 1].map(|i| cpu_seconds(pids[i]) - cpu_before[i]);
     stop.store(true, Ordering::Relaxed);
     let mut tally = Tally::default();
     while let Some(joined) = callers.join_next().await {
@@ -278,17 +283,34 @@ pub async fn run(context: &Context, minutes: u64) {
     }
     let hwm = pids.map(|pid| hwm_kib(pid).unwrap_or(0));
     let (readings, _) = sampler.finish().await;
-    print_soak(&readings, &tally, elapsed, hwm, aborted, context.floor_kib);
+    print_soak(
+        &readings,
+        &tally,
+        Measured {
+            elapsed,
+            hwm,
+            cpu,
+            aborted,
+        },
+        context.floor_kib,
+    );
 }
 
-fn print_soak(
-    readings: &[Reading],
-    tally: &Tally,
+/// What the soak measured besides the callers' tally and the readings.
+struct Measured {
     elapsed: Duration,
     hwm: [u64; 2],
+    cpu: [f64; 2],
     aborted: bool,
-    floor_kib: u64,
-) {
+}
+
+fn print_soak(readings: &[Reading], tally: &Tally, measured: Measured, floor_kib: u64) {
+    let Measured {
+        elapsed,
+        hwm,
+        cpu,
+        aborted,
+    } = measured;
     println!();
     if aborted {
         println!(
@@ -319,23 +341,25 @@ fn print_soak(
     println!();
     println!(
         "| sidecar | mean RSS, first {:.1} min (MiB) | mean RSS, last {:.1} min (MiB) | \
-         least-squares slope (MiB/hour) | VmHWM (MiB) |",
+         least-squares slope (MiB/hour) | VmHWM (MiB) | CPU (s) |",
         window.as_secs_f64() / 60.0,
         window.as_secs_f64() / 60.0,
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (i, role) in ["outbound", "inbound"].into_iter().enumerate() {
         println!(
-            "| {role} | {:.1} | {:.1} | {:+.1} | {} |",
+            "| {role} | {:.1} | {:.1} | {:+.1} | {} | {:.0} |",
             mean_mib(readings, i, Duration::ZERO, window),
             mean_mib(readings, i, end.saturating_sub(window), end),
             slope_mib_per_hour(readings, i),
             mib(hwm[i]),
+            cpu[i],
         );
     }
     println!();
     println!(
-        "RSS samples (MiB, one every {} s; a row per minute):",
+        "RSS samples (MiB, one every {} s from {} s into the load; a row per minute):",
+        SAMPLE_EVERY.as_secs(),
         SAMPLE_EVERY.as_secs()
     );
     println!();
