@@ -98,8 +98,23 @@ impl Tally {
     }
 }
 
+/// The kernel's count of connections dropped because a listener's accept queue was full
+/// (TcpExtListenOverflows, system-wide): a silent client whose handshake the kernel
+/// completed but whose connection no accept() took yet looks open to the client, while
+/// the sidecar does not know it exists.
+fn listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// Opens every connection, holds them for the attack's time, reports their fates.
 pub async fn run(target: Target) -> Vec<String> {
+    let overflows_before = listen_overflows();
     let start = Instant::now();
     let plan = Arc::new(Plan {
         target: target.inbound,
@@ -135,12 +150,17 @@ pub async fn run(target: Target) -> Vec<String> {
             Fate::Open => tally.open += 1,
         }
     }
+    let overflows = match (overflows_before, listen_overflows()) {
+        (Some(before), Some(after)) => (after - before).to_string(),
+        _ => "unknown".into(),
+    };
     vec![
         tallies[0].describe("silent connections", SILENT),
         tallies[1].describe("connections with half a preface", HALF_OPEN),
         format!(
             "all attempts settled {:.1} s into the attack, when the inbound counted \
-             {open_now} client connections open",
+             {open_now} client connections open; the kernel's accept queues overflowed \
+             {overflows} times meanwhile (TcpExtListenOverflows)",
             connected_after.as_secs_f64()
         ),
     ]
