@@ -5,7 +5,6 @@ use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -137,10 +136,7 @@ impl H2Client {
             if let Some(p) = &mut pump {
                 let _ = p.poll(cx);
             }
-            match response.as_mut().poll(cx) {
-                Poll::Ready(result) => Poll::Ready(result),
-                Poll::Pending => Poll::Pending,
-            }
+            response.as_mut().poll(cx)
         })
         .await?;
         let pump = pump.filter(|p| !p.is_done());

@@ -74,7 +74,7 @@ impl RequestPump {
                 }
                 None => {
                     let sent = self.send.send_data(Bytes::new(), true);
-                    self.finish(sent);
+                    self.sent(true, sent);
                     break;
                 }
             };
@@ -84,7 +84,7 @@ impl RequestPump {
                     let end = self.body.is_end_stream();
                     if !data.is_empty() || end {
                         let sent = self.send.send_data(data, end);
-                        self.finish_if(end, sent);
+                        self.sent(end, sent);
                     }
                     continue;
                 }
@@ -92,7 +92,7 @@ impl RequestPump {
             };
             if let Ok(trailers) = frame.into_trailers() {
                 let sent = self.send.send_trailers(trailers);
-                self.finish(sent);
+                self.sent(true, sent);
             }
         }
         Poll::Ready(())
@@ -103,16 +103,12 @@ impl RequestPump {
         self.done
     }
 
-    fn finish(&mut self, sent: Result<(), h2::Error>) {
-        self.finish_if(true, sent);
-    }
-
-    fn finish_if(&mut self, end: bool, sent: Result<(), h2::Error>) {
-        if let Err(err) = sent {
+    /// Records what handing a frame to h2 did: the pump is finished by the body's end
+    /// or by a stream that can take nothing more.
+    fn sent(&mut self, end: bool, sent: Result<(), h2::Error>) {
+        if let Err(err) = &sent {
             tracing::debug!(error = %err, "upstream stream closed while sending the request");
-            self.done = true;
-        } else if end {
-            self.done = true;
         }
+        self.done |= end || sent.is_err();
     }
 }
