@@ -6,6 +6,11 @@
 //! blocking pool (up to [`MAX_JOBS_AHEAD`](super::pipeline::MAX_JOBS_AHEAD) at a time, in order). Identity messages from
 //! the peer stream through without being held. Every record is checked by
 //! `container::stream::StreamDecoder` before a byte of it reaches the app.
+//!
+//! Every byte taken in is charged to the memory budget first ([`Account`]): identity
+//! bytes per piece, and a record whole, together with what it restores (read from its
+//! first bytes), before the record is gathered. While the budget has no room the body
+//! stops reading.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,11 +24,14 @@ use pin_project_lite::pin_project;
 use super::clock::Clock;
 use super::encode::fail;
 use super::feedback::CallCosts;
+use super::intake::{Intake, budget_status};
 use super::link::{self, SharedTiming};
 use super::pipeline::{Output, Pipeline};
 use super::{Role, Shared};
+use crate::budget::{Account, Charge};
 use crate::codec::tune::link::{LinkSample, SampleKind};
-use crate::container::stream::{Record, StreamDecoder};
+use crate::container::MAGIC;
+use crate::container::stream::{HEADER_RECORD_LEN, Record, SegmentKind, StreamDecoder};
 use crate::error::BoxError;
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent, prefix};
 use crate::grpc::{Code, ErrorSlot, Status};
@@ -49,9 +57,18 @@ enum Message {
         len: usize,
         started: Instant,
     },
-    /// A record being gathered (one segment: at most a chunk).
-    Record(BytesMut),
+    /// A record of `len` bytes being gathered (one segment: at most a chunk). Its
+    /// first bytes are read before it is charged, to learn what it restores.
+    Record {
+        buf: BytesMut,
+        len: usize,
+        charge: Option<Charge>,
+    },
 }
+
+/// Bytes of a record read before it is charged: enough for a header record, a segment's
+/// head, and the message length of a version-1 container.
+const PEEK_LEN: usize = HEADER_RECORD_LEN;
 
 /// The container being restored, for metrics.
 struct Restoring {
@@ -74,6 +91,8 @@ pub struct CallContext {
     pub model: ModelSlot,
     /// Outbound: the request's tensor costs, settled with the inbound's report.
     pub costs: Option<Arc<CallCosts>>,
+    /// Where what the body holds is charged.
+    pub account: Account,
 }
 
 /// Learns the model a request names from its first restored bytes (the model's fields
@@ -105,6 +124,8 @@ pin_project! {
         message: Message,
         restoring: Option<Restoring>,
         pipeline: Pipeline,
+        account: Account,
+        intake: Intake,
     }
 }
 
@@ -128,6 +149,8 @@ impl<B> DecodeBody<B> {
             decoder,
             message: Message::Idle,
             restoring: None,
+            account: call.account,
+            intake: Intake::default(),
         }
     }
 }
@@ -140,6 +163,35 @@ fn record_limit(shared: &Shared, open: bool) -> usize {
     } else {
         MAX_V1_RECORD.min(shared.max_message_bytes)
     }
+}
+
+/// Bytes a record of `len` bytes holds until what it restores has been sent: itself,
+/// plus what a Blosc segment or a version-1 container restores, as its first bytes
+/// (`head`) declare. The claim is untrusted: beyond the limits the record fails its
+/// checks anyway, so no more than the limits is reserved for it.
+fn record_need(head: &[u8], len: usize, shared: &Shared) -> usize {
+    let le = |range: std::ops::Range<usize>| {
+        head.get(range).map(|b| {
+            b.iter()
+                .rev()
+                .fold(0u64, |n, &byte| (n << 8) | u64::from(byte))
+        })
+    };
+    let restored = if head.starts_with(&MAGIC) {
+        // A header record restores nothing itself; a version-1 container, its message.
+        let limit = MAX_V1_RECORD.min(shared.max_message_bytes) as u64;
+        match len {
+            HEADER_RECORD_LEN => 0,
+            _ => le(12..20).map_or(0, |n| n.min(limit)),
+        }
+    } else if head.first() == Some(&SegmentKind::Blosc.id()) {
+        let limit = shared.codec.limits().max_segment_len as u64;
+        le(4..8).map_or(0, |n| n.min(limit))
+    } else {
+        // A plain segment's bytes go on as slices of the record itself.
+        0
+    };
+    len + usize::try_from(restored).unwrap_or(usize::MAX)
 }
 
 impl<B> Body for DecodeBody<B>
@@ -168,6 +220,30 @@ where
                 Output::Done => return Poll::Ready(None),
                 Output::NeedInput => {}
             }
+            if !this.intake.is_empty() {
+                let mut reader = Reader {
+                    shared: this.shared,
+                    method: this.method,
+                    direction: *this.direction,
+                    decoder: this.decoder,
+                    message: this.message,
+                    restoring: this.restoring,
+                    pipeline: this.pipeline,
+                    model: this.model,
+                    sniff: this.sniff,
+                    timing: this.timing,
+                    account: this.account,
+                };
+                match reader.take(cx, this.intake, this.frames) {
+                    Ok(true) => continue,
+                    // Waiting for the budget (not for the link: the clock does not count
+                    // it); not reading holds the peer back.
+                    Ok(false) => return Poll::Pending,
+                    Err(status) => {
+                        return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
+                    }
+                }
+            }
             let frame = match this.inner.as_mut().poll_frame(cx) {
                 Poll::Pending => {
                     this.clock.idle();
@@ -177,24 +253,9 @@ where
             };
             let ended = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(mut data) => {
+                    Ok(data) => {
                         this.clock.moved(data.len());
-                        let mut reader = Reader {
-                            shared: this.shared,
-                            method: this.method,
-                            direction: *this.direction,
-                            frames: this.frames,
-                            decoder: this.decoder,
-                            message: this.message,
-                            restoring: this.restoring,
-                            pipeline: this.pipeline,
-                            model: this.model,
-                            sniff: this.sniff,
-                            timing: this.timing,
-                        };
-                        if let Err(status) = reader.consume(&mut data) {
-                            return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
-                        }
+                        this.intake.fill(data);
                         continue;
                     }
                     Err(frame) => frame.into_trailers().ok(),
@@ -254,7 +315,6 @@ struct Reader<'a> {
     shared: &'a Arc<Shared>,
     method: &'a Arc<str>,
     direction: Direction,
-    frames: &'a mut FrameDecoder,
     decoder: &'a mut StreamDecoder,
     message: &'a mut Message,
     restoring: &'a mut Option<Restoring>,
@@ -262,52 +322,103 @@ struct Reader<'a> {
     model: &'a ModelSlot,
     sniff: &'a mut Option<ModelSniff>,
     timing: &'a SharedTiming,
+    account: &'a mut Account,
 }
 
 impl Reader<'_> {
-    /// Runs one DATA frame of the peer's stream through the decoder.
-    fn consume(&mut self, data: &mut Bytes) -> Result<(), Status> {
-        while let Some(event) = self.frames.decode(data)? {
-            match event {
-                FrameEvent::Start { compressed, len } => {
-                    if !compressed {
-                        if self.decoder.is_open() {
-                            return Err(Status::new(
-                                Code::Internal,
-                                "bloscar: identity message inside a container",
-                            ));
+    /// Takes in the events of the frame in hand: `Ok(true)` once all are taken,
+    /// `Ok(false)` when one waits for the budget (the waker is registered).
+    fn take(
+        &mut self,
+        cx: &mut Context<'_>,
+        intake: &mut Intake,
+        frames: &mut FrameDecoder,
+    ) -> Result<bool, Status> {
+        while let Some(event) = intake.next(frames)? {
+            if let Some(event) = self.event(cx, event)? {
+                intake.put_back(event);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Handles one event; gives it back when it must wait for the budget.
+    fn event(
+        &mut self,
+        cx: &mut Context<'_>,
+        event: FrameEvent,
+    ) -> Result<Option<FrameEvent>, Status> {
+        match event {
+            FrameEvent::Start { compressed, len } => {
+                if !compressed {
+                    if self.decoder.is_open() {
+                        return Err(Status::new(
+                            Code::Internal,
+                            "bloscar: identity message inside a container",
+                        ));
+                    }
+                    self.pipeline
+                        .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                    self.start_sniff(len);
+                    *self.message = Message::Identity {
+                        len,
+                        started: Instant::now(),
+                    };
+                } else {
+                    let limit = record_limit(self.shared, self.decoder.is_open());
+                    if len > limit {
+                        return Err(Status::new(
+                            Code::ResourceExhausted,
+                            format!(
+                                "bloscar record of {len} bytes exceeds the limit of {limit} bytes"
+                            ),
+                        ));
+                    }
+                    *self.message = Message::Record {
+                        buf: BytesMut::new(),
+                        len,
+                        charge: None,
+                    };
+                }
+            }
+            FrameEvent::Data(mut bytes) => match self.message {
+                Message::Identity { .. } => {
+                    if !self.reserve(cx, bytes.len())? {
+                        return Ok(Some(FrameEvent::Data(bytes)));
+                    }
+                    self.sniff(&bytes);
+                    let charge = self.account.take(bytes.len());
+                    self.pipeline.push_charged(bytes, charge);
+                }
+                Message::Record { buf, len, charge } => {
+                    if charge.is_none() {
+                        let peek = (*len).min(PEEK_LEN);
+                        let take = peek.saturating_sub(buf.len()).min(bytes.len());
+                        buf.extend_from_slice(&bytes.split_to(take));
+                        if buf.len() < peek {
+                            return Ok(None);
                         }
-                        self.pipeline
-                            .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
-                        self.start_sniff(len);
-                        *self.message = Message::Identity {
-                            len,
-                            started: Instant::now(),
-                        };
-                    } else {
-                        let limit = record_limit(self.shared, self.decoder.is_open());
-                        if len > limit {
-                            return Err(Status::new(
-                                Code::ResourceExhausted,
-                                format!(
-                                    "bloscar record of {len} bytes exceeds the limit of {limit} bytes"
-                                ),
-                            ));
+                        if !self.charge_record(cx)? {
+                            return Ok(Some(FrameEvent::Data(bytes)));
                         }
-                        *self.message = Message::Record(BytesMut::with_capacity(len));
+                    }
+                    if let Message::Record { buf, .. } = self.message {
+                        buf.extend_from_slice(&bytes);
                     }
                 }
-                FrameEvent::Data(bytes) => match self.message {
-                    Message::Identity { .. } => {
-                        self.sniff(&bytes);
-                        self.pipeline.push_bytes(bytes);
-                    }
-                    Message::Record(buf) => buf.extend_from_slice(&bytes),
-                    Message::Idle => {
-                        return Err(Status::new(Code::Internal, "message bytes before a prefix"));
-                    }
-                },
-                FrameEvent::End => match std::mem::replace(self.message, Message::Idle) {
+                Message::Idle => {
+                    return Err(Status::new(Code::Internal, "message bytes before a prefix"));
+                }
+            },
+            FrameEvent::End => {
+                // A record shorter than the peek is charged once it is all here.
+                if matches!(self.message, Message::Record { charge: None, .. })
+                    && !self.charge_record(cx)?
+                {
+                    return Ok(Some(FrameEvent::End));
+                }
+                match std::mem::replace(self.message, Message::Idle) {
                     Message::Identity { len, started } => {
                         self.shared.metrics.record_message(
                             self.direction,
@@ -318,16 +429,46 @@ impl Reader<'_> {
                             started.elapsed(),
                         );
                     }
-                    Message::Record(buf) => self.record(buf.freeze())?,
+                    Message::Record { buf, charge, .. } => {
+                        self.record(buf.freeze(), charge.unwrap_or_default())?;
+                    }
                     Message::Idle => {}
-                },
+                }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// One verified record: its restored bytes go to the app in order.
-    fn record(&mut self, record: Bytes) -> Result<(), Status> {
+    /// Charges the record being gathered, from its first bytes: `Ok(false)` while
+    /// waiting for the budget.
+    fn charge_record(&mut self, cx: &mut Context<'_>) -> Result<bool, Status> {
+        let Message::Record { buf, len, .. } = &*self.message else {
+            return Ok(true);
+        };
+        let (need, len) = (record_need(buf, *len, self.shared), *len);
+        if !self.reserve(cx, need)? {
+            return Ok(false);
+        }
+        let taken = self.account.take(need);
+        if let Message::Record { buf, charge, .. } = self.message {
+            buf.reserve(len.saturating_sub(buf.len()));
+            *charge = Some(taken);
+        }
+        Ok(true)
+    }
+
+    /// Brings the credit to `total` bytes: `Ok(false)` while waiting for the budget.
+    fn reserve(&mut self, cx: &mut Context<'_>, total: usize) -> Result<bool, Status> {
+        match self.account.poll_reserve(cx, total) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(err)) => Err(budget_status(err)),
+        }
+    }
+
+    /// One verified record: its restored bytes go to the app in order, with `charge`
+    /// (the record and what it restores) until they are sent.
+    fn record(&mut self, record: Bytes, charge: Charge) -> Result<(), Status> {
         let wire_len = record.len() + frame::PREFIX_LEN;
         let max = self.shared.max_message_bytes;
         let pushed = self
@@ -341,7 +482,7 @@ impl Reader<'_> {
                     .filter(|&len| len <= max)
                     .ok_or_else(|| too_large(restored_len, max))?;
                 self.pipeline
-                    .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                    .push_charged(Bytes::copy_from_slice(&prefix(false, len)?), charge);
                 self.start_sniff(len);
                 *self.restoring = Some(Restoring {
                     len,
@@ -351,7 +492,7 @@ impl Reader<'_> {
             }
             Record::Plain(bytes) => {
                 self.sniff(&bytes);
-                self.pipeline.push_bytes(bytes);
+                self.pipeline.push_charged(bytes, charge);
             }
             Record::Blosc(job) => {
                 // Tensor data: the model's fields, if any, came before.
@@ -367,6 +508,7 @@ impl Reader<'_> {
                         restored.map_err(|err| Status::from(&crate::Error::from(err)))
                     },
                     None,
+                    charge,
                 );
             }
             Record::Whole(job) => {
@@ -381,6 +523,7 @@ impl Reader<'_> {
                             .map_err(|err| Status::from(&crate::Error::from(err)))
                     },
                     Some(false),
+                    charge,
                 );
                 self.shared.metrics.record_message(
                     self.direction,

@@ -7,10 +7,19 @@
 //! first, within the message size limit. Up to [`MAX_JOBS_AHEAD`](super::pipeline::MAX_JOBS_AHEAD) chunks compress while
 //! earlier ones are on the link; beyond that the body stops reading, so flow control,
 //! not buffering, holds the app back.
+//!
+//! Every byte taken in is charged to the memory budget first ([`Account`]): a message
+//! streaming through as it is, per piece; the encoder's bytes at twice their length (the
+//! chunk it gathers and its compressed form); a message gathered whole, at twice its
+//! length (the message and what it becomes), or for one the app compressed, its
+//! compressed length and then twice its plain length. While the budget has no room the
+//! body stops reading.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+
+use tokio::sync::Semaphore;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -18,8 +27,10 @@ use pin_project_lite::pin_project;
 
 use super::Shared;
 use super::clock::Clock;
+use super::intake::{Intake, budget_status};
 use super::link::{self, SharedTiming};
-use super::pipeline::{Output, Pipeline};
+use super::pipeline::{Expansion, Output, Pipeline, run_blocking};
+use crate::budget::{Account, Charge};
 use crate::error::BoxError;
 use crate::grpc::encoding::{self, Encoding};
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
@@ -41,7 +52,11 @@ enum Message {
     /// Streaming through the encoder.
     Streaming(Box<StreamEncoder>),
     /// Gathered whole first: compressed by the app, or for a locator that needs it all.
-    Gathering { compressed: bool, buf: BytesMut },
+    Gathering {
+        compressed: bool,
+        buf: BytesMut,
+        charge: Charge,
+    },
 }
 
 pin_project! {
@@ -61,13 +76,16 @@ pin_project! {
         clock: Clock,
         timing: SharedTiming,
         report: bool,
+        account: Account,
+        intake: Intake,
     }
 }
 
 impl<B> EncodeBody<B> {
     /// Encodes the messages of `inner`, a stream of `context.method` going in
     /// `direction`, sent by the app in `source`. How it was sent goes to `timing`; with
-    /// `report`, the trailers also carry the call's link report to the peer.
+    /// `report`, the trailers also carry the call's link report to the peer. What it
+    /// holds is charged to `account`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: B,
@@ -78,6 +96,7 @@ impl<B> EncodeBody<B> {
         slot: ErrorSlot,
         timing: SharedTiming,
         report: bool,
+        account: Account,
     ) -> Self {
         let max = shared.max_message_bytes;
         EncodeBody {
@@ -94,6 +113,8 @@ impl<B> EncodeBody<B> {
             clock: Clock::default(),
             timing,
             report,
+            account,
+            intake: Intake::default(),
         }
     }
 }
@@ -171,24 +192,30 @@ where
                 Output::Done => return Poll::Ready(None),
                 Output::NeedInput => {}
             }
+            if !this.intake.is_empty() {
+                let mut taker = Taker {
+                    shared: this.shared,
+                    context: this.context,
+                    direction: *this.direction,
+                    source: *this.source,
+                    message: this.message,
+                    scratch: this.scratch,
+                    pipeline: this.pipeline,
+                    account: this.account,
+                };
+                match taker.take(cx, this.intake, this.frames) {
+                    Ok(true) => continue,
+                    // Waiting for the budget: not reading holds the app back.
+                    Ok(false) => return Poll::Pending,
+                    Err(status) => {
+                        return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
+                    }
+                }
+            }
             let frame = ready!(this.inner.as_mut().poll_frame(cx));
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(mut data) => {
-                        if let Err(status) = consume(
-                            &mut data,
-                            this.frames,
-                            this.message,
-                            this.shared,
-                            this.context,
-                            *this.direction,
-                            *this.source,
-                            this.scratch,
-                            this.pipeline,
-                        ) {
-                            return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
-                        }
-                    }
+                    Ok(data) => this.intake.fill(data),
                     Err(frame) => {
                         if !this.frames.at_boundary() {
                             let status = frame::cut_mid_message();
@@ -213,67 +240,181 @@ where
     }
 }
 
-/// Runs one DATA frame of the app's stream through the message state.
-#[allow(clippy::too_many_arguments)]
-fn consume(
-    data: &mut Bytes,
-    frames: &mut FrameDecoder,
-    message: &mut Message,
-    shared: &Shared,
-    context: &EncoderContext,
+/// The parts of the body that take the app's bytes in.
+struct Taker<'a> {
+    shared: &'a Arc<Shared>,
+    context: &'a EncoderContext,
     direction: Direction,
     source: Encoding,
-    scratch: &mut Vec<Out>,
-    pipeline: &mut Pipeline,
-) -> Result<(), Status> {
-    while let Some(event) = frames.decode(data)? {
+    message: &'a mut Message,
+    scratch: &'a mut Vec<Out>,
+    pipeline: &'a mut Pipeline,
+    account: &'a mut Account,
+}
+
+impl Taker<'_> {
+    /// Takes in the events of the frame in hand: `Ok(true)` once all are taken,
+    /// `Ok(false)` when one waits for the budget (the waker is registered).
+    fn take(
+        &mut self,
+        cx: &mut Context<'_>,
+        intake: &mut Intake,
+        frames: &mut FrameDecoder,
+    ) -> Result<bool, Status> {
+        while let Some(event) = intake.next(frames)? {
+            if let Some(event) = self.event(cx, event)? {
+                intake.put_back(event);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Handles one event; gives it back when it must wait for the budget.
+    fn event(
+        &mut self,
+        cx: &mut Context<'_>,
+        event: FrameEvent,
+    ) -> Result<Option<FrameEvent>, Status> {
         match event {
             FrameEvent::Start { compressed, len } => {
-                *message = start(shared, context, direction, compressed, len);
-                if let Message::Passing { .. } = message {
-                    pipeline.push_bytes(Bytes::copy_from_slice(&frame::prefix(false, len)?));
-                }
-                if let Message::Streaming(encoder) = message
-                    && len == 0
-                {
-                    encoder.feed(Bytes::new(), scratch);
+                match start(self.shared, self.context, self.direction, compressed, len) {
+                    Message::Passing { len, started } => {
+                        self.pipeline
+                            .push_bytes(Bytes::copy_from_slice(&frame::prefix(false, len)?));
+                        *self.message = Message::Passing { len, started };
+                    }
+                    Message::Streaming(mut encoder) => {
+                        if len == 0 {
+                            encoder.feed(Bytes::new(), self.scratch);
+                            self.push_scratch()?;
+                        }
+                        *self.message = Message::Streaming(encoder);
+                    }
+                    Message::Gathering {
+                        compressed,
+                        mut buf,
+                        ..
+                    } => {
+                        // Held whole: the message, and then what it becomes (for a message
+                        // the app compressed, reserved once its plain length is known).
+                        let need = if compressed { len } else { 2 * len };
+                        if !self.reserve(cx, need)? {
+                            return Ok(Some(FrameEvent::Start { compressed, len }));
+                        }
+                        buf.reserve(len);
+                        *self.message = Message::Gathering {
+                            compressed,
+                            buf,
+                            charge: self.account.take(need),
+                        };
+                    }
+                    Message::Idle => {}
                 }
             }
-            FrameEvent::Data(bytes) => match message {
-                Message::Passing { .. } => pipeline.push_bytes(bytes),
-                Message::Streaming(encoder) => encoder.feed(bytes, scratch),
+            FrameEvent::Data(bytes) => match self.message {
+                Message::Passing { .. } => {
+                    if !self.reserve(cx, bytes.len())? {
+                        return Ok(Some(FrameEvent::Data(bytes)));
+                    }
+                    let charge = self.account.take(bytes.len());
+                    self.pipeline.push_charged(bytes, charge);
+                }
+                Message::Streaming(_) => return self.feed(cx, bytes),
                 Message::Gathering { buf, .. } => buf.extend_from_slice(&bytes),
                 Message::Idle => {
                     return Err(Status::new(Code::Internal, "message bytes before a prefix"));
                 }
             },
-            FrameEvent::End => {
-                let ended = std::mem::replace(message, Message::Idle);
-                if let Message::Passing { len, started } = ended {
-                    pipeline.push_all([Out::End(MessageSummary {
-                        len,
-                        encoded: false,
-                        started,
-                    })])?;
-                } else if let Message::Gathering { compressed, buf } = ended {
-                    pipeline.push_all(scratch.drain(..))?;
-                    let whole = Whole {
-                        codec: Arc::clone(&shared.codec),
-                        context: context.clone(),
-                        direction,
-                        source,
-                        compressed,
-                        max_message_bytes: shared.max_message_bytes,
-                    };
-                    let data = buf.freeze();
-                    pipeline.push_expand(move || whole.encode(data));
+            FrameEvent::End => match std::mem::replace(self.message, Message::Idle) {
+                Message::Passing { len, started } => {
+                    self.pipeline.push(
+                        Out::End(MessageSummary {
+                            len,
+                            encoded: false,
+                            started,
+                        }),
+                        Charge::none(),
+                    )?;
                 }
-                *message = Message::Idle;
+                Message::Gathering {
+                    compressed,
+                    buf,
+                    charge,
+                } => {
+                    let whole = Whole {
+                        codec: Arc::clone(&self.shared.codec),
+                        context: self.context.clone(),
+                        direction: self.direction,
+                        source: self.source,
+                        compressed,
+                        max_message_bytes: self.shared.max_message_bytes,
+                    };
+                    let (jobs, account) = (self.pipeline.jobs(), self.account.sibling());
+                    self.pipeline
+                        .push_expand(whole.expand(buf.freeze(), charge, jobs, account));
+                }
+                // The encoder ended the message with its last byte; it held nothing back.
+                Message::Streaming(_) => self.account.shed_to(0),
+                Message::Idle => {}
+            },
+        }
+        Ok(None)
+    }
+
+    /// Feeds the streaming encoder, once the credit covers what it holds back and
+    /// `bytes`, twice (see [`Out::held_len`]).
+    fn feed(&mut self, cx: &mut Context<'_>, bytes: Bytes) -> Result<Option<FrameEvent>, Status> {
+        let Message::Streaming(encoder) = self.message else {
+            unreachable!("only called while streaming");
+        };
+        let mut held = encoder.held_len();
+        if self.account.credit() < 2 * (held + bytes.len()) {
+            let ready = self.account.is_waiting()
+                || self
+                    .account
+                    .try_reserve(2 * (held + bytes.len()))
+                    .map_err(budget_status)?;
+            // About to wait. The encoder may keep what it holds back only while there is
+            // room for such bytes; otherwise it sends them, so that it waits holding
+            // nothing only more input could release.
+            if !ready && !self.account.hold_while_waiting(self.account.credit()) {
+                encoder.flush(self.scratch);
+                held = encoder.held_len();
+                self.push_scratch()?;
+                self.account.shed_to(2 * held);
+            }
+            if !self.reserve(cx, 2 * (held + bytes.len()))? {
+                return Ok(Some(FrameEvent::Data(bytes)));
             }
         }
-        pipeline.push_all(scratch.drain(..))?;
+        let Message::Streaming(encoder) = self.message else {
+            unreachable!("only called while streaming");
+        };
+        encoder.feed(bytes, self.scratch);
+        let held = encoder.held_len();
+        self.push_scratch()?;
+        self.account.shed_to(2 * held);
+        Ok(None)
     }
-    Ok(())
+
+    /// Brings the credit to `total` bytes: `Ok(false)` while waiting for the budget.
+    fn reserve(&mut self, cx: &mut Context<'_>, total: usize) -> Result<bool, Status> {
+        match self.account.poll_reserve(cx, total) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(err)) => Err(budget_status(err)),
+        }
+    }
+
+    /// Queues the encoder's output, each piece with its charge out of the credit.
+    fn push_scratch(&mut self) -> Result<(), Status> {
+        for out in self.scratch.drain(..) {
+            let charge = self.account.take(out.held_len());
+            self.pipeline.push(out, charge)?;
+        }
+        Ok(())
+    }
 }
 
 /// How a message of `len` bytes is read: streamed when a walk can follow it.
@@ -302,9 +443,11 @@ fn start(
             walk,
         )));
     }
+    // Allocated once the budget has room for it.
     Message::Gathering {
         compressed,
-        buf: BytesMut::with_capacity(len.min(1 << 20)),
+        buf: BytesMut::new(),
+        charge: Charge::none(),
     }
 }
 
@@ -320,6 +463,42 @@ struct Whole {
 }
 
 impl Whole {
+    /// The message's output, and the charge that covers it until all of it is sent:
+    /// `charge` (twice the message) for a plain message; for one the app compressed,
+    /// twice its plain length, reserved before it is decompressed.
+    async fn expand(
+        self,
+        data: Bytes,
+        charge: Charge,
+        jobs: Arc<Semaphore>,
+        mut account: Account,
+    ) -> Expansion {
+        if !self.compressed {
+            let outs = run_blocking(&jobs, move || self.encode(data)).await??;
+            return Ok((outs, charge));
+        }
+        // How large the message is once decompressed is only known by decompressing it:
+        // count first, keeping nothing, so that the budget is reserved before the bytes
+        // exist (the CPU is spent twice, on a path apps can avoid by not compressing).
+        let (source, limit, counted) = (self.source, self.max_message_bytes, data.clone());
+        let plain_len = run_blocking(&jobs, move || {
+            encoding::decompressed_len(source, &counted, limit)
+        })
+        .await??;
+        // The wait holds the compressed message; registered as such when there is room,
+        // and bounded by the wait limit either way.
+        account.hold_while_waiting(charge.bytes());
+        account
+            .reserve(2 * plain_len)
+            .await
+            .map_err(budget_status)?;
+        let plain = account.take(2 * plain_len);
+        let outs = run_blocking(&jobs, move || self.encode(data)).await??;
+        // The compressed message went with the job.
+        drop(charge);
+        Ok((outs, plain))
+    }
+
     fn encode(self, data: Bytes) -> Result<Vec<Out>, Status> {
         let plain = if self.compressed {
             match self.source {

@@ -7,6 +7,7 @@
 //! serves until `shutdown` resolves, then stops accepting, sends GOAWAY, and returns once
 //! in-flight streams finish or `grace` has passed.
 
+mod connection;
 mod headers;
 mod server;
 mod upstream;
@@ -15,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::MessageCodec;
+use crate::budget::MemoryBudget;
 use crate::layer::{Role, UnknownPeer};
 
+pub use connection::WithConnection;
 pub use headers::strip_hop_by_hop;
 
 /// HTTP/2 flow-control window per stream, both ways: a 4 MiB window keeps a 1 Gbit/s
@@ -62,4 +65,7 @@ pub struct ProxySettings {
     /// listener's layer takes it with
     /// [`BloscarLayer::stream_idle_timeout`](crate::BloscarLayer::stream_idle_timeout).
     pub stream_idle_timeout: Option<Duration>,
+    /// What the listener's calls may hold in flight: the process's one budget, which
+    /// every downstream connection gets a share of.
+    pub memory: MemoryBudget,
 }

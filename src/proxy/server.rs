@@ -42,6 +42,7 @@ fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
         .unknown_peer(settings.unknown_peer)
         .stream_idle_timeout(settings.stream_idle_timeout)
         .peer_name(&settings.forward)
+        .memory_budget(settings.memory.clone())
         .metrics(metrics)
 }
 
@@ -100,7 +101,10 @@ pub async fn serve(
         let connection = builder
             .serve_connection(
                 TokioIo::new(super::coalesced(stream)),
-                TowerToHyperService::new(service.clone()),
+                TowerToHyperService::new(super::WithConnection::new(
+                    service.clone(),
+                    settings.memory.connection(),
+                )),
             )
             .into_owned();
         let connection = graceful.watch(connection);

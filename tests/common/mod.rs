@@ -75,6 +75,7 @@ impl Proxy {
             max_message_bytes: MAX_MESSAGE,
             unknown_peer,
             stream_idle_timeout: None,
+            memory: bloscar::MemoryBudget::unlimited(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(

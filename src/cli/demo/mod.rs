@@ -122,6 +122,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let chooser = Arc::new(Recording::new(base));
     let codec = Arc::new(bloscar::sidecar::message_codec(&config, chooser.clone()));
     let metrics = Arc::new(Metrics::new());
+    let memory = bloscar::sidecar::memory_budget(&config);
     let settings = |role, forward: String| ProxySettings {
         role,
         forward,
@@ -129,6 +130,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         max_message_bytes: config.max_message_bytes,
         unknown_peer: UnknownPeer::Identity,
         stream_idle_timeout: config.stream_idle_timeout,
+        memory: memory.clone(),
     };
 
     eprintln!(
