@@ -11,8 +11,8 @@ use bloscar::pb::inference::model_infer_request::InferInputTensor;
 use bloscar::stream_encoder::{EncoderContext, Out, StreamEncoder};
 use bloscar::{FixedChooser, Limits};
 use bytes::Bytes;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 /// Element types and their widths.
 const TYPES: [(&str, usize); 3] = [("INT8", 1), ("FP32", 4), ("FP64", 8)];

@@ -236,8 +236,10 @@ where
                 };
                 match reader.take(cx, this.intake, this.frames) {
                     Ok(true) => continue,
-                    // Waiting for the budget (not for the link: the clock does not count
-                    // it); not reading holds the peer back.
+                    // Waiting for the budget; what was queued meanwhile goes first.
+                    Ok(false) if this.pipeline.has_new_output() => continue,
+                    // Not reading holds the peer back (a wait the clock does not count:
+                    // it is not the link's).
                     Ok(false) => return Poll::Pending,
                     Err(status) => {
                         return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));

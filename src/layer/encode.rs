@@ -205,7 +205,9 @@ where
                 };
                 match taker.take(cx, this.intake, this.frames) {
                     Ok(true) => continue,
-                    // Waiting for the budget: not reading holds the app back.
+                    // Waiting for the budget; what was queued meanwhile goes first.
+                    Ok(false) if this.pipeline.has_new_output() => continue,
+                    // Not reading holds the app back.
                     Ok(false) => return Poll::Pending,
                     Err(status) => {
                         return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));

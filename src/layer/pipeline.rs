@@ -117,6 +117,8 @@ pub struct Pipeline {
     queue: VecDeque<Slot>,
     jobs: Arc<Semaphore>,
     jobs_ahead: usize,
+    /// Something was queued since [`Pipeline::poll_output`] last ran.
+    queued: bool,
     wire_len: usize,
     input: Input,
 }
@@ -128,6 +130,7 @@ impl Pipeline {
             queue: VecDeque::new(),
             jobs,
             jobs_ahead: 0,
+            queued: false,
             wire_len: 0,
             input: Input::Open,
         }
@@ -147,6 +150,7 @@ impl Pipeline {
     /// What to do next: send what is ready, in order; read more input while there is
     /// room; finish once the input has ended and everything was sent.
     pub fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Output> {
+        self.queued = false;
         match self.poll_next(cx) {
             Poll::Ready(Some(Pending::Bytes(bytes))) => return Poll::Ready(Output::Data(bytes)),
             Poll::Ready(Some(Pending::End(sent))) => return Poll::Ready(Output::Sent(sent)),
@@ -199,7 +203,7 @@ impl Pipeline {
                 }
             }
             Out::Compress(job) => self.push_job(move || Ok(job.run()), Some(true), charge),
-            Out::End(summary) => self.queue.push_back(Slot::End(summary)),
+            Out::End(summary) => self.enqueue(Slot::End(summary)),
         }
         Ok(())
     }
@@ -212,7 +216,7 @@ impl Pipeline {
     /// Queues bytes to send as they are, with the charge released once they are sent.
     pub fn push_charged(&mut self, bytes: Bytes, charge: Charge) {
         if !bytes.is_empty() {
-            self.queue.push_back(Slot::Ready(bytes, charge));
+            self.enqueue(Slot::Ready(bytes, charge));
         }
     }
 
@@ -231,7 +235,7 @@ impl Pipeline {
             run_blocking(&jobs, move || (job(), charge)).await
         }));
         self.jobs_ahead += 1;
-        self.queue.push_back(Slot::Job(handle, prefix_flag));
+        self.enqueue(Slot::Job(handle, prefix_flag));
     }
 
     /// Runs `task` (which may wait for the budget, then run jobs with
@@ -242,7 +246,19 @@ impl Pipeline {
         T: Future<Output = Expansion> + Send + 'static,
     {
         self.jobs_ahead += 1;
-        self.queue.push_back(Slot::Expand(Task(tokio::spawn(task))));
+        self.enqueue(Slot::Expand(Task(tokio::spawn(task))));
+    }
+
+    /// Whether anything was queued since output was last asked for: a body that is
+    /// about to wait (for the budget) must first offer it, since it may be what frees the
+    /// budget, and nothing else would wake the body's reader for it.
+    pub fn has_new_output(&self) -> bool {
+        self.queued
+    }
+
+    fn enqueue(&mut self, slot: Slot) {
+        self.queued = true;
+        self.queue.push_back(slot);
     }
 
     /// The semaphore of the Blosc job slots, for tasks given to [`Pipeline::push_expand`].

@@ -65,6 +65,22 @@ impl Proxy {
 
     /// Starts a listener with an explicit unknown-peer policy.
     pub async fn start_with(role: Role, forward: SocketAddr, unknown_peer: UnknownPeer) -> Proxy {
+        Proxy::start_budgeted(
+            role,
+            forward,
+            unknown_peer,
+            bloscar::MemoryBudget::unlimited(),
+        )
+        .await
+    }
+
+    /// Starts a listener whose calls charge what they hold to `memory`.
+    pub async fn start_budgeted(
+        role: Role,
+        forward: SocketAddr,
+        unknown_peer: UnknownPeer,
+        memory: bloscar::MemoryBudget,
+    ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new());
@@ -75,7 +91,7 @@ impl Proxy {
             max_message_bytes: MAX_MESSAGE,
             unknown_peer,
             stream_idle_timeout: None,
-            memory: bloscar::MemoryBudget::unlimited(),
+            memory,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(
