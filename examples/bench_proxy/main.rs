@@ -385,6 +385,19 @@ async fn memory_case(options: &Options, case: RssCase) -> Value {
         ];
         eprintln!("{}: {label} pair...", case.name);
         let mut outcome = rss::measure(case, &messages, pair.listen, &processes, floor_kib).await;
+        for (role, sidecar) in [("outbound", &pair.outbound), ("inbound", &pair.inbound)] {
+            let budget = sidecar::metric(sidecar.admin, "bloscar_memory_budget_bytes").await;
+            let peak = sidecar::metric(sidecar.admin, "bloscar_memory_peak_bytes").await;
+            let waits = sidecar::metric(sidecar.admin, "bloscar_memory_waits_total").await;
+            if let (Some(budget), Some(peak), Some(waits)) = (budget, peak, waits) {
+                eprintln!(
+                    "{}: {label} {role}: memory budget {:.0} MiB, peak held {:.1} MiB, {waits} waits",
+                    case.name,
+                    budget / MIB,
+                    peak / MIB
+                );
+            }
+        }
         let (app, between) = model_infer_bytes(pair.outbound.admin).await;
         outcome.link_mib = Some((app / MIB, between / MIB));
         drop(pair);

@@ -8,13 +8,12 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::OwnedSemaphorePermit;
-
+use super::charge::Hold;
 use super::scope::Scope;
 use super::{BudgetError, Charge, Shared};
 use crate::locate::Direction;
 
-type Acquire = Pin<Box<dyn Future<Output = Result<Charge, BudgetError>> + Send>>;
+type Acquire<T> = Pin<Box<dyn Future<Output = Result<T, BudgetError>> + Send>>;
 
 /// A stream's account with a [`MemoryBudget`](super::MemoryBudget) for one direction.
 ///
@@ -28,9 +27,9 @@ pub struct Account {
     connection: Option<Scope>,
     credit: Charge,
     /// A wait in progress, for this many more bytes.
-    waiting: Option<(usize, Acquire)>,
-    /// Registrations of bytes kept across the wait.
-    holds: Vec<OwnedSemaphorePermit>,
+    waiting: Option<(usize, Acquire<Charge>)>,
+    /// A wait for a hold in progress.
+    holding: Option<Acquire<Hold>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -56,7 +55,7 @@ impl Account {
             connection,
             credit: Charge::none(),
             waiting: None,
-            holds: Vec::new(),
+            holding: None,
         }
     }
 
@@ -80,6 +79,14 @@ impl Account {
         self.connection
             .as_ref()
             .map_or(pool, |c| pool.min(c.limit()))
+    }
+
+    /// The most one message held whole may take of its quarter ([`Account::poll_hold`]).
+    pub fn hold_limit(&self) -> usize {
+        let pool = self.pool.hold_limit();
+        self.connection
+            .as_ref()
+            .map_or(pool, |c| pool.min(c.hold_limit()))
     }
 
     /// A charge of `n` bytes out of the credit (of all of it, if there is less).
@@ -127,26 +134,42 @@ impl Account {
         Ok(true)
     }
 
-    /// Registers `bytes` the stream keeps while it waits and cannot release before it
-    /// gets more (a partly gathered chunk). `false` when the room for such bytes is
-    /// full: the stream must then release or send them before it waits.
-    pub fn hold_while_waiting(&mut self, bytes: usize) -> bool {
-        if bytes == 0 {
-            return true;
+    /// A place for `bytes` of a message held whole while it is gathered, waiting for
+    /// one as long as it takes (up to the wait limit). Such a message waits for its bytes
+    /// while holding the permits they need; keeping all such messages within a quarter of
+    /// each pool leaves the rest to streams, which never wait holding permits. Fails at
+    /// once beyond [`Account::hold_limit`].
+    pub fn poll_hold(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: usize,
+    ) -> Poll<Result<Hold, BudgetError>> {
+        if self.holding.is_none() {
+            let limit = self.hold_limit();
+            if bytes > limit {
+                self.shared
+                    .counters
+                    .too_large
+                    .fetch_add(1, Ordering::Relaxed);
+                return Poll::Ready(Err(BudgetError::TooLarge { need: bytes, limit }));
+            }
+            if bytes == 0 {
+                return Poll::Ready(Ok(Hold::default()));
+            }
+            self.holding = Some(self.acquire_hold(bytes));
         }
-        let Some(pool) = self.pool.try_hold(bytes) else {
-            return false;
+        let Some(future) = self.holding.as_mut() else {
+            unreachable!("a wait was just started");
         };
-        let connection = match &self.connection {
-            Some(scope) => match scope.try_hold(bytes) {
-                Some(permit) => Some(permit),
-                None => return false,
-            },
-            None => None,
-        };
-        self.holds.push(pool);
-        self.holds.extend(connection);
-        true
+        let result = std::task::ready!(future.as_mut().poll(cx));
+        self.holding = None;
+        if result.is_err() {
+            self.shared
+                .counters
+                .wait_limit
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(result)
     }
 
     /// Brings the credit to `total` bytes, waiting for permits as long as it takes (up
@@ -159,14 +182,10 @@ impl Account {
     ) -> Poll<Result<(), BudgetError>> {
         loop {
             if self.credit.bytes() >= total {
-                self.holds.clear();
                 return Poll::Ready(Ok(()));
             }
             if self.waiting.is_none() {
-                if let Err(err) = self.try_reserve(total) {
-                    self.holds.clear();
-                    return Poll::Ready(Err(err));
-                }
+                self.try_reserve(total)?;
                 if self.credit.bytes() >= total {
                     continue;
                 }
@@ -184,7 +203,6 @@ impl Account {
                     match result {
                         Ok(charge) => self.credit.merge(charge),
                         Err(err) => {
-                            self.holds.clear();
                             self.shared
                                 .counters
                                 .wait_limit
@@ -216,7 +234,7 @@ impl Account {
 
     /// Waits for `need` permits of the connection (first), then of the pool, within the
     /// wait limit. The order is the same for every stream, so no two wait on each other.
-    fn acquire(&self, need: usize) -> Acquire {
+    fn acquire(&self, need: usize) -> Acquire<Charge> {
         let shared = Arc::clone(&self.shared);
         let pool = self.pool.clone();
         let connection = self.connection.clone();
@@ -237,6 +255,34 @@ impl Account {
                 // A closed semaphore (never done) or the limit passed.
                 Ok(None) | Err(_) => Err(BudgetError::WaitLimit {
                     need,
+                    waited: started.elapsed(),
+                }),
+            }
+        })
+    }
+}
+
+impl Account {
+    /// Waits for a hold of `bytes` in the connection's quarter (first), then the pool's.
+    fn acquire_hold(&self, bytes: usize) -> Acquire<Hold> {
+        let limit = self.shared.wait_limit;
+        let pool = self.pool.clone();
+        let connection = self.connection.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let taken = tokio::time::timeout(limit, async {
+                let mut permits = Vec::new();
+                if let Some(scope) = &connection {
+                    permits.push(scope.take_hold(bytes).await?);
+                }
+                permits.push(pool.take_hold(bytes).await?);
+                Some(permits)
+            })
+            .await;
+            match taken {
+                Ok(Some(permits)) => Ok(Hold::new(permits)),
+                Ok(None) | Err(_) => Err(BudgetError::WaitLimit {
+                    need: bytes,
                     waited: started.elapsed(),
                 }),
             }

@@ -101,3 +101,25 @@ impl Drop for Charge {
         }
     }
 }
+
+/// A message held whole's place in the quarter of the pools that such messages may
+/// take while they are gathered (see the module docs of [`crate::budget`]). It stands
+/// for no memory of its own (the bytes are in a [`Charge`]); dropping it gives the
+/// place back.
+#[derive(Debug, Default)]
+pub struct Hold {
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Hold {
+    pub(super) fn new(permits: Vec<OwnedSemaphorePermit>) -> Hold {
+        Hold { permits }
+    }
+
+    /// Bytes the hold stands for.
+    pub fn bytes(&self) -> usize {
+        self.permits
+            .first()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+}

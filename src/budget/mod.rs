@@ -13,15 +13,18 @@
 //! - **One pool per direction.** Requests and responses each get half. A response never
 //!   waits for permits held by requests, so two sidecars each full of the other's
 //!   unread traffic cannot hold each other up.
-//! - **Units are reserved whole.** A stream reserves everything a piece of work will
-//!   hold (a record and what it restores, a chunk and its compressed form) before it
-//!   takes the first byte of it; what it holds then never needs more permits to be
-//!   released.
-//! - **Waiting while holding is capped.** A stream that must wait while holding bytes
-//!   it cannot release yet (a partly gathered chunk) registers them in a quarter of the
-//!   pool set aside for that; when that is full, it sends what it has instead
-//!   ([`crate::stream_encoder::StreamEncoder::flush`]). So at least three quarters of a
-//!   pool always come back to the waiters, and no single request is allowed more.
+//! - **Streams never wait holding permits.** A stream charges a piece of work once it is
+//!   complete (a record and what it restores, a chunk and its compressed form), before it
+//!   reads on; what it has charged then needs nothing more to be passed on. The piece it
+//!   is still assembling from its input (at most a record, or the encoder's chunk) is not
+//!   charged, like the bytes in the flow-control windows: its input may be stuck behind
+//!   the frames of streams that wait for permits on the same HTTP/2 connection, so
+//!   permits held for it could be the ones those streams wait for.
+//! - **Messages held whole are kept to a quarter.** A message gathered whole must be
+//!   charged before it is gathered, so it does wait for input while holding permits; all
+//!   such messages together may take at most a quarter of a pool ([`Hold`]), so the
+//!   other three quarters always come back to the streams, and no single request is
+//!   allowed more than those three quarters.
 //! - **Per-connection shares.** A downstream connection ([`ConnectionShare`]) may hold at
 //!   most a quarter of the budget (at least 64 MiB), under the same rules, so one client
 //!   that does not read cannot take everything.
@@ -29,7 +32,9 @@
 //! Some things cannot wait: one request larger than a stream may ever hold fails at once
 //! ([`BudgetError::TooLarge`]), and a wait longer than the wait limit (30 s by default)
 //! fails too ([`BudgetError::WaitLimit`]), so that a budget held by clients that never
-//! read sheds new calls with RESOURCE_EXHAUSTED instead of hanging them.
+//! read sheds new calls with RESOURCE_EXHAUSTED instead of hanging them. The wait limit
+//! also ends the one stall the rules above leave: messages held whole on one connection
+//! waiting, each for its bytes, behind each other.
 
 mod account;
 mod charge;
@@ -47,7 +52,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub use self::account::Account;
-pub use self::charge::Charge;
+pub use self::charge::{Charge, Hold};
 pub use self::metrics::MemoryCollector;
 use self::scope::Scope;
 use crate::locate::Direction;

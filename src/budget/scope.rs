@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Permits for `capacity` bytes, and a quarter of that which streams may keep while
-/// they wait (see the module docs of [`crate::budget`]).
+/// Permits for `capacity` bytes, and a quarter of that which messages held whole may
+/// take while they are gathered (see the module docs of [`crate::budget`]).
 #[derive(Clone)]
 pub(super) struct Scope {
     permits: Arc<Semaphore>,
@@ -28,15 +28,14 @@ impl Scope {
     }
 
     /// The most one request may ask for: what is sure to come back to a waiter while
-    /// other waiters keep their holds.
+    /// messages held whole keep all of their quarter.
     pub(super) fn limit(&self) -> usize {
-        self.capacity - self.capacity / 4
+        self.capacity - self.hold_limit()
     }
 
-    /// Registers `bytes` as kept across a wait, if there is room for them.
-    pub(super) fn try_hold(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let bytes = u32::try_from(bytes).ok()?;
-        Arc::clone(&self.holds).try_acquire_many_owned(bytes).ok()
+    /// The most messages held whole may take while they are gathered.
+    pub(super) fn hold_limit(&self) -> usize {
+        self.capacity / 4
     }
 
     /// Takes `bytes` permits now, if they are free.
@@ -49,22 +48,28 @@ impl Scope {
     /// semaphore hands out at once); `None` only if the semaphore was closed, which
     /// never happens.
     pub(super) async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let mut left = bytes;
-        let mut taken: Option<OwnedSemaphorePermit> = None;
-        loop {
-            let piece = u32::try_from(left).unwrap_or(u32::MAX);
-            let permit = Arc::clone(&self.permits)
-                .acquire_many_owned(piece)
-                .await
-                .ok()?;
-            left -= piece as usize;
-            match taken.as_mut() {
-                Some(t) => t.merge(permit),
-                None => taken = Some(permit),
-            }
-            if left == 0 {
-                return taken;
-            }
+        take(&self.permits, bytes).await
+    }
+
+    /// Waits for `bytes` of the quarter that messages held whole may take.
+    pub(super) async fn take_hold(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        take(&self.holds, bytes).await
+    }
+}
+
+async fn take(semaphore: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let mut left = bytes;
+    let mut taken: Option<OwnedSemaphorePermit> = None;
+    loop {
+        let piece = u32::try_from(left).unwrap_or(u32::MAX);
+        let permit = Arc::clone(semaphore).acquire_many_owned(piece).await.ok()?;
+        left -= piece as usize;
+        match taken.as_mut() {
+            Some(t) => t.merge(permit),
+            None => taken = Some(permit),
+        }
+        if left == 0 {
+            return taken;
         }
     }
 }

@@ -180,16 +180,36 @@ fn one_connection_cannot_take_more_than_its_share() {
     assert!(second.try_reserve(64 * MIB).unwrap());
 }
 
-#[test]
-fn bytes_kept_across_waits_are_capped() {
+/// Polls `account` once for a hold of `bytes`.
+async fn hold_once(account: &mut Account, bytes: usize) -> Poll<Result<Hold, BudgetError>> {
+    std::future::poll_fn(|cx| Poll::Ready(account.poll_hold(cx, bytes))).await
+}
+
+#[tokio::test]
+async fn messages_held_whole_share_a_quarter() {
     let budget = MemoryBudget::new(8 * MIB);
     let mut a = budget.account(Direction::Request, None);
     let mut b = budget.account(Direction::Request, None);
     // A quarter of the direction's 4 MiB.
-    assert!(a.hold_while_waiting(MIB * 3 / 4));
-    assert!(!b.hold_while_waiting(MIB / 2));
-    assert!(b.hold_while_waiting(MIB / 4));
-    assert!(b.hold_while_waiting(0));
+    assert_eq!(a.hold_limit(), MIB);
+    let Poll::Ready(Ok(first)) = hold_once(&mut a, MIB * 3 / 4).await else {
+        panic!("a free quarter refused a hold");
+    };
+    assert_eq!(first.bytes(), MIB * 3 / 4);
+    assert!(hold_once(&mut b, MIB / 2).await.is_pending());
+    drop(first);
+    let second = std::future::poll_fn(|cx| b.poll_hold(cx, MIB / 2))
+        .await
+        .unwrap();
+    assert_eq!(second.bytes(), MIB / 2);
+    // Holds stand for no memory of their own.
+    assert_eq!(budget.stats().in_use, 0);
+    let refused = hold_once(&mut a, MIB + 1).await;
+    assert!(matches!(
+        refused,
+        Poll::Ready(Err(BudgetError::TooLarge { .. }))
+    ));
+    assert!(matches!(hold_once(&mut a, 0).await, Poll::Ready(Ok(_))));
 }
 
 #[test]

@@ -7,10 +7,12 @@
 //! the peer stream through without being held. Every record is checked by
 //! `container::stream::StreamDecoder` before a byte of it reaches the app.
 //!
-//! Every byte taken in is charged to the memory budget first ([`Account`]): identity
-//! bytes per piece, and a record whole, together with what it restores (read from its
-//! first bytes), before the record is gathered. While the budget has no room the body
-//! stops reading.
+//! What the body holds is charged to the memory budget ([`Account`]): identity bytes
+//! per piece before they are taken in, and a segment record, with what it restores, once
+//! it has been gathered and before the body reads on (the record being gathered is not
+//! charged: see [`crate::budget`]). A record that is not a segment (a version-1
+//! container is restored whole) is charged before it is gathered, with what it restores
+//! as its first bytes declare. While the budget has no room the body stops reading.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use super::intake::{Intake, budget_status};
 use super::link::{self, SharedTiming};
 use super::pipeline::{Output, Pipeline};
 use super::{Role, Shared};
-use crate::budget::{Account, Charge};
+use crate::budget::{Account, Charge, Hold};
 use crate::codec::tune::link::{LinkSample, SampleKind};
 use crate::container::MAGIC;
 use crate::container::stream::{HEADER_RECORD_LEN, Record, SegmentKind, StreamDecoder};
@@ -57,17 +59,20 @@ enum Message {
         len: usize,
         started: Instant,
     },
-    /// A record of `len` bytes being gathered (one segment: at most a chunk). Its
-    /// first bytes are read before it is charged, to learn what it restores.
+    /// A record of `len` bytes being gathered: a segment of the open container (at
+    /// most a chunk), charged once complete; or, between containers (`whole`), a header
+    /// or a version-1 container, charged once its first bytes say what it restores.
     Record {
         buf: BytesMut,
         len: usize,
+        whole: bool,
+        hold: Option<Hold>,
         charge: Option<Charge>,
     },
 }
 
-/// Bytes of a record read before it is charged: enough for a header record, a segment's
-/// head, and the message length of a version-1 container.
+/// Bytes of a record between containers read before it is charged: enough for a header
+/// record and for the message length of a version-1 container.
 const PEEK_LEN: usize = HEADER_RECORD_LEN;
 
 /// The container being restored, for metrics.
@@ -377,9 +382,18 @@ impl Reader<'_> {
                             ),
                         ));
                     }
+                    // A segment is gathered before it is charged (at most a chunk);
+                    // anything else may be a message held whole.
+                    let whole = !self.decoder.is_open() && len > PEEK_LEN;
                     *self.message = Message::Record {
-                        buf: BytesMut::new(),
+                        buf: if whole {
+                            BytesMut::new()
+                        } else {
+                            BytesMut::with_capacity(len)
+                        },
                         len,
+                        whole,
+                        hold: None,
                         charge: None,
                     };
                 }
@@ -393,28 +407,34 @@ impl Reader<'_> {
                     let charge = self.account.take(bytes.len());
                     self.pipeline.push_charged(bytes, charge);
                 }
-                Message::Record { buf, len, charge } => {
-                    if charge.is_none() {
-                        let peek = (*len).min(PEEK_LEN);
-                        let take = peek.saturating_sub(buf.len()).min(bytes.len());
-                        buf.extend_from_slice(&bytes.split_to(take));
-                        if buf.len() < peek {
-                            return Ok(None);
-                        }
-                        if !self.charge_record(cx)? {
-                            return Ok(Some(FrameEvent::Data(bytes)));
-                        }
+                Message::Record {
+                    buf,
+                    len,
+                    whole: true,
+                    charge: None,
+                    ..
+                } => {
+                    let peek = (*len).min(PEEK_LEN);
+                    let take = peek.saturating_sub(buf.len()).min(bytes.len());
+                    buf.extend_from_slice(&bytes.split_to(take));
+                    if buf.len() < peek {
+                        return Ok(None);
+                    }
+                    if !self.charge_record(cx)? {
+                        return Ok(Some(FrameEvent::Data(bytes)));
                     }
                     if let Message::Record { buf, .. } = self.message {
                         buf.extend_from_slice(&bytes);
                     }
                 }
+                Message::Record { buf, .. } => buf.extend_from_slice(&bytes),
                 Message::Idle => {
                     return Err(Status::new(Code::Internal, "message bytes before a prefix"));
                 }
             },
             FrameEvent::End => {
-                // A record shorter than the peek is charged once it is all here.
+                // A segment (or a record shorter than the peek) is charged once it is all
+                // here, before anything after it is read.
                 if matches!(self.message, Message::Record { charge: None, .. })
                     && !self.charge_record(cx)?
                 {
@@ -441,13 +461,28 @@ impl Reader<'_> {
         Ok(None)
     }
 
-    /// Charges the record being gathered, from its first bytes: `Ok(false)` while
-    /// waiting for the budget.
+    /// Charges the record being gathered, from its first bytes (all of them, for a
+    /// segment): `Ok(false)` while waiting for the budget. A record between containers
+    /// first takes a hold for its bytes, since it is gathered after it is charged.
     fn charge_record(&mut self, cx: &mut Context<'_>) -> Result<bool, Status> {
-        let Message::Record { buf, len, .. } = &*self.message else {
+        let Message::Record {
+            buf,
+            len,
+            whole,
+            hold,
+            ..
+        } = &mut *self.message
+        else {
             return Ok(true);
         };
         let (need, len) = (record_need(buf, *len, self.shared), *len);
+        if *whole && hold.is_none() {
+            match self.account.poll_hold(cx, len) {
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Ok(taken)) => *hold = Some(taken),
+                Poll::Ready(Err(err)) => return Err(budget_status(err)),
+            }
+        }
         if !self.reserve(cx, need)? {
             return Ok(false);
         }

@@ -8,13 +8,16 @@
 //! earlier ones are on the link; beyond that the body stops reading, so flow control,
 //! not buffering, holds the app back.
 //!
-//! Every byte taken in is charged to the memory budget first ([`Account`]): a message
-//! streaming through as it is, per piece; the encoder's bytes at twice their length (the
-//! chunk it gathers and its compressed form); a message gathered whole, at twice its
-//! length (the message and what it becomes), or for one the app compressed, its
-//! compressed length and then twice its plain length. While the budget has no room the
-//! body stops reading.
+//! What the body holds is charged to the memory budget ([`Account`]): a message
+//! streaming through as it is, per piece before it is taken in; what the encoder hands
+//! out, piece by piece before the body reads on (a chunk to compress counts twice: the
+//! chunk and its compressed form), while what the encoder still holds back is not
+//! charged (see [`crate::budget`]); a message gathered whole, before it is gathered, at
+//! twice its length (the message and what it becomes), or for one the app compressed, at
+//! its compressed length and then twice its plain length. While the budget has no room
+//! the body stops reading.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -30,7 +33,7 @@ use super::clock::Clock;
 use super::intake::{Intake, budget_status};
 use super::link::{self, SharedTiming};
 use super::pipeline::{Expansion, Output, Pipeline, run_blocking};
-use crate::budget::{Account, Charge};
+use crate::budget::{Account, Charge, Hold};
 use crate::error::BoxError;
 use crate::grpc::encoding::{self, Encoding};
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
@@ -56,6 +59,7 @@ enum Message {
         compressed: bool,
         buf: BytesMut,
         charge: Charge,
+        hold: Hold,
     },
 }
 
@@ -78,6 +82,8 @@ pin_project! {
         report: bool,
         account: Account,
         intake: Intake,
+        unpaid: VecDeque<Out>,
+        hold: Option<Hold>,
     }
 }
 
@@ -115,6 +121,8 @@ impl<B> EncodeBody<B> {
             report,
             account,
             intake: Intake::default(),
+            unpaid: VecDeque::new(),
+            hold: None,
         }
     }
 }
@@ -192,7 +200,7 @@ where
                 Output::Done => return Poll::Ready(None),
                 Output::NeedInput => {}
             }
-            if !this.intake.is_empty() {
+            if !this.intake.is_empty() || !this.unpaid.is_empty() {
                 let mut taker = Taker {
                     shared: this.shared,
                     context: this.context,
@@ -202,6 +210,8 @@ where
                     scratch: this.scratch,
                     pipeline: this.pipeline,
                     account: this.account,
+                    unpaid: this.unpaid,
+                    hold: this.hold,
                 };
                 match taker.take(cx, this.intake, this.frames) {
                     Ok(true) => continue,
@@ -252,6 +262,10 @@ struct Taker<'a> {
     scratch: &'a mut Vec<Out>,
     pipeline: &'a mut Pipeline,
     account: &'a mut Account,
+    /// The encoder's output, waiting for its charge before it is queued.
+    unpaid: &'a mut VecDeque<Out>,
+    /// The hold of a message about to be gathered whole, while its charge waits.
+    hold: &'a mut Option<Hold>,
 }
 
 impl Taker<'_> {
@@ -263,10 +277,31 @@ impl Taker<'_> {
         intake: &mut Intake,
         frames: &mut FrameDecoder,
     ) -> Result<bool, Status> {
-        while let Some(event) = intake.next(frames)? {
+        loop {
+            if !self.pay(cx)? {
+                return Ok(false);
+            }
+            let Some(event) = intake.next(frames)? else {
+                return Ok(true);
+            };
             if let Some(event) = self.event(cx, event)? {
                 intake.put_back(event);
                 return Ok(false);
+            }
+        }
+    }
+
+    /// Queues the encoder's output in order, each piece once its charge is reserved:
+    /// `Ok(false)` while waiting for the budget.
+    fn pay(&mut self, cx: &mut Context<'_>) -> Result<bool, Status> {
+        while let Some(out) = self.unpaid.front() {
+            let need = out.held_len();
+            if !self.reserve(cx, need)? {
+                return Ok(false);
+            }
+            let charge = self.account.take(need);
+            if let Some(out) = self.unpaid.pop_front() {
+                self.pipeline.push(out, charge)?;
             }
         }
         Ok(true)
@@ -289,7 +324,7 @@ impl Taker<'_> {
                     Message::Streaming(mut encoder) => {
                         if len == 0 {
                             encoder.feed(Bytes::new(), self.scratch);
-                            self.push_scratch()?;
+                            self.unpaid.extend(self.scratch.drain(..));
                         }
                         *self.message = Message::Streaming(encoder);
                     }
@@ -298,8 +333,18 @@ impl Taker<'_> {
                         mut buf,
                         ..
                     } => {
-                        // Held whole: the message, and then what it becomes (for a message
-                        // the app compressed, reserved once its plain length is known).
+                        // Held whole: gathered after it is charged, so it takes a hold
+                        // first; then the message and what it becomes (for a message the
+                        // app compressed, reserved once its plain length is known).
+                        if self.hold.is_none() {
+                            match self.account.poll_hold(cx, len) {
+                                Poll::Pending => {
+                                    return Ok(Some(FrameEvent::Start { compressed, len }));
+                                }
+                                Poll::Ready(Ok(hold)) => *self.hold = Some(hold),
+                                Poll::Ready(Err(err)) => return Err(budget_status(err)),
+                            }
+                        }
                         let need = if compressed { len } else { 2 * len };
                         if !self.reserve(cx, need)? {
                             return Ok(Some(FrameEvent::Start { compressed, len }));
@@ -309,6 +354,7 @@ impl Taker<'_> {
                             compressed,
                             buf,
                             charge: self.account.take(need),
+                            hold: self.hold.take().unwrap_or_default(),
                         };
                     }
                     Message::Idle => {}
@@ -322,7 +368,10 @@ impl Taker<'_> {
                     let charge = self.account.take(bytes.len());
                     self.pipeline.push_charged(bytes, charge);
                 }
-                Message::Streaming(_) => return self.feed(cx, bytes),
+                Message::Streaming(encoder) => {
+                    encoder.feed(bytes, self.scratch);
+                    self.unpaid.extend(self.scratch.drain(..));
+                }
                 Message::Gathering { buf, .. } => buf.extend_from_slice(&bytes),
                 Message::Idle => {
                     return Err(Status::new(Code::Internal, "message bytes before a prefix"));
@@ -343,6 +392,7 @@ impl Taker<'_> {
                     compressed,
                     buf,
                     charge,
+                    hold,
                 } => {
                     let whole = Whole {
                         codec: Arc::clone(&self.shared.codec),
@@ -353,50 +403,21 @@ impl Taker<'_> {
                         max_message_bytes: self.shared.max_message_bytes,
                     };
                     let (jobs, account) = (self.pipeline.jobs(), self.account.sibling());
-                    self.pipeline
-                        .push_expand(whole.expand(buf.freeze(), charge, jobs, account));
+                    // Gathered: only a message the app compressed waits for more (its
+                    // plain length's worth), and keeps its hold meanwhile.
+                    let hold = if compressed { hold } else { Hold::default() };
+                    self.pipeline.push_expand(whole.expand(
+                        buf.freeze(),
+                        charge,
+                        hold,
+                        jobs,
+                        account,
+                    ));
                 }
-                // The encoder ended the message with its last byte; it held nothing back.
-                Message::Streaming(_) => self.account.shed_to(0),
-                Message::Idle => {}
+                // The encoder ended the message with its last byte.
+                Message::Streaming(_) | Message::Idle => {}
             },
         }
-        Ok(None)
-    }
-
-    /// Feeds the streaming encoder, once the credit covers what it holds back and
-    /// `bytes`, twice (see [`Out::held_len`]).
-    fn feed(&mut self, cx: &mut Context<'_>, bytes: Bytes) -> Result<Option<FrameEvent>, Status> {
-        let Message::Streaming(encoder) = self.message else {
-            unreachable!("only called while streaming");
-        };
-        let mut held = encoder.held_len();
-        if self.account.credit() < 2 * (held + bytes.len()) {
-            let ready = self.account.is_waiting()
-                || self
-                    .account
-                    .try_reserve(2 * (held + bytes.len()))
-                    .map_err(budget_status)?;
-            // About to wait. The encoder may keep what it holds back only while there is
-            // room for such bytes; otherwise it sends them, so that it waits holding
-            // nothing only more input could release.
-            if !ready && !self.account.hold_while_waiting(self.account.credit()) {
-                encoder.flush(self.scratch);
-                held = encoder.held_len();
-                self.push_scratch()?;
-                self.account.shed_to(2 * held);
-            }
-            if !self.reserve(cx, 2 * (held + bytes.len()))? {
-                return Ok(Some(FrameEvent::Data(bytes)));
-            }
-        }
-        let Message::Streaming(encoder) = self.message else {
-            unreachable!("only called while streaming");
-        };
-        encoder.feed(bytes, self.scratch);
-        let held = encoder.held_len();
-        self.push_scratch()?;
-        self.account.shed_to(2 * held);
         Ok(None)
     }
 
@@ -407,15 +428,6 @@ impl Taker<'_> {
             Poll::Ready(Ok(())) => Ok(true),
             Poll::Ready(Err(err)) => Err(budget_status(err)),
         }
-    }
-
-    /// Queues the encoder's output, each piece with its charge out of the credit.
-    fn push_scratch(&mut self) -> Result<(), Status> {
-        for out in self.scratch.drain(..) {
-            let charge = self.account.take(out.held_len());
-            self.pipeline.push(out, charge)?;
-        }
-        Ok(())
     }
 }
 
@@ -450,6 +462,7 @@ fn start(
         compressed,
         buf: BytesMut::new(),
         charge: Charge::none(),
+        hold: Hold::default(),
     }
 }
 
@@ -467,11 +480,13 @@ struct Whole {
 impl Whole {
     /// The message's output, and the charge that covers it until all of it is sent:
     /// `charge` (twice the message) for a plain message; for one the app compressed,
-    /// twice its plain length, reserved before it is decompressed.
+    /// twice its plain length, reserved before it is decompressed (with `hold` kept
+    /// meanwhile).
     async fn expand(
         self,
         data: Bytes,
         charge: Charge,
+        hold: Hold,
         jobs: Arc<Semaphore>,
         mut account: Account,
     ) -> Expansion {
@@ -487,14 +502,12 @@ impl Whole {
             encoding::decompressed_len(source, &counted, limit)
         })
         .await??;
-        // The wait holds the compressed message; registered as such when there is room,
-        // and bounded by the wait limit either way.
-        account.hold_while_waiting(charge.bytes());
         account
             .reserve(2 * plain_len)
             .await
             .map_err(budget_status)?;
         let plain = account.take(2 * plain_len);
+        drop(hold);
         let outs = run_blocking(&jobs, move || self.encode(data)).await??;
         // The compressed message went with the job.
         drop(charge);

@@ -33,6 +33,12 @@ use crate::stream_encoder::{MessageSummary, Out};
 /// this the body stops reading its input, so flow control holds the sender back.
 pub const MAX_JOBS_AHEAD: usize = 3;
 
+/// Most bytes handed on at once: the sidecar's largest HTTP/2 frame. The connection
+/// takes a whole piece as soon as its window has room for one byte of it and holds the
+/// rest until the window opens, out of the budget's sight; a restored chunk is four times
+/// this.
+pub const MAX_HANDOFF: usize = 256 << 10;
+
 /// What a transforming body does next.
 #[derive(Debug)]
 pub enum Output {
@@ -273,6 +279,14 @@ impl Pipeline {
                 return Poll::Ready(None);
             };
             match front {
+                Slot::Ready(bytes, charge) if bytes.len() > MAX_HANDOFF => {
+                    // HTTP/2 takes a whole piece once its window has room for one byte:
+                    // pieces no longer than a frame keep the rest here, counted.
+                    let piece = bytes.split_to(MAX_HANDOFF);
+                    drop(charge.split(MAX_HANDOFF));
+                    self.wire_len += piece.len();
+                    return Poll::Ready(Some(Pending::Bytes(piece)));
+                }
                 Slot::Ready(..) => {
                     let Some(Slot::Ready(bytes, charge)) = self.queue.pop_front() else {
                         unreachable!("the front slot was ready");
