@@ -289,6 +289,44 @@ impl StreamEncoder {
         }
     }
 
+    /// Bytes fed but not yet handed out: plain bytes held back, and the current
+    /// tensor's chunk being gathered.
+    pub fn held_len(&self) -> usize {
+        self.pending.len() + self.tensor.as_ref().map_or(0, |t| t.chunk.len())
+    }
+
+    /// Hands out what is held back now, so that a caller about to wait for memory holds
+    /// nothing that only more input could release: the held plain bytes as plain
+    /// segments, and the whole elements of the tensor's chunk as a shorter chunk (Blosc
+    /// segments may restore any length). A message not yet committed to a form becomes
+    /// a container, and a tensor not yet decided is decided on what was gathered. At
+    /// most one element's bytes stay behind, so that later chunks keep whole elements.
+    pub fn flush(&mut self, out: &mut Vec<Out>) {
+        if self.held_len() == 0 {
+            return;
+        }
+        if self
+            .tensor
+            .as_ref()
+            .is_some_and(|t| t.decision == Decision::Pending && !t.chunk.is_empty())
+        {
+            self.decide(out);
+        }
+        if self.form == Form::Undecided {
+            self.commit_container(out);
+        }
+        if let Some(tensor) = self.tensor.as_mut() {
+            let elem = tensor.start.elem_size.max(1);
+            let whole = tensor.chunk.len() / elem * elem;
+            let partial = tensor.chunk.split_off(whole);
+            self.send_chunk(out);
+            if let Some(tensor) = self.tensor.as_mut() {
+                tensor.chunk = partial;
+            }
+        }
+        self.flush_plain(out);
+    }
+
     fn begin_tensor(&mut self, start: TensorStart) {
         let elem = start.elem_size.max(1);
         let chunk_len = (self.context.chunk_len / elem).max(1) * elem;

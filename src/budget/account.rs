@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::futures::OwnedNotified;
+
 use super::charge::Hold;
 use super::scope::Scope;
 use super::{BudgetError, Charge, Shared};
@@ -30,6 +33,10 @@ pub struct Account {
     waiting: Option<(usize, Acquire<Charge>)>,
     /// A wait for a hold in progress.
     holding: Option<Acquire<Hold>>,
+    /// Registrations of partly gathered bytes kept while the stream waits.
+    kept: Vec<OwnedSemaphorePermit>,
+    /// Listening for streams that start to wait.
+    pressure: Vec<Pin<Box<OwnedNotified>>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -56,6 +63,8 @@ impl Account {
             credit: Charge::none(),
             waiting: None,
             holding: None,
+            kept: Vec::new(),
+            pressure: Vec::new(),
         }
     }
 
@@ -132,6 +141,71 @@ impl Account {
             connection,
         ));
         Ok(true)
+    }
+
+    /// Registers `bytes` that the stream keeps while it waits (for permits or for
+    /// input) and that only more input can release, such as a partly gathered chunk, in
+    /// the quarter of the pools set aside for what is held while waiting. `false` when
+    /// the quarter is full: the stream must then send those bytes on before it waits.
+    /// The registration lasts until [`Account::stop_keeping`].
+    pub fn keep_while_waiting(&mut self, bytes: usize) -> bool {
+        if bytes == 0 {
+            return true;
+        }
+        let Some(pool) = self.pool.try_hold(bytes) else {
+            return false;
+        };
+        let connection = match &self.connection {
+            Some(scope) => match scope.try_hold(bytes) {
+                Some(permit) => Some(permit),
+                None => return false,
+            },
+            None => None,
+        };
+        self.kept.push(pool);
+        self.kept.extend(connection);
+        true
+    }
+
+    /// Whether bytes are registered by [`Account::keep_while_waiting`].
+    pub fn is_keeping(&self) -> bool {
+        !self.kept.is_empty()
+    }
+
+    /// Ends the registration of [`Account::keep_while_waiting`].
+    pub fn stop_keeping(&mut self) {
+        self.kept.clear();
+    }
+
+    /// Ready once some stream waits for permits of this account's pools: a stream that
+    /// is idle (waiting for input) while it keeps charged bytes that only more input can
+    /// release should then register them or send them on. Pending registers the waker.
+    pub fn poll_pressure(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let scopes = std::iter::once(&self.pool).chain(self.connection.as_ref());
+        if self.pressure.is_empty() {
+            self.pressure = scopes
+                .clone()
+                .map(|scope| Box::pin(scope.pressure()))
+                .collect();
+            // Listening before looking: a wait that starts in between is not missed.
+            for notified in &mut self.pressure {
+                notified.as_mut().enable();
+            }
+        }
+        let woken = self
+            .pressure
+            .iter_mut()
+            .any(|notified| notified.as_mut().poll(cx).is_ready());
+        let pressed = self
+            .connection
+            .iter()
+            .chain(std::iter::once(&self.pool))
+            .any(|scope| scope.under_pressure());
+        if woken || pressed {
+            self.pressure.clear();
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     /// A place for `bytes` of a message held whole while it is gathered, waiting for
@@ -242,6 +316,12 @@ impl Account {
             let started = Instant::now();
             let limit = shared.wait_limit;
             let taken = tokio::time::timeout(limit, async {
+                // Counted as waiting while it waits, so that idle streams keeping
+                // partly gathered bytes let them go.
+                let _waiting = (
+                    pool.waiting(),
+                    connection.as_ref().map(|scope| scope.waiting()),
+                );
                 let connection = match &connection {
                     Some(scope) => Some(scope.take(need).await?),
                     None => None,

@@ -13,18 +13,21 @@
 //! - **One pool per direction.** Requests and responses each get half. A response never
 //!   waits for permits held by requests, so two sidecars each full of the other's
 //!   unread traffic cannot hold each other up.
-//! - **Streams never wait holding permits.** A stream charges a piece of work once it is
-//!   complete (a record and what it restores, a chunk and its compressed form), before it
-//!   reads on; what it has charged then needs nothing more to be passed on. The piece it
-//!   is still assembling from its input (at most a record, or the encoder's chunk) is not
-//!   charged, like the bytes in the flow-control windows: its input may be stuck behind
-//!   the frames of streams that wait for permits on the same HTTP/2 connection, so
-//!   permits held for it could be the ones those streams wait for.
-//! - **Messages held whole are kept to a quarter.** A message gathered whole must be
-//!   charged before it is gathered, so it does wait for input while holding permits; all
-//!   such messages together may take at most a quarter of a pool ([`Hold`]), so the
-//!   other three quarters always come back to the streams, and no single request is
-//!   allowed more than those three quarters.
+//! - **No stream waits holding what only more input can release**, beyond a quarter of
+//!   a pool. A stream charges a piece of work whole before it takes it in (a chunk and
+//!   its compressed form, a record and what it restores); what it holds then needs
+//!   nothing more to be passed on. The input it still needs may be stuck behind frames of
+//!   streams that wait for permits on the same HTTP/2 connection, so a partly gathered
+//!   piece must not hold permits those streams wait for: a record being gathered is not
+//!   charged (it is at most a segment, like the bytes in the flow-control windows), and
+//!   the encoder's partly gathered chunk is charged but kept across a wait (for permits,
+//!   or for input while others wait for permits: [`Account::poll_pressure`]) only within
+//!   a quarter of each pool set aside for such bytes ([`Account::keep_while_waiting`]);
+//!   without room there, the encoder sends it on as it is.
+//! - **Messages held whole share that quarter.** A message gathered whole is charged
+//!   before it is gathered, so it waits for its input holding permits: it takes a place
+//!   in the quarter first ([`Hold`]). The other three quarters always come back to the
+//!   streams, and no single request is allowed more than those three quarters.
 //! - **Per-connection shares.** A downstream connection ([`ConnectionShare`]) may hold at
 //!   most a quarter of the budget (at least 64 MiB), under the same rules, so one client
 //!   that does not read cannot take everything.

@@ -1,16 +1,34 @@
 //! One pool of permits: a direction of the process's budget, or of a connection's share.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Permits for `capacity` bytes, and a quarter of that which messages held whole may
-/// take while they are gathered (see the module docs of [`crate::budget`]).
+/// Permits for `capacity` bytes, and a quarter of that for bytes kept while waiting for
+/// input: partly gathered chunks, and messages held whole while they are gathered (see
+/// the module docs of [`crate::budget`]).
 #[derive(Clone)]
 pub(super) struct Scope {
     permits: Arc<Semaphore>,
     capacity: usize,
     holds: Arc<Semaphore>,
+    /// Streams waiting for permits now.
+    waiters: Arc<AtomicUsize>,
+    /// Woken when a stream starts waiting.
+    pressure: Arc<Notify>,
+}
+
+/// Counts one stream waiting on a scope for as long as it lives.
+pub(super) struct Waiting {
+    waiters: Arc<AtomicUsize>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Scope {
@@ -20,7 +38,35 @@ impl Scope {
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
             holds: Arc::new(Semaphore::new(capacity / 4)),
+            waiters: Arc::default(),
+            pressure: Arc::default(),
         }
+    }
+
+    /// Counts a stream as waiting, and tells the streams that keep partly gathered
+    /// bytes while idle.
+    pub(super) fn waiting(&self) -> Waiting {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        self.pressure.notify_waiters();
+        Waiting {
+            waiters: Arc::clone(&self.waiters),
+        }
+    }
+
+    /// Whether any stream waits for permits now.
+    pub(super) fn under_pressure(&self) -> bool {
+        self.waiters.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves when a stream starts waiting.
+    pub(super) fn pressure(&self) -> OwnedNotified {
+        Arc::clone(&self.pressure).notified_owned()
+    }
+
+    /// Registers `bytes` kept by a stream that waits, if the quarter has room for them.
+    pub(super) fn try_hold(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        Arc::clone(&self.holds).try_acquire_many_owned(bytes).ok()
     }
 
     pub(super) fn capacity(&self) -> usize {
@@ -33,7 +79,7 @@ impl Scope {
         self.capacity - self.hold_limit()
     }
 
-    /// The most messages held whole may take while they are gathered.
+    /// The most one message held whole may take while it is gathered.
     pub(super) fn hold_limit(&self) -> usize {
         self.capacity / 4
     }

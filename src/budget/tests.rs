@@ -212,6 +212,36 @@ async fn messages_held_whole_share_a_quarter() {
     assert!(matches!(hold_once(&mut a, 0).await, Poll::Ready(Ok(_))));
 }
 
+/// Whether `account` hears, now, that some stream waits on its pools.
+async fn pressed(account: &mut Account) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(account.poll_pressure(cx).is_ready())).await
+}
+
+#[tokio::test]
+async fn idle_streams_hear_when_others_start_to_wait() {
+    let budget = MemoryBudget::new(8 * MIB);
+    let mut idle = budget.account(Direction::Request, None);
+    assert!(idle.try_reserve(3 * MIB).unwrap());
+    assert!(!pressed(&mut idle).await);
+    let mut waiter = budget.account(Direction::Request, None);
+    assert!(poll_once(&mut waiter, 2 * MIB).await.is_pending());
+    assert!(pressed(&mut idle).await);
+    // Bytes kept while waiting share the quarter with messages held whole.
+    assert!(idle.keep_while_waiting(MIB / 2));
+    assert!(idle.is_keeping());
+    assert!(!idle.keep_while_waiting(MIB));
+    idle.stop_keeping();
+    assert!(!idle.is_keeping());
+    drop(waiter);
+    assert!(!pressed(&mut idle).await);
+    // The other direction's waits are not this pool's.
+    let mut responses = budget.account(Direction::Response, None);
+    assert!(responses.try_reserve(3 * MIB).unwrap());
+    let mut other = budget.account(Direction::Response, None);
+    assert!(poll_once(&mut other, 2 * MIB).await.is_pending());
+    assert!(!pressed(&mut idle).await);
+}
+
 #[test]
 fn the_default_budget_is_half_the_container_limit() {
     let files = |v2: Option<&str>, v1: Option<&str>| {

@@ -8,16 +8,20 @@
 //! earlier ones are on the link; beyond that the body stops reading, so flow control,
 //! not buffering, holds the app back.
 //!
-//! What the body holds is charged to the memory budget ([`Account`]): a message
-//! streaming through as it is, per piece before it is taken in; what the encoder hands
-//! out, piece by piece before the body reads on (a chunk to compress counts twice: the
-//! chunk and its compressed form), while what the encoder still holds back is not
-//! charged (see [`crate::budget`]); a message gathered whole, before it is gathered, at
-//! twice its length (the message and what it becomes), or for one the app compressed, at
-//! its compressed length and then twice its plain length. While the budget has no room
-//! the body stops reading.
+//! What the body holds is charged to the memory budget ([`Account`]) before it is taken
+//! in: a message streaming through as it is, per piece; the encoder's bytes at twice
+//! their length (the chunk it gathers and its compressed form); a message gathered whole,
+//! at twice its length (the message and what it becomes), or for one the app compressed,
+//! at its compressed length and then twice its plain length. While the budget has no
+//! room the body stops reading.
+//!
+//! A partly gathered chunk only more input can release: the body never waits (for the
+//! budget, or for input while other streams wait for the budget) keeping one unless the
+//! budget has room for such bytes ([`Account::keep_while_waiting`]); otherwise the encoder
+//! sends it as it is first ([`StreamEncoder::flush`]), a shorter Blosc segment. So input
+//! stuck behind other streams' frames on the same HTTP/2 connection never holds permits
+//! those streams wait for.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -82,7 +86,6 @@ pin_project! {
         report: bool,
         account: Account,
         intake: Intake,
-        unpaid: VecDeque<Out>,
         hold: Option<Hold>,
     }
 }
@@ -121,7 +124,6 @@ impl<B> EncodeBody<B> {
             report,
             account,
             intake: Intake::default(),
-            unpaid: VecDeque::new(),
             hold: None,
         }
     }
@@ -200,7 +202,7 @@ where
                 Output::Done => return Poll::Ready(None),
                 Output::NeedInput => {}
             }
-            if !this.intake.is_empty() || !this.unpaid.is_empty() {
+            if !this.intake.is_empty() {
                 let mut taker = Taker {
                     shared: this.shared,
                     context: this.context,
@@ -210,7 +212,6 @@ where
                     scratch: this.scratch,
                     pipeline: this.pipeline,
                     account: this.account,
-                    unpaid: this.unpaid,
                     hold: this.hold,
                 };
                 match taker.take(cx, this.intake, this.frames) {
@@ -224,7 +225,37 @@ where
                     }
                 }
             }
-            let frame = ready!(this.inner.as_mut().poll_frame(cx));
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // Idle while keeping a partly gathered chunk: once other streams wait
+                    // for the budget, it must be registered as kept, or sent on.
+                    let Message::Streaming(encoder) = &mut *this.message else {
+                        return Poll::Pending;
+                    };
+                    if encoder.held_len() == 0
+                        || this.account.is_keeping()
+                        || this.account.poll_pressure(cx).is_pending()
+                        || this.account.keep_while_waiting(this.account.credit())
+                    {
+                        return Poll::Pending;
+                    }
+                    let before = encoder.held_len();
+                    encoder.flush(this.scratch);
+                    let held = encoder.held_len();
+                    if let Err(status) = push_scratch(this.scratch, this.account, this.pipeline) {
+                        return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
+                    }
+                    this.account.shed_to(2 * held);
+                    // What was sent goes out first; a part of an element alone stays.
+                    if held < before {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            };
+            // Input came: nothing is kept waiting any more.
+            this.account.stop_keeping();
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => this.intake.fill(data),
@@ -262,8 +293,6 @@ struct Taker<'a> {
     scratch: &'a mut Vec<Out>,
     pipeline: &'a mut Pipeline,
     account: &'a mut Account,
-    /// The encoder's output, waiting for its charge before it is queued.
-    unpaid: &'a mut VecDeque<Out>,
     /// The hold of a message about to be gathered whole, while its charge waits.
     hold: &'a mut Option<Hold>,
 }
@@ -277,31 +306,10 @@ impl Taker<'_> {
         intake: &mut Intake,
         frames: &mut FrameDecoder,
     ) -> Result<bool, Status> {
-        loop {
-            if !self.pay(cx)? {
-                return Ok(false);
-            }
-            let Some(event) = intake.next(frames)? else {
-                return Ok(true);
-            };
+        while let Some(event) = intake.next(frames)? {
             if let Some(event) = self.event(cx, event)? {
                 intake.put_back(event);
                 return Ok(false);
-            }
-        }
-    }
-
-    /// Queues the encoder's output in order, each piece once its charge is reserved:
-    /// `Ok(false)` while waiting for the budget.
-    fn pay(&mut self, cx: &mut Context<'_>) -> Result<bool, Status> {
-        while let Some(out) = self.unpaid.front() {
-            let need = out.held_len();
-            if !self.reserve(cx, need)? {
-                return Ok(false);
-            }
-            let charge = self.account.take(need);
-            if let Some(out) = self.unpaid.pop_front() {
-                self.pipeline.push(out, charge)?;
             }
         }
         Ok(true)
@@ -324,7 +332,7 @@ impl Taker<'_> {
                     Message::Streaming(mut encoder) => {
                         if len == 0 {
                             encoder.feed(Bytes::new(), self.scratch);
-                            self.unpaid.extend(self.scratch.drain(..));
+                            push_scratch(self.scratch, self.account, self.pipeline)?;
                         }
                         *self.message = Message::Streaming(encoder);
                     }
@@ -368,10 +376,7 @@ impl Taker<'_> {
                     let charge = self.account.take(bytes.len());
                     self.pipeline.push_charged(bytes, charge);
                 }
-                Message::Streaming(encoder) => {
-                    encoder.feed(bytes, self.scratch);
-                    self.unpaid.extend(self.scratch.drain(..));
-                }
+                Message::Streaming(_) => return self.feed(cx, bytes),
                 Message::Gathering { buf, .. } => buf.extend_from_slice(&bytes),
                 Message::Idle => {
                     return Err(Status::new(Code::Internal, "message bytes before a prefix"));
@@ -414,10 +419,50 @@ impl Taker<'_> {
                         account,
                     ));
                 }
-                // The encoder ended the message with its last byte.
-                Message::Streaming(_) | Message::Idle => {}
+                // The encoder ended the message with its last byte; it holds nothing.
+                Message::Streaming(_) => self.account.shed_to(0),
+                Message::Idle => {}
             },
         }
+        Ok(None)
+    }
+
+    /// Feeds the streaming encoder, once the credit covers what it holds back and
+    /// `bytes`, twice (see [`Out::held_len`]).
+    fn feed(&mut self, cx: &mut Context<'_>, bytes: Bytes) -> Result<Option<FrameEvent>, Status> {
+        let Message::Streaming(encoder) = &mut *self.message else {
+            unreachable!("only called while streaming");
+        };
+        let mut held = encoder.held_len();
+        if self.account.credit() < 2 * (held + bytes.len()) {
+            let ready = self.account.is_waiting()
+                || self
+                    .account
+                    .try_reserve(2 * (held + bytes.len()))
+                    .map_err(budget_status)?;
+            // About to wait: the encoder keeps what it holds back only if there is room
+            // for such bytes; otherwise it sends them on first.
+            if !ready
+                && !self.account.is_keeping()
+                && !self.account.keep_while_waiting(self.account.credit())
+            {
+                encoder.flush(self.scratch);
+                held = encoder.held_len();
+                push_scratch(self.scratch, self.account, self.pipeline)?;
+                self.account.shed_to(2 * held);
+            }
+            if !self.reserve(cx, 2 * (held + bytes.len()))? {
+                return Ok(Some(FrameEvent::Data(bytes)));
+            }
+            self.account.stop_keeping();
+        }
+        let Message::Streaming(encoder) = &mut *self.message else {
+            unreachable!("only called while streaming");
+        };
+        encoder.feed(bytes, self.scratch);
+        let held = encoder.held_len();
+        push_scratch(self.scratch, self.account, self.pipeline)?;
+        self.account.shed_to(2 * held);
         Ok(None)
     }
 
@@ -429,6 +474,19 @@ impl Taker<'_> {
             Poll::Ready(Err(err)) => Err(budget_status(err)),
         }
     }
+}
+
+/// Queues the encoder's output, each piece with its charge out of the credit.
+fn push_scratch(
+    scratch: &mut Vec<Out>,
+    account: &mut Account,
+    pipeline: &mut Pipeline,
+) -> Result<(), Status> {
+    for out in scratch.drain(..) {
+        let charge = account.take(out.held_len());
+        pipeline.push(out, charge)?;
+    }
+    Ok(())
 }
 
 /// How a message of `len` bytes is read: streamed when a walk can follow it.
