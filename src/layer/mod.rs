@@ -27,6 +27,7 @@ pub mod negotiate;
 mod peer;
 mod pipeline;
 mod role;
+mod whole;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
