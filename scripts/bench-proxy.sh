@@ -5,11 +5,13 @@
 # stream of huge messages. Prints Markdown tables; see docs/proxy-benchmark.md.
 #
 # Extra arguments go to the benchmark, e.g.
-#   --cases latency,throughput,rss-1g,rss-64x64m   (default: latency,throughput)
+#   --cases latency,throughput,rss-1g,rss-64x64m,rss-100x60m-2conn
+#                        (default: latency,throughput)
 #   --baseline PATH      a second bloscar binary measured the same way
 #   --bloscar PATH       the binary under test (default: the one this script builds)
 #   --json-out PATH      the figures as JSON too
 #   --codec SETTING      BLOSCAR_CODEC of the pairs (default: auto)
+#   --memory-budget SIZE BLOSCAR_MEMORY_BUDGET of the pairs in the memory cases
 #
 # nginx is only needed by this benchmark, not by the tests: when it is missing, the
 # script installs Debian's nginx-light (root) or asks for it.

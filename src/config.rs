@@ -105,6 +105,16 @@ const MAX_MESSAGE_BYTES: Variable = var(
     "largest gRPC message accepted, after any decompression (messages stream through, \
      so the default is gRPC's own maximum); larger ones fail with RESOURCE_EXHAUSTED",
 );
+const MEMORY_BUDGET: Variable = var(
+    "BLOSCAR_MEMORY_BUDGET",
+    "(half the container's memory limit, else 1 GiB)",
+    "a size of at least 8 MiB: bytes, or a number with KiB, MiB or GiB",
+    "message bytes the sidecar may hold in flight, over all calls (half for each direction; \
+     one downstream connection a quarter of it, at least 64 MiB). When it is used up, calls \
+     stop reading until bytes move on; a message held whole that could never fit fails with \
+     RESOURCE_EXHAUSTED. The default reads the cgroup limit (memory.max, or v1's \
+     memory.limit_in_bytes); see [docs/sidecar.md](docs/sidecar.md#memory)",
+);
 const UNKNOWN_PEER: Variable = var(
     "BLOSCAR_UNKNOWN_PEER",
     "identity",
@@ -195,6 +205,7 @@ pub const VARIABLES: &[Variable] = &[
     CODEC,
     MIN_TENSOR_BYTES,
     MAX_MESSAGE_BYTES,
+    MEMORY_BUDGET,
     UNKNOWN_PEER,
     LINK_MBPS,
     NDARRAY_RULES,
@@ -304,6 +315,9 @@ pub struct Config {
     pub min_tensor_bytes: usize,
     /// Largest gRPC message buffered, after decompression.
     pub max_message_bytes: usize,
+    /// Message bytes held in flight at most; `None`: derived from the container's memory
+    /// limit when the sidecar starts ([`crate::budget::host::default_budget`]).
+    pub memory_budget: Option<usize>,
     /// Outbound treatment of a peer not yet known to run a sidecar.
     pub unknown_peer: UnknownPeer,
     /// Link bandwidth in Mbit/s for the auto setting; `None`: measured from live calls.
@@ -401,6 +415,7 @@ struct RawConfig {
     codec: Option<String>,
     min_tensor_bytes: Option<String>,
     max_message_bytes: Option<String>,
+    memory_budget: Option<String>,
     unknown_peer: Option<String>,
     link_mbps: Option<String>,
     ndarray_rules: Option<String>,
@@ -476,6 +491,12 @@ impl Config {
         let max_message_bytes = parse(MAX_MESSAGE_BYTES, raw.max_message_bytes, |s| {
             parse_size(s).filter(|&n| (1..=u32::MAX as usize).contains(&n))
         })?;
+        let memory_budget = match raw.memory_budget {
+            None => None,
+            Some(value) => Some(parse(MEMORY_BUDGET, Some(value), |s| {
+                parse_size(s).filter(|&n| n >= crate::budget::MIN_BUDGET)
+            })?),
+        };
         let unknown_peer = parse(UNKNOWN_PEER, raw.unknown_peer, |s| match s {
             "identity" => Some(UnknownPeer::Identity),
             "encode" => Some(UnknownPeer::Encode),
@@ -546,6 +567,7 @@ impl Config {
             codec,
             min_tensor_bytes,
             max_message_bytes,
+            memory_budget,
             unknown_peer,
             link_mbps,
             ndarray_rules,

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod container;
@@ -27,6 +28,7 @@ pub mod proxy;
 pub mod sidecar;
 pub mod stream_encoder;
 
+pub use budget::MemoryBudget;
 pub use codec::{Codec, CompressOptions, Shuffle};
 pub use container::Limits;
 pub use dtype::DType;

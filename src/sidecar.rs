@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Health};
+use crate::budget::{MemoryBudget, host};
 use crate::codec::tune::{Tuner, TunerConfig};
 use crate::config::{ADMIN_LISTEN, CodecSetting, Config, INBOUND_LISTEN, OUTBOUND_LISTEN};
 use crate::container::Limits;
@@ -61,8 +62,10 @@ impl Sidecar {
             CodecSetting::Fixed(_) => chooser(config),
         };
         let codec = Arc::new(message_codec(config, chooser));
+        let memory = memory_budget(config);
+        metrics.register_collector(Box::new(memory.collector()));
         let mut proxies = Vec::new();
-        let planned = proxies_of(config, codec);
+        let planned = proxies_of(config, codec, &memory);
         let max_connections = max_connections(config, planned.len());
         for (variable, addr, mut settings) in planned {
             settings.limits.max_connections = max_connections;
@@ -184,6 +187,26 @@ pub fn tuner(config: &Config) -> Arc<Tuner> {
     }))
 }
 
+/// The memory budget every listener of the process shares: `BLOSCAR_MEMORY_BUDGET`, or
+/// half the container's memory limit, or 1 GiB without one. Logged at start-up.
+pub fn memory_budget(config: &Config) -> MemoryBudget {
+    let (bytes, origin) = match config.memory_budget {
+        Some(bytes) => (bytes, "BLOSCAR_MEMORY_BUDGET".to_owned()),
+        None => match host::default_budget() {
+            (bytes, Some(limit)) => (bytes, format!("half the container limit of {limit} bytes")),
+            (bytes, None) => (bytes, "no container limit found".to_owned()),
+        },
+    };
+    let budget = MemoryBudget::new(bytes);
+    tracing::info!(
+        bytes = budget.capacity(),
+        per_connection = 2 * budget.connection_share(),
+        from = %origin,
+        "memory budget"
+    );
+    budget
+}
+
 /// The message encoder/decoder the proxies share: the built-in and configured locators,
 /// `chooser`, and the message size limit.
 pub fn message_codec(config: &Config, chooser: Arc<dyn Chooser>) -> MessageCodec {
@@ -243,10 +266,11 @@ pub fn listener_limits(config: &Config) -> ListenerLimits {
 }
 
 /// The proxy listeners to open: the variable that sets the listen address (for error
-/// messages), the address, and the settings, sharing `codec`.
+/// messages), the address, and the settings, sharing `codec` and `memory`.
 pub fn proxies_of(
     config: &Config,
     codec: Arc<MessageCodec>,
+    memory: &MemoryBudget,
 ) -> Vec<(&'static str, SocketAddr, ProxySettings)> {
     let mut out = Vec::new();
     let settings = |role, forward: &String| ProxySettings {
@@ -257,6 +281,7 @@ pub fn proxies_of(
         unknown_peer: config.unknown_peer,
         stream_idle_timeout: config.stream_idle_timeout,
         limits: listener_limits(config),
+        memory: memory.clone(),
     };
     if config.mode.runs_inbound() {
         out.push((
@@ -350,7 +375,7 @@ mod tests {
             ("BLOSCAR_OUTBOUND_FORWARD", "peer:9440"),
         ]);
         let codec = Arc::new(message_codec(&c, chooser(&c)));
-        let roles: Vec<Role> = proxies_of(&c, codec)
+        let roles: Vec<Role> = proxies_of(&c, codec, &MemoryBudget::new(64 << 20))
             .iter()
             .map(|(_, _, settings)| settings.role)
             .collect();

@@ -48,6 +48,21 @@ pub enum Out {
     End(MessageSummary),
 }
 
+impl Out {
+    /// Bytes of the message this piece holds until it is sent, counting what it will
+    /// become: a record's payload (its head and prefix are framing), a raw piece's
+    /// bytes, and a compress job's chunk twice (the chunk, and its compressed form,
+    /// which Blosc never makes larger than the chunk but for a header).
+    pub fn held_len(&self) -> usize {
+        match self {
+            Out::Raw(bytes) => bytes.len(),
+            Out::Record(parts) => parts.iter().skip(1).map(Bytes::len).sum(),
+            Out::Compress(job) => 2 * job.restored_len(),
+            Out::IdentityStart(_) | Out::End(_) => 0,
+        }
+    }
+}
+
 /// What became of one message, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageSummary {
@@ -275,6 +290,44 @@ impl StreamEncoder {
         if self.fed == self.len {
             self.finish(out);
         }
+    }
+
+    /// Bytes fed but not yet handed out: plain bytes held back, and the current
+    /// tensor's chunk being gathered.
+    pub fn held_len(&self) -> usize {
+        self.pending.len() + self.tensor.as_ref().map_or(0, |t| t.chunk.len())
+    }
+
+    /// Hands out what is held back now, so that a caller about to wait for memory holds
+    /// nothing that only more input could release: the held plain bytes as plain
+    /// segments, and the whole elements of the tensor's chunk as a shorter chunk (Blosc
+    /// segments may restore any length). A message not yet committed to a form becomes
+    /// a container, and a tensor not yet decided is decided on what was gathered. At
+    /// most one element's bytes stay behind, so that later chunks keep whole elements.
+    pub fn flush(&mut self, out: &mut Vec<Out>) {
+        if self.held_len() == 0 {
+            return;
+        }
+        if self
+            .tensor
+            .as_ref()
+            .is_some_and(|t| t.decision == Decision::Pending && !t.chunk.is_empty())
+        {
+            self.decide(out);
+        }
+        if self.form == Form::Undecided {
+            self.commit_container(out);
+        }
+        if let Some(tensor) = self.tensor.as_mut() {
+            let elem = tensor.start.elem_size.max(1);
+            let whole = tensor.chunk.len() / elem * elem;
+            let partial = tensor.chunk.split_off(whole);
+            self.send_chunk(out);
+            if let Some(tensor) = self.tensor.as_mut() {
+                tensor.chunk = partial;
+            }
+        }
+        self.flush_plain(out);
     }
 
     fn begin_tensor(&mut self, start: TensorStart) {

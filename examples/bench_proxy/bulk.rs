@@ -159,6 +159,25 @@ async fn answer(
 /// One unary call to `entry` on a new connection: Ok when the answer equals
 /// `messages.response` bit for bit and ends with grpc-status 0.
 pub async fn call(entry: SocketAddr, messages: &BulkMessages) -> Result<(), String> {
+    let (client, driver) = connect(entry).await?;
+    let result = exchange(client, entry, messages).await;
+    driver.abort();
+    result
+}
+
+/// One unary call to `entry` on the connection of `client`, checked as [`call`] does.
+pub async fn call_on(
+    client: h2::client::SendRequest<Bytes>,
+    entry: SocketAddr,
+    messages: &BulkMessages,
+) -> Result<(), String> {
+    exchange(client, entry, messages).await
+}
+
+/// A new HTTP/2 connection to `entry`, and the task that drives it.
+pub async fn connect(
+    entry: SocketAddr,
+) -> Result<(h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>), String> {
     let socket = tokio::net::TcpStream::connect(entry)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -170,10 +189,10 @@ pub async fn call(entry: SocketAddr, messages: &BulkMessages) -> Result<(), Stri
         .handshake::<_, Bytes>(socket)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let result = exchange(client, entry, messages).await;
-    driver.abort();
-    result
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, driver))
 }
 
 async fn exchange(

@@ -10,7 +10,10 @@
 //! - `throughput`: 1 KiB calls per second with 16 concurrent callers, every path in turn;
 //! - `rss-1g`: peak resident memory of each proxy process for one stream carrying a
 //!   1 GiB FP32 tensor and its 1 GiB echo;
-//! - `rss-64x64m`: the same for 64 concurrent streams of 64 MiB.
+//! - `rss-64x64m`: the same for 64 concurrent streams of 64 MiB;
+//! - `rss-100x60m-2conn`: 100 concurrent streams of 60 MiB sharing 2 client connections,
+//!   where the flow-control windows are per connection and what the proxies hold per
+//!   stream adds up (the case `BLOSCAR_MEMORY_BUDGET` bounds: try `--memory-budget`).
 //!
 //! Every echo is checked bit for bit.
 
@@ -52,22 +55,30 @@ const NEVER: &str = "4294967295";
 /// The largest gRPC message (4 GiB - 1), for the memory cases.
 const GRPC_MAX_MESSAGE: &str = "4294967295";
 
-const RSS_CASES: [RssCase; 2] = [
+const RSS_CASES: [RssCase; 3] = [
     RssCase {
         name: "rss-1g",
         streams: 1,
         message_bytes: 1 << 30,
+        connections: None,
     },
     RssCase {
         name: "rss-64x64m",
         streams: 64,
         message_bytes: 64 << 20,
+        connections: None,
+    },
+    RssCase {
+        name: "rss-100x60m-2conn",
+        streams: 100,
+        message_bytes: 60 << 20,
+        connections: Some(2),
     },
 ];
 
 const USAGE: &str = "usage: bench_proxy [--bloscar PATH] [--baseline PATH] [--nginx PATH] \
-    [--codec SETTING] [--cases latency,throughput,rss-1g,rss-64x64m] [--json-out PATH] \
-    [--memory-floor-mib N]";
+    [--codec SETTING] [--cases latency,throughput,rss-1g,rss-64x64m,rss-100x60m-2conn] \
+    [--json-out PATH] [--memory-floor-mib N] [--memory-budget SIZE]";
 
 struct Options {
     /// Binaries under test: (label, path); the baseline, if any, second.
@@ -77,6 +88,8 @@ struct Options {
     cases: Vec<String>,
     json_out: Option<PathBuf>,
     floor_mib: u64,
+    /// `BLOSCAR_MEMORY_BUDGET` of the sidecar pairs in the memory cases, when given.
+    memory_budget: Option<String>,
 }
 
 fn options() -> Options {
@@ -91,6 +104,7 @@ fn options() -> Options {
     let mut cases = "latency,throughput".to_string();
     let mut json_out = None;
     let mut floor_mib = 2048;
+    let mut memory_budget = None;
     let value = |name: &str, args: &mut std::iter::Skip<std::env::Args>| {
         args.next().unwrap_or_else(|| {
             eprintln!("{name} needs a value\n{USAGE}");
@@ -105,6 +119,7 @@ fn options() -> Options {
             "--codec" => codec = value(&arg, &mut args),
             "--cases" => cases = value(&arg, &mut args),
             "--json-out" => json_out = Some(value(&arg, &mut args).into()),
+            "--memory-budget" => memory_budget = Some(value(&arg, &mut args)),
             "--memory-floor-mib" => {
                 floor_mib = value(&arg, &mut args).parse().unwrap_or_else(|_| {
                     eprintln!("--memory-floor-mib needs a whole number\n{USAGE}");
@@ -118,7 +133,13 @@ fn options() -> Options {
         }
     }
     let cases: Vec<String> = cases.split(',').map(|c| c.trim().to_string()).collect();
-    let known = ["latency", "throughput", "rss-1g", "rss-64x64m"];
+    let known = [
+        "latency",
+        "throughput",
+        "rss-1g",
+        "rss-64x64m",
+        "rss-100x60m-2conn",
+    ];
     if let Some(bad) = cases.iter().find(|c| !known.contains(&c.as_str())) {
         eprintln!("unknown case {bad}\n{USAGE}");
         std::process::exit(2);
@@ -132,6 +153,7 @@ fn options() -> Options {
         cases,
         json_out,
         floor_mib,
+        memory_budget,
     }
 }
 
@@ -339,13 +361,16 @@ async fn memory_case(options: &Options, case: RssCase) -> Value {
     let floor_kib = options.floor_mib * 1024;
     let mut outcomes: Vec<(String, RssOutcome)> = Vec::new();
     for (label, binary) in &options.binaries {
-        let env = [
+        let mut env = vec![
             ("BLOSCAR_CODEC", options.codec.clone()),
             ("BLOSCAR_MAX_MESSAGE_BYTES", GRPC_MAX_MESSAGE.into()),
             // Both sides are sidecars: compress from the first call, which is the only
             // one when there is one stream.
             ("BLOSCAR_UNKNOWN_PEER", "encode".into()),
         ];
+        if let Some(budget) = &options.memory_budget {
+            env.push(("BLOSCAR_MEMORY_BUDGET", budget.clone()));
+        }
         let pair = SidecarPair::start(binary, server, &env).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let processes = [
@@ -360,6 +385,19 @@ async fn memory_case(options: &Options, case: RssCase) -> Value {
         ];
         eprintln!("{}: {label} pair...", case.name);
         let mut outcome = rss::measure(case, &messages, pair.listen, &processes, floor_kib).await;
+        for (role, sidecar) in [("outbound", &pair.outbound), ("inbound", &pair.inbound)] {
+            let budget = sidecar::metric(sidecar.admin, "bloscar_memory_budget_bytes").await;
+            let peak = sidecar::metric(sidecar.admin, "bloscar_memory_peak_bytes").await;
+            let waits = sidecar::metric(sidecar.admin, "bloscar_memory_waits_total").await;
+            if let (Some(budget), Some(peak), Some(waits)) = (budget, peak, waits) {
+                eprintln!(
+                    "{}: {label} {role}: memory budget {:.0} MiB, peak held {:.1} MiB, {waits} waits",
+                    case.name,
+                    budget / MIB,
+                    peak / MIB
+                );
+            }
+        }
         let (app, between) = model_infer_bytes(pair.outbound.admin).await;
         outcome.link_mib = Some((app / MIB, between / MIB));
         drop(pair);

@@ -121,9 +121,13 @@ pub fn print_throughput(
 pub fn print_rss(case: RssCase, outcomes: &[(String, RssOutcome)]) -> Value {
     let message_mib = case.message_bytes as f64 / (1 << 20) as f64;
     println!();
+    let connections = match case.connections {
+        Some(n) => format!(" on {n} client connection(s)"),
+        None => String::new(),
+    };
     println!(
-        "Memory, {} stream(s) at once, each one {message_mib:.0} MiB FP32 request and its \
-         {message_mib:.0} MiB echo:",
+        "Memory, {} stream(s) at once{connections}, each one {message_mib:.0} MiB FP32 \
+         request and its {message_mib:.0} MiB echo:",
         case.streams
     );
     println!();

@@ -17,6 +17,8 @@ pub struct RssCase {
     pub streams: usize,
     /// Size of the tensor in each request (and in its echo).
     pub message_bytes: usize,
+    /// Connections the streams share, round robin; `None`: one connection per stream.
+    pub connections: Option<usize>,
 }
 
 /// One process group of a proxy pair under test (a sidecar, or nginx master + workers).
@@ -59,9 +61,22 @@ pub async fn measure(
     );
     let tripped = sampler.tripped();
     let start = Instant::now();
-    let calls = futures_util::future::join_all((0..case.streams).map(|_| {
+    let mut shared = Vec::new();
+    for _ in 0..case.connections.unwrap_or(0) {
+        match bulk::connect(entry).await {
+            Ok(connection) => shared.push(connection),
+            Err(err) => panic!("cannot connect to {entry}: {err}"),
+        }
+    }
+    let calls = futures_util::future::join_all((0..case.streams).map(|i| {
         let messages = messages.clone();
-        async move { bulk::call(entry, &messages).await }
+        let client = (!shared.is_empty()).then(|| shared[i % shared.len()].0.clone());
+        async move {
+            match client {
+                Some(client) => bulk::call_on(client, entry, &messages).await,
+                None => bulk::call(entry, &messages).await,
+            }
+        }
     }));
     let failure = tokio::select! {
         results = calls => results.into_iter().find_map(Result::err),
@@ -72,6 +87,9 @@ pub async fn measure(
         )),
     };
     let elapsed = start.elapsed();
+    for (_, driver) in shared {
+        driver.abort();
+    }
     let after: Vec<Memory> = processes.iter().map(|p| Memory::of_all(&p.pids)).collect();
     let (sampled_kib, _) = sampler.finish().await;
     RssOutcome {

@@ -145,3 +145,16 @@ pub async fn model_infer_bytes(outbound_admin: SocketAddr) -> (f64, f64) {
         sum("bloscar_message_bytes_after_total{"),
     )
 }
+
+/// The value of an unlabelled metric of a sidecar (`None` when it has no such metric,
+/// e.g. a build without it).
+pub async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let metrics = admin_get(admin, "/metrics").await;
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

@@ -23,6 +23,7 @@ fn defaults_serve_an_inbound_sidecar() {
     assert_eq!(c.codec, CodecSetting::Auto);
     assert_eq!(c.min_tensor_bytes, 10 * 1024);
     assert_eq!(c.max_message_bytes, u32::MAX as usize);
+    assert_eq!(c.memory_budget, None);
     assert_eq!(c.unknown_peer, UnknownPeer::Identity);
     assert_eq!(c.link_mbps, None);
     assert!(c.ndarray_rules.is_empty());
@@ -284,6 +285,33 @@ fn sizes() {
 }
 
 #[test]
+fn memory_budget() {
+    let budget = |s: &str| {
+        config(&[("BLOSCAR_MEMORY_BUDGET", s)])
+            .unwrap()
+            .memory_budget
+    };
+    assert_eq!(budget("512MiB"), Some(512 << 20));
+    assert_eq!(budget("8MiB"), Some(8 << 20));
+    assert_eq!(budget("2GiB"), Some(2 << 30));
+    assert_eq!(
+        config(&[("BLOSCAR_MEMORY_BUDGET", "")])
+            .unwrap()
+            .memory_budget,
+        None
+    );
+    for bad in ["1MiB", "8388607", "half", "-1"] {
+        assert_eq!(
+            error_line(&[("BLOSCAR_MEMORY_BUDGET", bad)]),
+            format!(
+                "BLOSCAR_MEMORY_BUDGET: invalid value {bad:?}: expected a size of at least \
+                 8 MiB: bytes, or a number with KiB, MiB or GiB"
+            )
+        );
+    }
+}
+
+#[test]
 fn unknown_peer() {
     let peer = |s: &str| config(&[("BLOSCAR_UNKNOWN_PEER", s)]).unwrap().unknown_peer;
     assert_eq!(peer("identity"), UnknownPeer::Identity);
@@ -469,6 +497,7 @@ fn every_variable_is_read() {
         ("BLOSCAR_CODEC", "zstd:1:bit"),
         ("BLOSCAR_MIN_TENSOR_BYTES", "1"),
         ("BLOSCAR_MAX_MESSAGE_BYTES", "2"),
+        ("BLOSCAR_MEMORY_BUDGET", "64MiB"),
         ("BLOSCAR_UNKNOWN_PEER", "encode"),
         ("BLOSCAR_LINK_MBPS", "10"),
         ("BLOSCAR_NDARRAY_RULES", "/a.B/C=1"),

@@ -124,30 +124,57 @@ fn set_accept(headers: &mut HeaderMap, list: &[String]) {
 /// (RESOURCE_EXHAUSTED) without ever holding more than `limit + 1` bytes.
 pub fn decompress(encoding: Encoding, data: &[u8], limit: usize) -> Result<Vec<u8>, Status> {
     let mut out = Vec::new();
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    let result = match encoding {
-        Encoding::Gzip => flate2::read::GzDecoder::new(data)
-            .take(cap)
-            .read_to_end(&mut out),
-        Encoding::Deflate => flate2::read::ZlibDecoder::new(data)
-            .take(cap)
-            .read_to_end(&mut out),
-        Encoding::Zstd => zstd::stream::read::Decoder::with_buffer(data)
-            .and_then(|d| d.take(cap).read_to_end(&mut out)),
+    decoder(encoding, data)?
+        .take(cap(limit))
+        .read_to_end(&mut out)
+        .map_err(|err| invalid(encoding, err))?;
+    within(encoding, out.len(), limit)?;
+    Ok(out)
+}
+
+/// The length [`decompress`] would return, found without keeping the output, so that
+/// memory for it can be set aside first.
+pub fn decompressed_len(encoding: Encoding, data: &[u8], limit: usize) -> Result<usize, Status> {
+    let len = std::io::copy(
+        &mut decoder(encoding, data)?.take(cap(limit)),
+        &mut std::io::sink(),
+    )
+    .map_err(|err| invalid(encoding, err))?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    within(encoding, len, limit)?;
+    Ok(len)
+}
+
+fn decoder<'a>(encoding: Encoding, data: &'a [u8]) -> Result<Box<dyn Read + 'a>, Status> {
+    Ok(match encoding {
+        Encoding::Gzip => Box::new(flate2::read::GzDecoder::new(data)),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(data)),
+        Encoding::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(data).map_err(|err| invalid(encoding, err))?,
+        ),
         Encoding::Identity | Encoding::Bloscar => {
             return Err(Status::new(
                 Code::Internal,
                 format!("{} is not a standard compression", encoding.as_str()),
             ));
         }
-    };
-    if let Err(err) = result {
-        return Err(Status::new(
-            Code::Internal,
-            format!("invalid {} message: {err}", encoding.as_str()),
-        ));
-    }
-    if out.len() > limit {
+    })
+}
+
+/// Reads stop one byte past the limit: enough to tell that it was passed.
+fn cap(limit: usize) -> u64 {
+    u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+fn invalid(encoding: Encoding, err: std::io::Error) -> Status {
+    Status::new(
+        Code::Internal,
+        format!("invalid {} message: {err}", encoding.as_str()),
+    )
+}
+
+fn within(encoding: Encoding, len: usize, limit: usize) -> Result<(), Status> {
+    if len > limit {
         return Err(Status::new(
             Code::ResourceExhausted,
             format!(
@@ -156,7 +183,7 @@ pub fn decompress(encoding: Encoding, data: &[u8], limit: usize) -> Result<Vec<u
             ),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,6 +216,29 @@ mod tests {
 
         let zstd = zstd::stream::encode_all(&data[..], 3).unwrap();
         assert_eq!(decompress(Encoding::Zstd, &zstd, data.len()).unwrap(), data);
+    }
+
+    #[test]
+    fn decompressed_len_agrees_with_decompress() {
+        for data in [
+            Vec::new(),
+            vec![7u8],
+            (0..100_003u32).map(|i| i as u8).collect(),
+        ] {
+            let packed = gzip(&data);
+            let len = decompressed_len(Encoding::Gzip, &packed, data.len()).unwrap();
+            assert_eq!(len, data.len());
+            let zstd = zstd::stream::encode_all(&data[..], 3).unwrap();
+            assert_eq!(
+                decompressed_len(Encoding::Zstd, &zstd, data.len()).unwrap(),
+                data.len()
+            );
+        }
+        let bomb = gzip(&vec![0u8; 8 << 20]);
+        let err = decompressed_len(Encoding::Gzip, &bomb, 1 << 20).unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted);
+        let err = decompressed_len(Encoding::Gzip, b"not gzip", 1 << 20).unwrap_err();
+        assert_eq!(err.code, Code::Internal);
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! blocking pool (up to [`MAX_JOBS_AHEAD`](super::pipeline::MAX_JOBS_AHEAD) at a time, in order). Identity messages from
 //! the peer stream through without being held. Every record is checked by
 //! `container::stream::StreamDecoder` before a byte of it reaches the app.
+//!
+//! What the body holds is charged to the memory budget ([`Account`]): identity bytes
+//! per piece before they are taken in, and a segment record, with what it restores, once
+//! it has been gathered and before the body reads on (the record being gathered is not
+//! charged: see [`crate::budget`]). A record that is not a segment (a version-1
+//! container is restored whole) is charged before it is gathered, with what it restores
+//! as its first bytes declare. While the budget has no room the body stops reading.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,11 +26,14 @@ use pin_project_lite::pin_project;
 use super::clock::Clock;
 use super::encode::fail;
 use super::feedback::CallCosts;
+use super::intake::{Intake, budget_status};
 use super::link::{self, SharedTiming};
 use super::pipeline::{Output, Pipeline};
 use super::{Role, Shared};
+use crate::budget::{Account, Charge, Hold};
 use crate::codec::tune::link::{LinkSample, SampleKind};
-use crate::container::stream::{Record, StreamDecoder};
+use crate::container::MAGIC;
+use crate::container::stream::{HEADER_RECORD_LEN, Record, SegmentKind, StreamDecoder};
 use crate::error::BoxError;
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent, prefix};
 use crate::grpc::{Code, ErrorSlot, Status};
@@ -49,9 +59,21 @@ enum Message {
         len: usize,
         started: Instant,
     },
-    /// A record being gathered (one segment: at most a chunk).
-    Record(BytesMut),
+    /// A record of `len` bytes being gathered: a segment of the open container (at
+    /// most a chunk), charged once complete; or, between containers (`whole`), a header
+    /// or a version-1 container, charged once its first bytes say what it restores.
+    Record {
+        buf: BytesMut,
+        len: usize,
+        whole: bool,
+        hold: Option<Hold>,
+        charge: Option<Charge>,
+    },
 }
+
+/// Bytes of a record between containers read before it is charged: enough for a header
+/// record and for the message length of a version-1 container.
+const PEEK_LEN: usize = HEADER_RECORD_LEN;
 
 /// The container being restored, for metrics.
 struct Restoring {
@@ -74,6 +96,8 @@ pub struct CallContext {
     pub model: ModelSlot,
     /// Outbound: the request's tensor costs, settled with the inbound's report.
     pub costs: Option<Arc<CallCosts>>,
+    /// Where what the body holds is charged.
+    pub account: Account,
 }
 
 /// Learns the model a request names from its first restored bytes (the model's fields
@@ -105,6 +129,8 @@ pin_project! {
         message: Message,
         restoring: Option<Restoring>,
         pipeline: Pipeline,
+        account: Account,
+        intake: Intake,
     }
 }
 
@@ -128,6 +154,8 @@ impl<B> DecodeBody<B> {
             decoder,
             message: Message::Idle,
             restoring: None,
+            account: call.account,
+            intake: Intake::default(),
         }
     }
 }
@@ -140,6 +168,35 @@ fn record_limit(shared: &Shared, open: bool) -> usize {
     } else {
         MAX_V1_RECORD.min(shared.max_message_bytes)
     }
+}
+
+/// Bytes a record of `len` bytes holds until what it restores has been sent: itself,
+/// plus what a Blosc segment or a version-1 container restores, as its first bytes
+/// (`head`) declare. The claim is untrusted: beyond the limits the record fails its
+/// checks anyway, so no more than the limits is reserved for it.
+fn record_need(head: &[u8], len: usize, shared: &Shared) -> usize {
+    let le = |range: std::ops::Range<usize>| {
+        head.get(range).map(|b| {
+            b.iter()
+                .rev()
+                .fold(0u64, |n, &byte| (n << 8) | u64::from(byte))
+        })
+    };
+    let restored = if head.starts_with(&MAGIC) {
+        // A header record restores nothing itself; a version-1 container, its message.
+        let limit = MAX_V1_RECORD.min(shared.max_message_bytes) as u64;
+        match len {
+            HEADER_RECORD_LEN => 0,
+            _ => le(12..20).map_or(0, |n| n.min(limit)),
+        }
+    } else if head.first() == Some(&SegmentKind::Blosc.id()) {
+        let limit = shared.codec.limits().max_segment_len as u64;
+        le(4..8).map_or(0, |n| n.min(limit))
+    } else {
+        // A plain segment's bytes go on as slices of the record itself.
+        0
+    };
+    len + usize::try_from(restored).unwrap_or(usize::MAX)
 }
 
 impl<B> Body for DecodeBody<B>
@@ -168,6 +225,32 @@ where
                 Output::Done => return Poll::Ready(None),
                 Output::NeedInput => {}
             }
+            if !this.intake.is_empty() {
+                let mut reader = Reader {
+                    shared: this.shared,
+                    method: this.method,
+                    direction: *this.direction,
+                    decoder: this.decoder,
+                    message: this.message,
+                    restoring: this.restoring,
+                    pipeline: this.pipeline,
+                    model: this.model,
+                    sniff: this.sniff,
+                    timing: this.timing,
+                    account: this.account,
+                };
+                match reader.take(cx, this.intake, this.frames) {
+                    Ok(true) => continue,
+                    // Waiting for the budget; what was queued meanwhile goes first.
+                    Ok(false) if this.pipeline.has_new_output() => continue,
+                    // Not reading holds the peer back (a wait the clock does not count:
+                    // it is not the link's).
+                    Ok(false) => return Poll::Pending,
+                    Err(status) => {
+                        return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
+                    }
+                }
+            }
             let frame = match this.inner.as_mut().poll_frame(cx) {
                 Poll::Pending => {
                     this.clock.idle();
@@ -177,24 +260,9 @@ where
             };
             let ended = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(mut data) => {
+                    Ok(data) => {
                         this.clock.moved(data.len());
-                        let mut reader = Reader {
-                            shared: this.shared,
-                            method: this.method,
-                            direction: *this.direction,
-                            frames: this.frames,
-                            decoder: this.decoder,
-                            message: this.message,
-                            restoring: this.restoring,
-                            pipeline: this.pipeline,
-                            model: this.model,
-                            sniff: this.sniff,
-                            timing: this.timing,
-                        };
-                        if let Err(status) = reader.consume(&mut data) {
-                            return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
-                        }
+                        this.intake.fill(data);
                         continue;
                     }
                     Err(frame) => frame.into_trailers().ok(),
@@ -254,7 +322,6 @@ struct Reader<'a> {
     shared: &'a Arc<Shared>,
     method: &'a Arc<str>,
     direction: Direction,
-    frames: &'a mut FrameDecoder,
     decoder: &'a mut StreamDecoder,
     message: &'a mut Message,
     restoring: &'a mut Option<Restoring>,
@@ -262,52 +329,118 @@ struct Reader<'a> {
     model: &'a ModelSlot,
     sniff: &'a mut Option<ModelSniff>,
     timing: &'a SharedTiming,
+    account: &'a mut Account,
 }
 
 impl Reader<'_> {
-    /// Runs one DATA frame of the peer's stream through the decoder.
-    fn consume(&mut self, data: &mut Bytes) -> Result<(), Status> {
-        while let Some(event) = self.frames.decode(data)? {
-            match event {
-                FrameEvent::Start { compressed, len } => {
-                    if !compressed {
-                        if self.decoder.is_open() {
-                            return Err(Status::new(
-                                Code::Internal,
-                                "bloscar: identity message inside a container",
-                            ));
-                        }
-                        self.pipeline
-                            .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
-                        self.start_sniff(len);
-                        *self.message = Message::Identity {
-                            len,
-                            started: Instant::now(),
-                        };
-                    } else {
-                        let limit = record_limit(self.shared, self.decoder.is_open());
-                        if len > limit {
-                            return Err(Status::new(
-                                Code::ResourceExhausted,
-                                format!(
-                                    "bloscar record of {len} bytes exceeds the limit of {limit} bytes"
-                                ),
-                            ));
-                        }
-                        *self.message = Message::Record(BytesMut::with_capacity(len));
+    /// Takes in the events of the frame in hand: `Ok(true)` once all are taken,
+    /// `Ok(false)` when one waits for the budget (the waker is registered).
+    fn take(
+        &mut self,
+        cx: &mut Context<'_>,
+        intake: &mut Intake,
+        frames: &mut FrameDecoder,
+    ) -> Result<bool, Status> {
+        while let Some(event) = intake.next(frames)? {
+            if let Some(event) = self.event(cx, event)? {
+                intake.put_back(event);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Handles one event; gives it back when it must wait for the budget.
+    fn event(
+        &mut self,
+        cx: &mut Context<'_>,
+        event: FrameEvent,
+    ) -> Result<Option<FrameEvent>, Status> {
+        match event {
+            FrameEvent::Start { compressed, len } => {
+                if !compressed {
+                    if self.decoder.is_open() {
+                        return Err(Status::new(
+                            Code::Internal,
+                            "bloscar: identity message inside a container",
+                        ));
+                    }
+                    self.pipeline
+                        .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                    self.start_sniff(len);
+                    *self.message = Message::Identity {
+                        len,
+                        started: Instant::now(),
+                    };
+                } else {
+                    let limit = record_limit(self.shared, self.decoder.is_open());
+                    if len > limit {
+                        return Err(Status::new(
+                            Code::ResourceExhausted,
+                            format!(
+                                "bloscar record of {len} bytes exceeds the limit of {limit} bytes"
+                            ),
+                        ));
+                    }
+                    // A segment is gathered before it is charged (at most a chunk);
+                    // anything else may be a message held whole.
+                    let whole = !self.decoder.is_open() && len > PEEK_LEN;
+                    *self.message = Message::Record {
+                        buf: if whole {
+                            BytesMut::new()
+                        } else {
+                            BytesMut::with_capacity(len)
+                        },
+                        len,
+                        whole,
+                        hold: None,
+                        charge: None,
+                    };
+                }
+            }
+            FrameEvent::Data(mut bytes) => match self.message {
+                Message::Identity { .. } => {
+                    if !self.reserve(cx, bytes.len())? {
+                        return Ok(Some(FrameEvent::Data(bytes)));
+                    }
+                    self.sniff(&bytes);
+                    let charge = self.account.take(bytes.len());
+                    self.pipeline.push_charged(bytes, charge);
+                }
+                Message::Record {
+                    buf,
+                    len,
+                    whole: true,
+                    charge: None,
+                    ..
+                } => {
+                    let peek = (*len).min(PEEK_LEN);
+                    let take = peek.saturating_sub(buf.len()).min(bytes.len());
+                    buf.extend_from_slice(&bytes.split_to(take));
+                    if buf.len() < peek {
+                        return Ok(None);
+                    }
+                    if !self.charge_record(cx)? {
+                        return Ok(Some(FrameEvent::Data(bytes)));
+                    }
+                    if let Message::Record { buf, .. } = self.message {
+                        buf.extend_from_slice(&bytes);
                     }
                 }
-                FrameEvent::Data(bytes) => match self.message {
-                    Message::Identity { .. } => {
-                        self.sniff(&bytes);
-                        self.pipeline.push_bytes(bytes);
-                    }
-                    Message::Record(buf) => buf.extend_from_slice(&bytes),
-                    Message::Idle => {
-                        return Err(Status::new(Code::Internal, "message bytes before a prefix"));
-                    }
-                },
-                FrameEvent::End => match std::mem::replace(self.message, Message::Idle) {
+                Message::Record { buf, .. } => buf.extend_from_slice(&bytes),
+                Message::Idle => {
+                    return Err(Status::new(Code::Internal, "message bytes before a prefix"));
+                }
+            },
+            FrameEvent::End => {
+                // A segment (or a record shorter than the peek) is charged once it is all
+                // here, before anything after it is read.
+                if matches!(self.message, Message::Record { charge: None, .. })
+                    && !self.charge_record(cx)?
+                {
+                    return Ok(Some(FrameEvent::End));
+                }
+                match std::mem::replace(self.message, Message::Idle) {
                     Message::Identity { len, started } => {
                         self.shared.metrics.record_message(
                             self.direction,
@@ -318,16 +451,61 @@ impl Reader<'_> {
                             started.elapsed(),
                         );
                     }
-                    Message::Record(buf) => self.record(buf.freeze())?,
+                    Message::Record { buf, charge, .. } => {
+                        self.record(buf.freeze(), charge.unwrap_or_default())?;
+                    }
                     Message::Idle => {}
-                },
+                }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// One verified record: its restored bytes go to the app in order.
-    fn record(&mut self, record: Bytes) -> Result<(), Status> {
+    /// Charges the record being gathered, from its first bytes (all of them, for a
+    /// segment): `Ok(false)` while waiting for the budget. A record between containers
+    /// first takes a hold for its bytes, since it is gathered after it is charged.
+    fn charge_record(&mut self, cx: &mut Context<'_>) -> Result<bool, Status> {
+        let Message::Record {
+            buf,
+            len,
+            whole,
+            hold,
+            ..
+        } = &mut *self.message
+        else {
+            return Ok(true);
+        };
+        let (need, len) = (record_need(buf, *len, self.shared), *len);
+        if *whole && hold.is_none() {
+            match self.account.poll_hold(cx, len) {
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Ok(taken)) => *hold = Some(taken),
+                Poll::Ready(Err(err)) => return Err(budget_status(err)),
+            }
+        }
+        if !self.reserve(cx, need)? {
+            return Ok(false);
+        }
+        let taken = self.account.take(need);
+        if let Message::Record { buf, charge, .. } = self.message {
+            buf.reserve(len.saturating_sub(buf.len()));
+            *charge = Some(taken);
+        }
+        Ok(true)
+    }
+
+    /// Brings the credit to `total` bytes: `Ok(false)` while waiting for the budget.
+    fn reserve(&mut self, cx: &mut Context<'_>, total: usize) -> Result<bool, Status> {
+        match self.account.poll_reserve(cx, total) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(err)) => Err(budget_status(err)),
+        }
+    }
+
+    /// One verified record: its restored bytes go to the app in order, with `charge`
+    /// (the record and what it restores) until they are sent.
+    fn record(&mut self, record: Bytes, charge: Charge) -> Result<(), Status> {
         let wire_len = record.len() + frame::PREFIX_LEN;
         let max = self.shared.max_message_bytes;
         let pushed = self
@@ -341,7 +519,7 @@ impl Reader<'_> {
                     .filter(|&len| len <= max)
                     .ok_or_else(|| too_large(restored_len, max))?;
                 self.pipeline
-                    .push_bytes(Bytes::copy_from_slice(&prefix(false, len)?));
+                    .push_charged(Bytes::copy_from_slice(&prefix(false, len)?), charge);
                 self.start_sniff(len);
                 *self.restoring = Some(Restoring {
                     len,
@@ -351,7 +529,7 @@ impl Reader<'_> {
             }
             Record::Plain(bytes) => {
                 self.sniff(&bytes);
-                self.pipeline.push_bytes(bytes);
+                self.pipeline.push_charged(bytes, charge);
             }
             Record::Blosc(job) => {
                 // Tensor data: the model's fields, if any, came before.
@@ -367,6 +545,7 @@ impl Reader<'_> {
                         restored.map_err(|err| Status::from(&crate::Error::from(err)))
                     },
                     None,
+                    charge,
                 );
             }
             Record::Whole(job) => {
@@ -381,6 +560,7 @@ impl Reader<'_> {
                             .map_err(|err| Status::from(&crate::Error::from(err)))
                     },
                     Some(false),
+                    charge,
                 );
                 self.shared.metrics.record_message(
                     self.direction,

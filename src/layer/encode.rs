@@ -7,6 +7,20 @@
 //! first, within the message size limit. Up to [`MAX_JOBS_AHEAD`](super::pipeline::MAX_JOBS_AHEAD) chunks compress while
 //! earlier ones are on the link; beyond that the body stops reading, so flow control,
 //! not buffering, holds the app back.
+//!
+//! What the body holds is charged to the memory budget ([`Account`]) before it is taken
+//! in: a message streaming through as it is, per piece; the encoder's bytes at twice
+//! their length (the chunk it gathers and its compressed form); a message gathered whole,
+//! at twice its length (the message and what it becomes), or for one the app compressed,
+//! at its compressed length and then twice its plain length. While the budget has no
+//! room the body stops reading.
+//!
+//! A partly gathered chunk only more input can release: the body never waits (for the
+//! budget, or for input while other streams wait for the budget) keeping one unless the
+//! budget has room for such bytes ([`Account::keep_while_waiting`]); otherwise the encoder
+//! sends it as it is first ([`StreamEncoder::flush`]), a shorter Blosc segment. So input
+//! stuck behind other streams' frames on the same HTTP/2 connection never holds permits
+//! those streams wait for.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,10 +32,13 @@ use pin_project_lite::pin_project;
 
 use super::Shared;
 use super::clock::Clock;
+use super::intake::{Intake, budget_status};
 use super::link::{self, SharedTiming};
 use super::pipeline::{Output, Pipeline};
+use super::whole::Whole;
+use crate::budget::{Account, Charge, Hold};
 use crate::error::BoxError;
-use crate::grpc::encoding::{self, Encoding};
+use crate::grpc::encoding::Encoding;
 use crate::grpc::frame::{self, FrameDecoder, FrameEvent};
 use crate::grpc::{Code, ErrorSlot, Status};
 use crate::locate::Direction;
@@ -41,7 +58,12 @@ enum Message {
     /// Streaming through the encoder.
     Streaming(Box<StreamEncoder>),
     /// Gathered whole first: compressed by the app, or for a locator that needs it all.
-    Gathering { compressed: bool, buf: BytesMut },
+    Gathering {
+        compressed: bool,
+        buf: BytesMut,
+        charge: Charge,
+        hold: Hold,
+    },
 }
 
 pin_project! {
@@ -61,13 +83,17 @@ pin_project! {
         clock: Clock,
         timing: SharedTiming,
         report: bool,
+        account: Account,
+        intake: Intake,
+        hold: Option<Hold>,
     }
 }
 
 impl<B> EncodeBody<B> {
     /// Encodes the messages of `inner`, a stream of `context.method` going in
     /// `direction`, sent by the app in `source`. How it was sent goes to `timing`; with
-    /// `report`, the trailers also carry the call's link report to the peer.
+    /// `report`, the trailers also carry the call's link report to the peer. What it
+    /// holds is charged to `account`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: B,
@@ -78,6 +104,7 @@ impl<B> EncodeBody<B> {
         slot: ErrorSlot,
         timing: SharedTiming,
         report: bool,
+        account: Account,
     ) -> Self {
         let max = shared.max_message_bytes;
         EncodeBody {
@@ -94,6 +121,9 @@ impl<B> EncodeBody<B> {
             clock: Clock::default(),
             timing,
             report,
+            account,
+            intake: Intake::default(),
+            hold: None,
         }
     }
 }
@@ -171,24 +201,63 @@ where
                 Output::Done => return Poll::Ready(None),
                 Output::NeedInput => {}
             }
-            let frame = ready!(this.inner.as_mut().poll_frame(cx));
+            if !this.intake.is_empty() {
+                let mut taker = Taker {
+                    shared: this.shared,
+                    context: this.context,
+                    direction: *this.direction,
+                    source: *this.source,
+                    message: this.message,
+                    scratch: this.scratch,
+                    pipeline: this.pipeline,
+                    account: this.account,
+                    hold: this.hold,
+                };
+                match taker.take(cx, this.intake, this.frames) {
+                    Ok(true) => continue,
+                    // Waiting for the budget; what was queued meanwhile goes first.
+                    Ok(false) if this.pipeline.has_new_output() => continue,
+                    // Not reading holds the app back.
+                    Ok(false) => return Poll::Pending,
+                    Err(status) => {
+                        return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
+                    }
+                }
+            }
+            let frame = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // Idle while keeping a partly gathered chunk: once other streams wait
+                    // for the budget, it must be registered as kept, or sent on.
+                    let Message::Streaming(encoder) = &mut *this.message else {
+                        return Poll::Pending;
+                    };
+                    if encoder.held_len() == 0
+                        || this.account.is_keeping()
+                        || this.account.poll_pressure(cx).is_pending()
+                        || this.account.keep_while_waiting(this.account.credit())
+                    {
+                        return Poll::Pending;
+                    }
+                    let before = encoder.held_len();
+                    encoder.flush(this.scratch);
+                    let held = encoder.held_len();
+                    if let Err(status) = push_scratch(this.scratch, this.account, this.pipeline) {
+                        return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
+                    }
+                    this.account.shed_to(2 * held);
+                    // What was sent goes out first; a part of an element alone stays.
+                    if held < before {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            };
+            // Input came: nothing is kept waiting any more.
+            this.account.stop_keeping();
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(mut data) => {
-                        if let Err(status) = consume(
-                            &mut data,
-                            this.frames,
-                            this.message,
-                            this.shared,
-                            this.context,
-                            *this.direction,
-                            *this.source,
-                            this.scratch,
-                            this.pipeline,
-                        ) {
-                            return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
-                        }
-                    }
+                    Ok(data) => this.intake.fill(data),
                     Err(frame) => {
                         if !this.frames.at_boundary() {
                             let status = frame::cut_mid_message();
@@ -213,65 +282,208 @@ where
     }
 }
 
-/// Runs one DATA frame of the app's stream through the message state.
-#[allow(clippy::too_many_arguments)]
-fn consume(
-    data: &mut Bytes,
-    frames: &mut FrameDecoder,
-    message: &mut Message,
-    shared: &Shared,
-    context: &EncoderContext,
+/// The parts of the body that take the app's bytes in.
+struct Taker<'a> {
+    shared: &'a Arc<Shared>,
+    context: &'a EncoderContext,
     direction: Direction,
     source: Encoding,
-    scratch: &mut Vec<Out>,
-    pipeline: &mut Pipeline,
-) -> Result<(), Status> {
-    while let Some(event) = frames.decode(data)? {
+    message: &'a mut Message,
+    scratch: &'a mut Vec<Out>,
+    pipeline: &'a mut Pipeline,
+    account: &'a mut Account,
+    /// The hold of a message about to be gathered whole, while its charge waits.
+    hold: &'a mut Option<Hold>,
+}
+
+impl Taker<'_> {
+    /// Takes in the events of the frame in hand: `Ok(true)` once all are taken,
+    /// `Ok(false)` when one waits for the budget (the waker is registered).
+    fn take(
+        &mut self,
+        cx: &mut Context<'_>,
+        intake: &mut Intake,
+        frames: &mut FrameDecoder,
+    ) -> Result<bool, Status> {
+        while let Some(event) = intake.next(frames)? {
+            if let Some(event) = self.event(cx, event)? {
+                intake.put_back(event);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Handles one event; gives it back when it must wait for the budget.
+    fn event(
+        &mut self,
+        cx: &mut Context<'_>,
+        event: FrameEvent,
+    ) -> Result<Option<FrameEvent>, Status> {
         match event {
             FrameEvent::Start { compressed, len } => {
-                *message = start(shared, context, direction, compressed, len);
-                if let Message::Passing { .. } = message {
-                    pipeline.push_bytes(Bytes::copy_from_slice(&frame::prefix(false, len)?));
-                }
-                if let Message::Streaming(encoder) = message
-                    && len == 0
-                {
-                    encoder.feed(Bytes::new(), scratch);
+                match start(self.shared, self.context, self.direction, compressed, len) {
+                    Message::Passing { len, started } => {
+                        self.pipeline
+                            .push_bytes(Bytes::copy_from_slice(&frame::prefix(false, len)?));
+                        *self.message = Message::Passing { len, started };
+                    }
+                    Message::Streaming(mut encoder) => {
+                        if len == 0 {
+                            encoder.feed(Bytes::new(), self.scratch);
+                            push_scratch(self.scratch, self.account, self.pipeline)?;
+                        }
+                        *self.message = Message::Streaming(encoder);
+                    }
+                    Message::Gathering {
+                        compressed,
+                        mut buf,
+                        ..
+                    } => {
+                        // Held whole: gathered after it is charged, so it takes a hold
+                        // first; then the message and what it becomes (for a message the
+                        // app compressed, reserved once its plain length is known).
+                        if self.hold.is_none() {
+                            match self.account.poll_hold(cx, len) {
+                                Poll::Pending => {
+                                    return Ok(Some(FrameEvent::Start { compressed, len }));
+                                }
+                                Poll::Ready(Ok(hold)) => *self.hold = Some(hold),
+                                Poll::Ready(Err(err)) => return Err(budget_status(err)),
+                            }
+                        }
+                        let need = if compressed { len } else { 2 * len };
+                        if !self.reserve(cx, need)? {
+                            return Ok(Some(FrameEvent::Start { compressed, len }));
+                        }
+                        buf.reserve(len);
+                        *self.message = Message::Gathering {
+                            compressed,
+                            buf,
+                            charge: self.account.take(need),
+                            hold: self.hold.take().unwrap_or_default(),
+                        };
+                    }
+                    Message::Idle => {}
                 }
             }
-            FrameEvent::Data(bytes) => match message {
-                Message::Passing { .. } => pipeline.push_bytes(bytes),
-                Message::Streaming(encoder) => encoder.feed(bytes, scratch),
+            FrameEvent::Data(bytes) => match self.message {
+                Message::Passing { .. } => {
+                    if !self.reserve(cx, bytes.len())? {
+                        return Ok(Some(FrameEvent::Data(bytes)));
+                    }
+                    let charge = self.account.take(bytes.len());
+                    self.pipeline.push_charged(bytes, charge);
+                }
+                Message::Streaming(_) => return self.feed(cx, bytes),
                 Message::Gathering { buf, .. } => buf.extend_from_slice(&bytes),
                 Message::Idle => {
                     return Err(Status::new(Code::Internal, "message bytes before a prefix"));
                 }
             },
-            FrameEvent::End => {
-                let ended = std::mem::replace(message, Message::Idle);
-                if let Message::Passing { len, started } = ended {
-                    pipeline.push_all([Out::End(MessageSummary {
-                        len,
-                        encoded: false,
-                        started,
-                    })])?;
-                } else if let Message::Gathering { compressed, buf } = ended {
-                    pipeline.push_all(scratch.drain(..))?;
-                    let whole = Whole {
-                        codec: Arc::clone(&shared.codec),
-                        context: context.clone(),
-                        direction,
-                        source,
-                        compressed,
-                        max_message_bytes: shared.max_message_bytes,
-                    };
-                    let data = buf.freeze();
-                    pipeline.push_expand(move || whole.encode(data));
+            FrameEvent::End => match std::mem::replace(self.message, Message::Idle) {
+                Message::Passing { len, started } => {
+                    self.pipeline.push(
+                        Out::End(MessageSummary {
+                            len,
+                            encoded: false,
+                            started,
+                        }),
+                        Charge::none(),
+                    )?;
                 }
-                *message = Message::Idle;
-            }
+                Message::Gathering {
+                    compressed,
+                    buf,
+                    charge,
+                    hold,
+                } => {
+                    let whole = Whole {
+                        codec: Arc::clone(&self.shared.codec),
+                        context: self.context.clone(),
+                        direction: self.direction,
+                        source: self.source,
+                        compressed,
+                        max_message_bytes: self.shared.max_message_bytes,
+                    };
+                    let (jobs, account) = (self.pipeline.jobs(), self.account.sibling());
+                    // Gathered: only a message the app compressed waits for more (its
+                    // plain length's worth), and keeps its hold meanwhile.
+                    let hold = if compressed { hold } else { Hold::default() };
+                    self.pipeline.push_expand(whole.expand(
+                        buf.freeze(),
+                        charge,
+                        hold,
+                        jobs,
+                        account,
+                    ));
+                }
+                // The encoder ended the message with its last byte; it holds nothing.
+                Message::Streaming(_) => self.account.shed_to(0),
+                Message::Idle => {}
+            },
         }
-        pipeline.push_all(scratch.drain(..))?;
+        Ok(None)
+    }
+
+    /// Feeds the streaming encoder, once the credit covers what it holds back and
+    /// `bytes`, twice (see [`Out::held_len`]).
+    fn feed(&mut self, cx: &mut Context<'_>, bytes: Bytes) -> Result<Option<FrameEvent>, Status> {
+        let Message::Streaming(encoder) = &mut *self.message else {
+            unreachable!("only called while streaming");
+        };
+        let mut held = encoder.held_len();
+        if self.account.credit() < 2 * (held + bytes.len()) {
+            let ready = self.account.is_waiting()
+                || self
+                    .account
+                    .try_reserve(2 * (held + bytes.len()))
+                    .map_err(budget_status)?;
+            // About to wait: the encoder keeps what it holds back only if there is room
+            // for such bytes; otherwise it sends them on first.
+            if !ready
+                && !self.account.is_keeping()
+                && !self.account.keep_while_waiting(self.account.credit())
+            {
+                encoder.flush(self.scratch);
+                held = encoder.held_len();
+                push_scratch(self.scratch, self.account, self.pipeline)?;
+                self.account.shed_to(2 * held);
+            }
+            if !self.reserve(cx, 2 * (held + bytes.len()))? {
+                return Ok(Some(FrameEvent::Data(bytes)));
+            }
+            self.account.stop_keeping();
+        }
+        let Message::Streaming(encoder) = &mut *self.message else {
+            unreachable!("only called while streaming");
+        };
+        encoder.feed(bytes, self.scratch);
+        let held = encoder.held_len();
+        push_scratch(self.scratch, self.account, self.pipeline)?;
+        self.account.shed_to(2 * held);
+        Ok(None)
+    }
+
+    /// Brings the credit to `total` bytes: `Ok(false)` while waiting for the budget.
+    fn reserve(&mut self, cx: &mut Context<'_>, total: usize) -> Result<bool, Status> {
+        match self.account.poll_reserve(cx, total) {
+            Poll::Pending => Ok(false),
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(err)) => Err(budget_status(err)),
+        }
+    }
+}
+
+/// Queues the encoder's output, each piece with its charge out of the credit.
+fn push_scratch(
+    scratch: &mut Vec<Out>,
+    account: &mut Account,
+    pipeline: &mut Pipeline,
+) -> Result<(), Status> {
+    for out in scratch.drain(..) {
+        let charge = account.take(out.held_len());
+        pipeline.push(out, charge)?;
     }
     Ok(())
 }
@@ -302,49 +514,12 @@ fn start(
             walk,
         )));
     }
+    // Allocated once the budget has room for it.
     Message::Gathering {
         compressed,
-        buf: BytesMut::with_capacity(len.min(1 << 20)),
-    }
-}
-
-/// A message gathered whole, to encode on the blocking pool: decompressing the app's
-/// encoding and locating tensors in a large message are CPU-bound too.
-struct Whole {
-    codec: Arc<crate::MessageCodec>,
-    context: EncoderContext,
-    direction: Direction,
-    source: Encoding,
-    compressed: bool,
-    max_message_bytes: usize,
-}
-
-impl Whole {
-    fn encode(self, data: Bytes) -> Result<Vec<Out>, Status> {
-        let plain = if self.compressed {
-            match self.source {
-                Encoding::Gzip | Encoding::Deflate | Encoding::Zstd => Bytes::from(
-                    encoding::decompress(self.source, &data, self.max_message_bytes)?,
-                ),
-                Encoding::Identity | Encoding::Bloscar => {
-                    return Err(Status::new(
-                        Code::Internal,
-                        "compressed message without a grpc-encoding",
-                    ));
-                }
-            }
-        } else {
-            data
-        };
-        let ranges = self
-            .codec
-            .locator()
-            .locate(&self.context.method, self.direction, &plain);
-        let mut encoder = StreamEncoder::whole(self.context, plain.len(), &ranges);
-        drop(ranges);
-        let mut out = Vec::new();
-        encoder.feed(plain.clone(), &mut out);
-        Ok(out)
+        buf: BytesMut::new(),
+        charge: Charge::none(),
+        hold: Hold::default(),
     }
 }
 

@@ -21,11 +21,13 @@ mod deadline;
 pub mod decode;
 pub mod encode;
 mod feedback;
+mod intake;
 pub mod link;
 pub mod negotiate;
 mod peer;
 mod pipeline;
 mod role;
+mod whole;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -50,6 +52,7 @@ pub use self::negotiate::BodyPlan;
 use self::peer::PeerCapability;
 pub use self::role::Role;
 use crate::MessageCodec;
+use crate::budget::{ConnectionShare, MemoryBudget};
 use crate::codec::tune::link::LinkEstimator;
 pub use crate::config::UnknownPeer;
 use crate::error::BoxError;
@@ -79,6 +82,8 @@ struct Shared {
     peer_name: Arc<str>,
     /// How long a call may go without anything moving; `None`: no limit.
     stream_idle_timeout: Option<Duration>,
+    /// What the bodies may hold, shared with every other layer of the process.
+    memory: MemoryBudget,
 }
 
 /// Blosc jobs at once per layer: one per core, plus one so a core never idles while a
@@ -112,6 +117,7 @@ impl BloscarLayer {
                 link: Arc::new(LinkEstimator::new()),
                 peer_name: Arc::from("peer"),
                 stream_idle_timeout: None,
+                memory: MemoryBudget::unlimited(),
             }),
         }
     }
@@ -150,6 +156,15 @@ impl BloscarLayer {
         self.with(|s| s.stream_idle_timeout = timeout.filter(|t| !t.is_zero()))
     }
 
+    /// The memory budget the layer's bodies charge what they hold to: share one per
+    /// process (the sidecar gives every listener the same). Without one, a layer never
+    /// waits for memory. A call whose request carries a [`ConnectionShare`] in its
+    /// extensions (the proxy adds one per downstream connection) is held to that share
+    /// as well.
+    pub fn memory_budget(self, budget: MemoryBudget) -> Self {
+        self.with(|s| s.memory = budget)
+    }
+
     /// Where the layer records its metrics.
     pub fn metrics(self, metrics: Arc<Metrics>) -> Self {
         self.with(|s| s.metrics = metrics)
@@ -167,6 +182,7 @@ impl BloscarLayer {
             link: Arc::new(LinkEstimator::new()),
             peer_name: Arc::clone(&shared.peer_name),
             stream_idle_timeout: shared.stream_idle_timeout,
+            memory: shared.memory.clone(),
         });
         edit(&mut shared);
         BloscarLayer {
@@ -232,6 +248,7 @@ where
         }
         let shared = Arc::clone(&self.shared);
         let call = Call {
+            connection: request.extensions().get::<ConnectionShare>().cloned(),
             method: Arc::from(request.uri().path()),
             slot: ErrorSlot::default(),
             guard: shared.metrics.stream_started(),
@@ -283,6 +300,8 @@ struct Call {
     timing: SharedTiming,
     /// Outbound: the request's tensor costs, held for the inbound's report.
     costs: Option<Arc<CallCosts>>,
+    /// The share of the downstream connection the call came on, if known.
+    connection: Option<ConnectionShare>,
 }
 
 impl Call {
@@ -402,6 +421,7 @@ impl Call {
         B::Error: Into<BoxError>,
     {
         let shared = Arc::clone(&self.shared);
+        let account = shared.memory.account(direction, self.connection.as_ref());
         match plan {
             BodyPlan::Pass => boxed(body),
             BodyPlan::Encode { source } => {
@@ -428,6 +448,7 @@ impl Call {
                     self.slot.clone(),
                     Arc::clone(&self.timing),
                     report,
+                    account,
                 ))
             }
             BodyPlan::Decode => {
@@ -438,6 +459,7 @@ impl Call {
                     timing: Arc::clone(&self.timing),
                     model: Arc::clone(&self.model),
                     costs: self.costs.clone(),
+                    account,
                 };
                 boxed(decode::DecodeBody::new(body, shared, call))
             }

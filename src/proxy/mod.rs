@@ -9,6 +9,7 @@
 
 mod accept;
 mod activity;
+mod connection;
 mod headers;
 mod limits;
 mod opening;
@@ -19,8 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::MessageCodec;
+use crate::budget::MemoryBudget;
 use crate::layer::{Role, UnknownPeer};
 
+pub use connection::WithConnection;
 pub use headers::strip_hop_by_hop;
 pub use limits::{
     DESCRIPTORS_PER_CONNECTION, ListenerLimits, RESERVED_DESCRIPTORS, connection_limit,
@@ -74,4 +77,7 @@ pub struct ProxySettings {
     pub stream_idle_timeout: Option<Duration>,
     /// Connection limit and timeouts of the listener.
     pub limits: ListenerLimits,
+    /// What the listener's calls may hold in flight: the process's one budget, which
+    /// every downstream connection gets a share of.
+    pub memory: MemoryBudget,
 }

@@ -27,6 +27,7 @@ use super::activity::{Activity, Counted};
 use super::limits::{self, ListenerLimits};
 use super::opening::{Replay, read_opening};
 use super::upstream::Upstream;
+use crate::budget::MemoryBudget;
 use crate::layer::{Bloscar, BloscarLayer, BoxBody};
 use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::{ConnectionTimeout, Metrics};
@@ -42,6 +43,7 @@ fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
         .unknown_peer(settings.unknown_peer)
         .stream_idle_timeout(settings.stream_idle_timeout)
         .peer_name(&settings.forward)
+        .memory_budget(settings.memory.clone())
         .metrics(metrics)
 }
 
@@ -74,6 +76,7 @@ fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
 /// What every connection of one listener shares.
 struct Shared {
     listener: &'static str,
+    memory: MemoryBudget,
     limits: ListenerLimits,
     builder: auto::Builder<TokioExecutor>,
     service: Bloscar<Upstream>,
@@ -99,6 +102,7 @@ pub async fn serve(
     let limits = settings.limits;
     let shared = Arc::new(Shared {
         listener: name,
+        memory: settings.memory.clone(),
         limits,
         builder: builder(&limits),
         service: layer(&settings, Arc::clone(&metrics)).layer(upstream),
@@ -186,7 +190,7 @@ async fn serve_connection(
 
     let activity = Activity::new();
     let service = ProxyService {
-        inner: shared.service.clone(),
+        inner: super::WithConnection::new(shared.service.clone(), shared.memory.connection()),
         activity: activity.clone(),
     };
     let connection = shared.builder.serve_connection(
@@ -224,7 +228,7 @@ async fn serve_connection(
 /// 502 as any reverse proxy does.
 #[derive(Clone)]
 struct ProxyService {
-    inner: Bloscar<Upstream>,
+    inner: super::WithConnection<Bloscar<Upstream>>,
     activity: Activity,
 }
 

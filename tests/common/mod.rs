@@ -66,12 +66,43 @@ impl Proxy {
 
     /// Starts a listener with an explicit unknown-peer policy.
     pub async fn start_with(role: Role, forward: SocketAddr, unknown_peer: UnknownPeer) -> Proxy {
-        Proxy::start_full(role, forward, unknown_peer, ListenerLimits::default()).await
+        Proxy::start_full(
+            role,
+            forward,
+            unknown_peer,
+            ListenerLimits::default(),
+            bloscar::MemoryBudget::unlimited(),
+        )
+        .await
     }
 
     /// Starts a listener with its own connection limit and timeouts.
     pub async fn start_limited(role: Role, forward: SocketAddr, limits: ListenerLimits) -> Proxy {
-        Proxy::start_full(role, forward, UnknownPeer::Identity, limits).await
+        Proxy::start_full(
+            role,
+            forward,
+            UnknownPeer::Identity,
+            limits,
+            bloscar::MemoryBudget::unlimited(),
+        )
+        .await
+    }
+
+    /// Starts a listener whose calls charge what they hold to `memory`.
+    pub async fn start_budgeted(
+        role: Role,
+        forward: SocketAddr,
+        unknown_peer: UnknownPeer,
+        memory: bloscar::MemoryBudget,
+    ) -> Proxy {
+        Proxy::start_full(
+            role,
+            forward,
+            unknown_peer,
+            ListenerLimits::default(),
+            memory,
+        )
+        .await
     }
 
     async fn start_full(
@@ -79,6 +110,7 @@ impl Proxy {
         forward: SocketAddr,
         unknown_peer: UnknownPeer,
         limits: ListenerLimits,
+        memory: bloscar::MemoryBudget,
     ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -91,6 +123,7 @@ impl Proxy {
             unknown_peer,
             stream_idle_timeout: None,
             limits,
+            memory,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(

@@ -122,6 +122,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
     let chooser = Arc::new(Recording::new(base));
     let codec = Arc::new(bloscar::sidecar::message_codec(&config, chooser.clone()));
     let metrics = Arc::new(Metrics::new());
+    let memory = bloscar::sidecar::memory_budget(&config);
     let settings = |role, forward: String| ProxySettings {
         role,
         forward,
@@ -130,6 +131,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         unknown_peer: UnknownPeer::Identity,
         stream_idle_timeout: config.stream_idle_timeout,
         limits: bloscar::sidecar::listener_limits(&config),
+        memory: memory.clone(),
     };
 
     eprintln!(
