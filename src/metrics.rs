@@ -120,6 +120,7 @@ pub struct Metrics {
     connections_open: Family<ListenerLabels, Gauge<i64, AtomicI64>>,
     connections_refused: Family<ListenerLabels, Counter>,
     connections_timed_out: Family<TimeoutLabels, Counter>,
+    connections_reset_flood: Family<ListenerLabels, Counter>,
     methods: Mutex<HashSet<String>>,
 }
 
@@ -162,6 +163,7 @@ impl Metrics {
         let connections_open = Family::<ListenerLabels, Gauge<i64, AtomicI64>>::default();
         let connections_refused = Family::<ListenerLabels, Counter>::default();
         let connections_timed_out = Family::<TimeoutLabels, Counter>::default();
+        let connections_reset_flood = Family::<ListenerLabels, Counter>::default();
         registry.register(
             "link_rate_bytes_per_second",
             "Outbound: the measured goodput of the link to the peer sidecar (0 until measured)",
@@ -224,6 +226,12 @@ impl Metrics {
              (handshake) or had no call open for the idle timeout (idle)",
             connections_timed_out.clone(),
         );
+        registry.register(
+            "connections_reset_flood",
+            "Connections a proxy listener closed because most of their calls were cancelled \
+             by the client before their answer (premature resets)",
+            connections_reset_flood.clone(),
+        );
         Metrics {
             registry,
             messages,
@@ -238,6 +246,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_timed_out,
+            connections_reset_flood,
             methods: Mutex::new(HashSet::new()),
         }
     }
@@ -356,6 +365,13 @@ impl Metrics {
     pub fn record_connection_timeout(&self, listener: &'static str, timeout: ConnectionTimeout) {
         self.connections_timed_out
             .get_or_create(&TimeoutLabels { listener, timeout })
+            .inc();
+    }
+
+    /// Counts a connection that `listener` closed for its premature resets.
+    pub fn record_connection_reset_flood(&self, listener: &'static str) {
+        self.connections_reset_flood
+            .get_or_create(&ListenerLabels { listener })
             .inc();
     }
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::layer::Role;
+
 /// Connection limits and timeouts of one proxy listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
@@ -53,6 +55,27 @@ pub(super) const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// than a handful reset before acceptance; 20 is h2's own choice after the attack, set
 /// here so that a dependency update cannot change it unnoticed.
 pub(super) const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// [`MAX_PENDING_ACCEPT_RESET_STREAMS`] at the inbound, whose clients are mostly peer
+/// sidecars: 200.
+///
+/// One outbound's connection carries the calls of every client behind it, and relays
+/// each cancellation. When the inbound is busy, the HEADERS and RST_STREAM of calls that
+/// clients cancelled quickly arrive together and count as resets before acceptance:
+/// the limit that suits one client would close the connection that all of them share.
+/// The outbound already holds each of its clients to the strict limit and to the
+/// premature-reset guard (`resets.rs`), so the inbound allows ten times as many; a
+/// pending reset stream holds at most one header block, so this bounds a direct
+/// attacker to a few MiB per connection.
+pub(super) const INBOUND_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 200;
+
+/// The pending-accept reset limit of a listener with `role`.
+pub(super) fn max_pending_accept_reset_streams(role: Role) -> usize {
+    match role {
+        Role::Outbound => MAX_PENDING_ACCEPT_RESET_STREAMS,
+        Role::Inbound => INBOUND_MAX_PENDING_ACCEPT_RESET_STREAMS,
+    }
+}
 
 /// Streams the server may reset because of the client's own errors (malformed headers,
 /// streams beyond the concurrency limit, oversized header blocks) over a connection's

@@ -13,6 +13,7 @@ mod connection;
 mod headers;
 mod limits;
 mod opening;
+mod resets;
 mod server;
 mod upstream;
 

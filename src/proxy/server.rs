@@ -26,15 +26,19 @@ use super::accept::{Admission, Admitted};
 use super::activity::{Activity, Counted};
 use super::limits::{self, ListenerLimits};
 use super::opening::{Replay, read_opening};
+use super::resets::{CallWatch, ResetGuard};
 use super::upstream::Upstream;
 use crate::budget::MemoryBudget;
-use crate::layer::{Bloscar, BloscarLayer, BoxBody};
+use crate::grpc::encoding::{self, BLOSCAR};
+use crate::layer::{Bloscar, BloscarLayer, BoxBody, Role};
 use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::{ConnectionTimeout, Metrics};
 
 /// Every plain-HTTP call fails this way while the upstream is down: one line per call
 /// would flood the log.
 static UPSTREAM_FAILED: LogSite = LogSite::new("proxy_upstream_failed");
+/// One line per connection closed for its resets: an attacker opens thousands.
+static RESET_FLOOD: LogSite = LogSite::new("proxy_reset_flood");
 
 /// The layer of one proxy listener.
 fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
@@ -48,7 +52,7 @@ fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
 }
 
 /// The HTTP/1 and HTTP/2 server settings of a listener with `limits`.
-fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+fn builder(limits: &ListenerLimits, role: Role) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The timer bounds how long an HTTP/1 client may take to send each request's headers
     // (including the wait for the next request on a kept-alive connection), and drives
@@ -65,7 +69,7 @@ fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
         .max_frame_size(super::MAX_FRAME)
         .max_send_buf_size(super::SEND_BUFFER)
         .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(limits::MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_pending_accept_reset_streams(limits::max_pending_accept_reset_streams(role))
         .max_local_error_reset_streams(limits::MAX_LOCAL_ERROR_RESET_STREAMS)
         .max_header_list_size(limits::MAX_HEADER_LIST_SIZE)
         .keep_alive_interval(limits::KEEP_ALIVE_INTERVAL)
@@ -76,6 +80,9 @@ fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
 /// What every connection of one listener shares.
 struct Shared {
     listener: &'static str,
+    /// Whether calls from a peer sidecar count toward a connection's premature resets:
+    /// not at the inbound, where one connection carries many clients' calls.
+    judge_peer_calls: bool,
     memory: MemoryBudget,
     limits: ListenerLimits,
     builder: auto::Builder<TokioExecutor>,
@@ -102,9 +109,10 @@ pub async fn serve(
     let limits = settings.limits;
     let shared = Arc::new(Shared {
         listener: name,
+        judge_peer_calls: settings.role == Role::Outbound,
         memory: settings.memory.clone(),
         limits,
-        builder: builder(&limits),
+        builder: builder(&limits, settings.role),
         service: layer(&settings, Arc::clone(&metrics)).layer(upstream),
         metrics: Arc::clone(&metrics),
     });
@@ -189,9 +197,12 @@ async fn serve_connection(
     };
 
     let activity = Activity::new();
+    let resets = ResetGuard::default();
     let service = ProxyService {
         inner: super::WithConnection::new(shared.service.clone(), shared.memory.connection()),
         activity: activity.clone(),
+        resets: resets.clone(),
+        judge_peer_calls: shared.judge_peer_calls,
     };
     let connection = shared.builder.serve_connection(
         TokioIo::new(super::coalesced(io)),
@@ -199,6 +210,7 @@ async fn serve_connection(
     );
     let mut connection = pin!(connection);
     let mut idle = pin!(activity.idle_for(shared.limits.idle_timeout));
+    let mut reset_flood = pin!(resets.tripped());
     let mut closing = false;
     let result = loop {
         tokio::select! {
@@ -213,6 +225,17 @@ async fn serve_connection(
                     .metrics
                     .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
                 tracing::debug!(%peer, "no call for the idle timeout: closing");
+                connection.as_mut().graceful_shutdown();
+            }
+            () = &mut reset_flood, if !closing => {
+                closing = true;
+                shared.metrics.record_connection_reset_flood(shared.listener);
+                warn_limited!(
+                    RESET_FLOOD,
+                    %peer,
+                    listener = shared.listener,
+                    "most calls on this connection were cancelled before their answer: closing it"
+                );
                 connection.as_mut().graceful_shutdown();
             }
         }
@@ -230,6 +253,17 @@ async fn serve_connection(
 struct ProxyService {
     inner: super::WithConnection<Bloscar<Upstream>>,
     activity: Activity,
+    resets: ResetGuard,
+    judge_peer_calls: bool,
+}
+
+impl ProxyService {
+    /// Starts watching a call for a premature reset.
+    fn watch(&self, request: &Request<Incoming>) -> CallWatch {
+        let from_peer = encoding::accepts(request.headers(), BLOSCAR);
+        self.resets
+            .call_started(self.judge_peer_calls || !from_peer)
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -247,9 +281,19 @@ impl Service<Request<Incoming>> for ProxyService {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let call = self.activity.call_started();
-        let future = self.inner.call(request);
+        let watch = self.watch(&request);
+        // The service polled ready takes this call; a fresh clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let response = future.await.unwrap_or_else(|err| {
+            // hyper looks for the client's RST_STREAM only once this future is pending.
+            // A client that opened and reset the stream at once (rapid reset) has done
+            // both before the call is first polled: one yield lets hyper drop the call
+            // before it opens a stream on the upstream connection that all clients share.
+            tokio::task::yield_now().await;
+            let response = inner.call(request).await;
+            watch.answered();
+            let response = response.unwrap_or_else(|err| {
                 warn_limited!(UPSTREAM_FAILED, error = %err, "upstream request failed");
                 let mut response = Response::new(BoxBody::default());
                 *response.status_mut() = StatusCode::BAD_GATEWAY;

@@ -6,7 +6,12 @@
 //! through at once, then [`LINES_PER_SECOND`]. Lines beyond that are dropped and counted,
 //! per site, in `bloscar_log_lines_suppressed_total{site="..."}`; the next line let
 //! through says how many were dropped before it (`suppressed=N`). The log is the
-//! process's, so the limit and the counter are process-wide too.
+//! process's, so the limit and the counter are process-wide too. The HTTP/2 library's
+//! own warnings get the same limit per call site from [`DependencyWarnings`].
+
+mod dependencies;
+
+pub use dependencies::DependencyWarnings;
 
 use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
