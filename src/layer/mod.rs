@@ -17,6 +17,7 @@
 //! `tonic::transport::Server::builder().layer(...)`.
 
 mod clock;
+mod count;
 mod deadline;
 pub mod decode;
 pub mod encode;
@@ -458,7 +459,13 @@ impl Call {
         let shared = Arc::clone(&self.shared);
         let account = shared.memory.account(direction, self.connection.as_ref());
         match plan {
-            BodyPlan::Pass => boxed(body),
+            BodyPlan::Pass => boxed(count::CountBody::new(
+                body,
+                Arc::clone(&shared.metrics),
+                direction,
+                Arc::clone(&self.method),
+                Arc::clone(&self.model),
+            )),
             BodyPlan::Encode { source } => {
                 let context = EncoderContext {
                     chooser: Arc::clone(shared.codec.chooser()),
