@@ -5,6 +5,7 @@
 #   .venvs/triton-client  tritonclient[grpc] + numpy   (KServe v2 / Triton protobuf classes)
 #   .venvs/tfs            min-tfs-client + protobuf 3.20.3 + numpy (TF Serving protobuf classes)
 #   .venvs/blosc          python-blosc (decodes docs/wire-format.md's vectors in Python)
+#   .venvs/prometheus     prometheus-client (parses /metrics in tests/metrics_scrape.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +16,5 @@ make_venv "$python" triton-client "import tritonclient.grpc.service_pb2, numpy, 
 make_venv "$python" tfs "import min_tfs_client, tensorflow.core.framework.tensor_pb2, numpy" \
     min-tfs-client "protobuf==3.20.3" numpy
 make_venv "$python" blosc "import blosc" blosc
+make_venv "$python" prometheus "import prometheus_client.parser, prometheus_client.openmetrics.parser" \
+    prometheus-client

@@ -25,9 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// The content type of `/metrics`: prometheus-client writes the OpenMetrics text format,
-/// which Prometheus scrapes natively.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::metrics::exposition;
 
 /// Slow or idle probe clients must not hold connections open for ever: a connection
 /// that has not sent a request's headers within this time (the first one, or the next
@@ -102,7 +100,9 @@ impl Health {
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves; `/metrics` answers
-/// with what `render_metrics` returns (the sidecar's `Metrics::render`).
+/// with what `render_metrics` returns (the sidecar's `Metrics::render`, OpenMetrics text):
+/// as it is to a scraper whose `Accept` asks for OpenMetrics, in the text format 0.0.4
+/// otherwise.
 ///
 /// Connections already open when `shutdown` resolves are left to finish on their own;
 /// the process exits soon after anyway.
@@ -193,10 +193,22 @@ fn respond(
             Readiness::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
         _ => {
-            let mut response = Response::new(Full::new(Bytes::from(render_metrics())));
+            let openmetrics = req
+                .headers()
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(exposition::wants_openmetrics);
+            let text = render_metrics();
+            let (body, content_type) = if openmetrics {
+                (text, exposition::OPENMETRICS)
+            } else {
+                (exposition::to_text_004(&text), exposition::TEXT_004)
+            };
+            let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
+                header::HeaderValue::from_static(content_type),
             );
             response
         }

@@ -125,7 +125,7 @@ async fn oversize_messages_are_resource_exhausted() {
     long.check().await;
     assert!(
         pair.inbound
-            .metric("bloscar_errors_total{kind=\"resource_exhausted\"}")
+            .metric("bloscar_calls_total{status=\"resource_exhausted\"}")
             >= 1.0
     );
 }

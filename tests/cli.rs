@@ -249,6 +249,15 @@ async fn request(
     method: http::Method,
     path: &str,
 ) -> io::Result<(StatusCode, HeaderMap, String)> {
+    request_accepting(addr, method, path, "*/*").await
+}
+
+async fn request_accepting(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    accept: &str,
+) -> io::Result<(StatusCode, HeaderMap, String)> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -258,6 +267,7 @@ async fn request(
         .method(method)
         .uri(path)
         .header(http::header::HOST, addr.to_string())
+        .header(http::header::ACCEPT, accept)
         .body(Empty::<Bytes>::new())
         .unwrap();
     let response = sender
@@ -293,7 +303,15 @@ async fn admin_endpoints_and_sigint() {
     let (status, _, body) = get(admin, "/ready").await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ready\n"));
 
-    let (status, headers, body) = get(admin, "/metrics").await.unwrap();
+    // Prometheus asks for OpenMetrics first; a plain client gets the text format 0.0.4.
+    let (status, headers, body) = request_accepting(
+        admin,
+        http::Method::GET,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
+    .await
+    .unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         content_type(&headers),
@@ -303,8 +321,31 @@ async fn admin_endpoints_and_sigint() {
         body.contains("# TYPE bloscar_streams_in_flight gauge\n"),
         "{body}"
     );
+    assert!(
+        body.contains("\n# TYPE bloscar_connections_refused counter\n"),
+        "{body}"
+    );
     assert!(body.contains("\nbloscar_streams_in_flight 0\n"), "{body}");
     assert!(body.ends_with("# EOF\n"), "{body}");
+    let (status, headers, body) = request_accepting(
+        admin,
+        http::Method::GET,
+        "/metrics",
+        "text/plain;version=0.0.4",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        content_type(&headers),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(
+        body.contains("\n# TYPE bloscar_connections_refused_total counter\n"),
+        "{body}"
+    );
+    assert!(body.contains("\nbloscar_streams_in_flight 0\n"), "{body}");
+    assert!(!body.contains("# EOF"), "{body}");
 
     let (status, _, _) = get(admin, "/").await.unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -534,7 +575,7 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
     let encoded = metric(
         &metrics,
         &format!(
-            "bloscar_messages_total{{direction=\"response\",outcome=\"encoded\",method=\"{STREAM_METHOD}\"}} "
+            "bloscar_messages_total{{direction=\"response\",outcome=\"encoded\",method=\"{STREAM_METHOD}\""
         ),
     );
     assert!(encoded >= 1.0, "{metrics}");
@@ -616,7 +657,8 @@ async fn the_grace_period_bounds_the_drain() {
 /// The value of the series whose line starts with `prefix` (0 when absent).
 fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit_once(' '))
+        .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0.0)
 }

@@ -60,7 +60,7 @@ async fn a_hung_app_gets_deadline_exceeded_and_its_stream_reset() {
     assert_eq!(call_seen(&mut app).await["grpc-timeout"], "200m");
     assert_eq!(reset_seen(&mut app).await, h2::Reason::CANCEL);
     assert_eq!(
-        inbound.metric("bloscar_errors_total{kind=\"deadline_exceeded\"}"),
+        inbound.metric("bloscar_calls_total{status=\"deadline_exceeded\"}"),
         1.0
     );
     wait_until(|| inbound.metric("bloscar_streams_in_flight") == 0.0).await;
@@ -182,7 +182,7 @@ async fn in_the_middle_of_a_message_the_deadline_resets_the_stream() {
     call_seen(&mut app).await;
     assert_eq!(reset_seen(&mut app).await, h2::Reason::CANCEL);
     // The call still counts as ended by its deadline.
-    wait_until(|| inbound.metric("bloscar_errors_total{kind=\"deadline_exceeded\"}") == 1.0).await;
+    wait_until(|| inbound.metric("bloscar_calls_total{status=\"deadline_exceeded\"}") == 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +227,7 @@ async fn calls_that_finish_in_time_are_untouched() {
     );
     assert_eq!(
         pair.outbound
-            .metric("bloscar_errors_total{kind=\"deadline_exceeded\"}"),
+            .metric("bloscar_calls_total{status=\"deadline_exceeded\"}"),
         0.0
     );
 }

@@ -107,7 +107,12 @@ async fn many_large_calls_share_a_small_budget_and_all_arrive_exactly() {
     assert_kept_and_given_back("outbound", &outbound_budget).await;
     assert_kept_and_given_back("inbound", &inbound_budget).await;
     for proxy in [&outbound, &inbound] {
-        assert!(!proxy.metrics.render().contains("bloscar_errors_total{"));
+        let text = proxy.metrics.render();
+        assert_eq!(
+            common::metric_value(&text, "bloscar_calls_total"),
+            common::metric_value(&text, "bloscar_calls_total{status=\"ok\"}"),
+            "{text}"
+        );
     }
 }
 

@@ -152,6 +152,6 @@ async fn unreachable_upstream_is_unavailable_or_bad_gateway() {
         );
         let response = post(false, proxy.addr, Bytes::from_static(b"x"), &[]).await;
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{role:?}");
-        assert!(proxy.metric("bloscar_errors_total{kind=\"unavailable\"}") >= 1.0);
+        assert!(proxy.metric("bloscar_calls_total{status=\"unavailable\"}") >= 1.0);
     }
 }

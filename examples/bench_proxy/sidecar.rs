@@ -141,8 +141,8 @@ pub async fn model_infer_bytes(outbound_admin: SocketAddr) -> (f64, f64) {
             .sum()
     };
     (
-        sum("bloscar_message_bytes_before_total{"),
-        sum("bloscar_message_bytes_after_total{"),
+        sum("bloscar_message_identity_bytes_total{"),
+        sum("bloscar_message_wire_bytes_total{"),
     )
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 const REPORTED: [&str; 3] = [
     "bloscar_connections_refused_total",
     "bloscar_connections_timed_out_total",
-    "bloscar_errors_total",
+    "bloscar_calls_total",
 ];
 
 /// One scrape: every sample, keyed by its name and labels as written.
@@ -39,11 +39,13 @@ impl Scrape {
     }
 
     /// The reported counters that grew since `before`, shortened:
-    /// `errors{kind="deadline_exceeded"} +12`.
+    /// `calls{/svc/M,,deadline_exceeded} +12`.
     pub fn growth_since(&self, before: &Scrape) -> Vec<String> {
         self.0
             .iter()
             .filter(|(key, _)| REPORTED.iter().any(|f| key.split('{').next() == Some(f)))
+            // Calls that ended well say nothing about an attack.
+            .filter(|(key, _)| !key.contains("status=\"ok\""))
             .filter_map(|(key, &after)| {
                 let delta = after - before.0.get(key).copied().unwrap_or(0.0);
                 (delta > 0.0).then(|| format!("{} +{delta}", short(key)))
@@ -52,7 +54,7 @@ impl Scrape {
     }
 }
 
-/// `bloscar_errors_total{kind="x"}` as `errors{x}`.
+/// `bloscar_calls_total{method="m",model="",status="x"}` as `calls{m,,x}`.
 fn short(key: &str) -> String {
     let (name, labels) = key.split_once('{').unwrap_or((key, ""));
     let name = name

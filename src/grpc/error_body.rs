@@ -21,18 +21,20 @@ pin_project! {
         #[pin]
         inner: B,
         slot: ErrorSlot,
-        on_failure: Option<F>,
+        on_end: Option<F>,
         done: bool,
     }
 }
 
 impl<B, F: FnOnce(&Status)> GrpcErrorBody<B, F> {
-    /// Wraps a gRPC response body; `on_failure` learns the status when the call fails.
-    pub fn new(inner: B, slot: ErrorSlot, on_failure: F) -> Self {
+    /// Wraps a gRPC response body; `on_end` learns the status the call ended with, from
+    /// its trailers (OK when they carry none) or from its failure. It is not called for a
+    /// body that ends without trailers or is dropped before its end.
+    pub fn new(inner: B, slot: ErrorSlot, on_end: F) -> Self {
         GrpcErrorBody {
             inner,
             slot,
-            on_failure: Some(on_failure),
+            on_end: Some(on_end),
             done: false,
         }
     }
@@ -59,11 +61,16 @@ where
             Some(Ok(frame)) => match frame.into_trailers() {
                 Ok(mut trailers) => {
                     *this.done = true;
-                    if let Some(status) = this.slot.get() {
-                        status.add_to(&mut trailers);
-                        if let Some(on_failure) = this.on_failure.take() {
-                            on_failure(&status);
+                    let status = match this.slot.get() {
+                        Some(status) => {
+                            status.add_to(&mut trailers);
+                            status
                         }
+                        None => Status::from_header_map(&trailers)
+                            .unwrap_or_else(|| Status::new(Code::Ok, "")),
+                    };
+                    if let Some(on_end) = this.on_end.take() {
+                        on_end(&status);
                     }
                     Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                 }
@@ -74,16 +81,16 @@ where
                 let err: BoxError = err.into();
                 if let Some(ResetStream(status)) = err.downcast_ref::<ResetStream>() {
                     tracing::debug!(code = status.code.label(), message = %status.message, "gRPC response reset mid-message");
-                    if let Some(on_failure) = this.on_failure.take() {
-                        on_failure(status);
+                    if let Some(on_end) = this.on_end.take() {
+                        on_end(status);
                     }
                     // hyper resets the stream with the reason of an h2 error it is given.
                     return Poll::Ready(Some(Err(Box::new(h2::Error::from(h2::Reason::CANCEL)))));
                 }
                 let status = this.slot.get().unwrap_or_else(|| status_of(&*err));
                 tracing::debug!(code = status.code.label(), message = %status.message, "gRPC response ended by an error");
-                if let Some(on_failure) = this.on_failure.take() {
-                    on_failure(&status);
+                if let Some(on_end) = this.on_end.take() {
+                    on_end(&status);
                 }
                 Poll::Ready(Some(Ok(Frame::trailers(status.to_header_map()))))
             }
@@ -178,5 +185,20 @@ mod tests {
         let reason = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason);
         assert_eq!(reason, Some(h2::Reason::CANCEL));
         assert_eq!(reported, Some(status));
+    }
+
+    #[tokio::test]
+    async fn the_upstream_status_is_reported_at_the_end() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![Ok(Frame::trailers(trailers))];
+        let inner = StreamBody::new(futures_util::stream::iter(frames));
+        let reported = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&reported);
+        let mut body = GrpcErrorBody::new(inner, ErrorSlot::default(), move |s: &Status| {
+            *sink.lock().unwrap() = Some(s.code);
+        });
+        assert!(body.frame().await.unwrap().unwrap().is_trailers());
+        assert_eq!(*reported.lock().unwrap(), Some(Code::NotFound));
     }
 }

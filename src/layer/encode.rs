@@ -178,6 +178,7 @@ where
                         *this.direction,
                         outcome,
                         &this.context.method,
+                        this.context.model.get().map(String::as_str),
                         sent.len,
                         sent.wire_len,
                         sent.started.elapsed(),

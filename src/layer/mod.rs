@@ -17,6 +17,7 @@
 //! `tonic::transport::Server::builder().layer(...)`.
 
 mod clock;
+mod count;
 mod deadline;
 pub mod decode;
 pub mod encode;
@@ -283,6 +284,30 @@ where
     }
 }
 
+/// Counts a call once with the status it ended with; a call whose response body is
+/// dropped before its end (the client went away) counts as `cancelled`.
+struct CallRecord {
+    metrics: Arc<Metrics>,
+    method: Arc<str>,
+    model: ModelSlot,
+    done: bool,
+}
+
+impl CallRecord {
+    fn finish(&mut self, status: &'static str) {
+        if !std::mem::replace(&mut self.done, true) {
+            self.metrics
+                .record_call(&self.method, self.model.get().map(String::as_str), status);
+        }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.finish(crate::grpc::status::Code::Cancelled.label());
+    }
+}
+
 /// What a gRPC call carries from its request to its response.
 struct Call {
     shared: Arc<Shared>,
@@ -403,11 +428,22 @@ impl Call {
             shared,
             slot,
             guard,
+            method: self_method,
+            model: self_model,
             ..
         } = self;
-        let metrics = Arc::clone(&shared.metrics);
+        let mut record = CallRecord {
+            metrics: Arc::clone(&shared.metrics),
+            method: Arc::clone(&self_method),
+            model: self_model,
+            done: false,
+        };
+        // A trailers-only answer has its status in the head and a body without trailers.
+        if let Some(status) = Status::from_header_map(&parts.headers) {
+            record.finish(status.code.label());
+        }
         let body = GrpcErrorBody::new(body, slot, move |status: &Status| {
-            metrics.record_error(status.code.label());
+            record.finish(status.code.label());
             drop(guard);
         })
         .boxed_unsync();
@@ -423,7 +459,13 @@ impl Call {
         let shared = Arc::clone(&self.shared);
         let account = shared.memory.account(direction, self.connection.as_ref());
         match plan {
-            BodyPlan::Pass => boxed(body),
+            BodyPlan::Pass => boxed(count::CountBody::new(
+                body,
+                Arc::clone(&shared.metrics),
+                direction,
+                Arc::clone(&self.method),
+                Arc::clone(&self.model),
+            )),
             BodyPlan::Encode { source } => {
                 let context = EncoderContext {
                     chooser: Arc::clone(shared.codec.chooser()),
@@ -470,7 +512,11 @@ impl Call {
     fn failed(self, status: Status) -> Response<BoxBody> {
         static CALL_FAILED: LogSite = LogSite::new("layer_call_failed");
         warn_limited!(CALL_FAILED, method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
-        self.shared.metrics.record_error(status.code.label());
+        self.shared.metrics.record_call(
+            &self.method,
+            self.model.get().map(String::as_str),
+            status.code.label(),
+        );
         let mut response: Response<BoxBody> = status.into_response();
         if self.shared.role == Role::Inbound {
             encoding::add_accept(response.headers_mut(), BLOSCAR);

@@ -153,22 +153,46 @@ impl Proxy {
         }
     }
 
-    /// The value of one line of the Prometheus text output, e.g.
-    /// `bloscar_messages_total{direction="request",outcome="encoded",method="..."}`.
+    /// The sum of the samples of the Prometheus text output that `series` selects, e.g.
+    /// `bloscar_messages_total{direction="request",outcome="encoded",method="..."}`
+    /// (see [`metric_value`]).
     pub fn metric(&self, series: &str) -> f64 {
         metric_value(&self.metrics.render(), series)
     }
 }
 
-/// Finds `series` in Prometheus text and returns its value (0 when absent).
+/// The sum of the samples in Prometheus text whose name is that of `series` and whose
+/// labels include every label `series` names (0 when none): `name{a="x"}` adds up
+/// `name{a="x",b="y"}` over every `b`. Label values must not hold `",`.
 pub fn metric_value(text: &str, series: &str) -> f64 {
+    let (name, wanted) = split_series(series);
     text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (sample, value) = line.rsplit_once(' ')?;
+            let (n, labels) = split_series(sample);
+            (n == name && wanted.iter().all(|w| labels.contains(w)))
+                .then(|| value.trim().parse::<f64>().ok())
+                .flatten()
         })
-        .unwrap_or(0.0)
+        .sum()
+}
+
+/// `name{a="x",b="y"}` as `name` and `["a=\"x\"", "b=\"y\""]`.
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    let series = series.trim();
+    match series.split_once('{') {
+        None => (series, Vec::new()),
+        Some((name, rest)) => {
+            let inner = rest.trim_end_matches('}');
+            let labels = inner
+                .split("\",")
+                .map(|l| l.trim_end_matches('"'))
+                .filter(|l| !l.is_empty())
+                .collect();
+            (name, labels)
+        }
+    }
 }
 
 /// A TCP relay that counts the bytes crossing it in each direction.

@@ -5,7 +5,7 @@ Sends the same tensor through a sidecar pair call after call with the real Trito
 link and reads the outbound sidecar's /metrics. With --relay-control the bytes are the
 relay's count (tests/e2e/relay.py, which also paces the link); without, loopback is left
 bare and the bytes are the gRPC messages the outbound counted on the link side
-(bloscar_message_bytes_after_total, both directions). The sidecars run with
+(bloscar_message_wire_bytes_total, both directions). The sidecars run with
 the default configuration: the link is measured from the calls themselves. Asserts what
 the sidecars decided, never how long anything took:
 
@@ -155,8 +155,8 @@ def main() -> int:
         samples = settled(args.metrics, len(calls) + 1, time.monotonic() + 10)
         if not args.relay_control and record["bit_exact"]:
             # The gRPC messages as the apps and as the link carried them, both directions.
-            for key, name in (("app_bytes", "bloscar_message_bytes_before_total"),
-                              ("link_bytes", "bloscar_message_bytes_after_total")):
+            for key, name in (("app_bytes", "bloscar_message_identity_bytes_total"),
+                              ("link_bytes", "bloscar_message_wire_bytes_total")):
                 record[key] = int(total(samples, name) - total(previous[0], name))
         previous[0] = samples
         record["link_rate_mbps"] = round(total(samples, "bloscar_link_rate_bytes_per_second") * 8e-6, 1)

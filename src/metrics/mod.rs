@@ -1,7 +1,8 @@
 //! Prometheus metrics of the sidecar (prometheus-client).
 //!
-//! `Metrics::new()` registers every family; `Metrics::render()` gives the text exposition
-//! format served by the admin listener. The proxy and the layer record through the methods
+//! `Metrics::new()` registers every family; `Metrics::render()` gives the OpenMetrics text
+//! served by the admin listener ([`exposition`] turns it into the text format 0.0.4 for
+//! scrapers that do not ask for OpenMetrics). The proxy and the layer record through the methods
 //! below; one `Metrics` is shared (`Arc`) by every listener of a process.
 
 use std::collections::HashSet;
@@ -15,8 +16,11 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+pub mod exposition;
+pub mod process;
 
 /// Which way a message travels between the apps: the locator's direction, as a label.
 pub use crate::locate::Direction;
@@ -56,16 +60,27 @@ struct MessageLabels {
     direction: Direction,
     outcome: Outcome,
     method: String,
+    model: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct DirectionLabels {
+struct TransformLabels {
     direction: Direction,
+    outcome: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ErrorLabels {
-    kind: String,
+struct CallLabels {
+    method: String,
+    model: String,
+    /// The gRPC status the call ended with, as [`Code::label`](crate::grpc::status::Code::label).
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    rust_version: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -101,19 +116,23 @@ impl EncodeLabelValue for ConnectionTimeout {
 
 /// Distinct method labels kept before further methods are counted as `other`: method
 /// paths come from clients and must not grow the registry without bound.
-const MAX_METHOD_LABELS: usize = 256;
+pub const MAX_METHOD_LABELS: usize = 256;
 
-type HistogramFamily = Family<DirectionLabels, Histogram, fn() -> Histogram>;
+/// Distinct model labels kept before further models are counted as `other`: model names
+/// come from request messages, so they are bounded like methods.
+pub const MAX_MODEL_LABELS: usize = 64;
+
+type HistogramFamily = Family<TransformLabels, Histogram, fn() -> Histogram>;
 
 /// The sidecar's metric families.
 pub struct Metrics {
     registry: Registry,
     messages: Family<MessageLabels, Counter>,
-    bytes_before: Family<MessageLabels, Counter>,
-    bytes_after: Family<MessageLabels, Counter>,
-    ratio: HistogramFamily,
+    identity_bytes: Family<MessageLabels, Counter>,
+    wire_bytes: Family<MessageLabels, Counter>,
+    factor: HistogramFamily,
     seconds: HistogramFamily,
-    errors: Family<ErrorLabels, Counter>,
+    calls: Family<CallLabels, Counter>,
     streams: Gauge<i64, AtomicI64>,
     link_rate: Gauge<f64, AtomicU64>,
     link_samples: Family<SampleLabels, Counter>,
@@ -121,7 +140,35 @@ pub struct Metrics {
     connections_refused: Family<ListenerLabels, Counter>,
     connections_timed_out: Family<TimeoutLabels, Counter>,
     connections_reset_flood: Family<ListenerLabels, Counter>,
-    methods: Mutex<HashSet<String>>,
+    methods: Bounded,
+    models: Bounded,
+}
+
+/// A label set bounded to `cap` distinct values; later values read `other`.
+struct Bounded {
+    cap: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Bounded {
+    fn new(cap: usize) -> Bounded {
+        Bounded {
+            cap,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn label(&self, value: &str) -> String {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(value) {
+            return value.to_owned();
+        }
+        if seen.len() < self.cap {
+            seen.insert(value.to_owned());
+            return value.to_owned();
+        }
+        "other".to_owned()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -130,15 +177,18 @@ struct SampleLabels {
     kind: &'static str,
 }
 
-fn ratio_histogram() -> Histogram {
+fn factor_histogram() -> Histogram {
     Histogram::new([
         1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1000.0,
     ])
 }
 
 fn seconds_histogram() -> Histogram {
-    // 10 µs to ~5 s.
-    Histogram::new(exponential_buckets(1e-5, 3.0, 13))
+    // 10 µs to 5 s, written out so that the `le` labels read as written (products of
+    // floats would show as 0.000030000000000000005).
+    Histogram::new([
+        0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 5.0,
+    ])
 }
 
 impl Default for Metrics {
@@ -150,13 +200,27 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric family under the `bloscar` prefix.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("bloscar");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("bloscar");
         let messages = Family::<MessageLabels, Counter>::default();
-        let bytes_before = Family::<MessageLabels, Counter>::default();
-        let bytes_after = Family::<MessageLabels, Counter>::default();
-        let ratio: HistogramFamily = Family::new_with_constructor(ratio_histogram);
+        let identity_bytes = Family::<MessageLabels, Counter>::default();
+        let wire_bytes = Family::<MessageLabels, Counter>::default();
+        let factor: HistogramFamily = Family::new_with_constructor(factor_histogram);
         let seconds: HistogramFamily = Family::new_with_constructor(seconds_histogram);
-        let errors = Family::<ErrorLabels, Counter>::default();
+        let calls = Family::<CallLabels, Counter>::default();
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                rust_version: env!("CARGO_PKG_RUST_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels name the bloscar version and the oldest Rust version it builds with",
+            build,
+        );
         let streams = Gauge::<i64, AtomicI64>::default();
         let link_rate = Gauge::<f64, AtomicU64>::default();
         let link_samples = Family::<SampleLabels, Counter>::default();
@@ -176,23 +240,23 @@ impl Metrics {
         );
         registry.register(
             "messages",
-            "gRPC messages by direction, method and what was done to them",
+            "gRPC messages by direction, method, model and what was done to them (encoded, decoded or passed as they were)",
             messages.clone(),
         );
         registry.register(
-            "message_bytes_before",
+            "message_identity_bytes",
             "Message bytes as the sending app wrote them (identity), before encoding or after decoding",
-            bytes_before.clone(),
+            identity_bytes.clone(),
         );
         registry.register(
-            "message_bytes_after",
+            "message_wire_bytes",
             "Message bytes as they travel between the sidecars",
-            bytes_after.clone(),
+            wire_bytes.clone(),
         );
         registry.register(
-            "compression_ratio",
-            "Identity size over encoded size of each encoded message",
-            ratio.clone(),
+            "compression_factor",
+            "Identity size over wire size of each encoded or decoded message (2 means half the bytes)",
+            factor.clone(),
         );
         registry.register(
             "transform_seconds",
@@ -200,16 +264,16 @@ impl Metrics {
             seconds.clone(),
         );
         registry.register(
-            "errors",
-            "Failed gRPC calls by kind (the gRPC status they ended with)",
-            errors.clone(),
+            "calls",
+            "gRPC calls proxied, by method, model and the gRPC status they ended with",
+            calls.clone(),
         );
         registry.register(
             "streams_in_flight",
             "gRPC calls currently proxied",
             streams.clone(),
         );
-        crate::log_limit::register(&mut registry);
+        crate::log_limit::register(registry);
         registry.register(
             "connections_open",
             "Client connections open on each proxy listener",
@@ -233,13 +297,13 @@ impl Metrics {
             connections_reset_flood.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             messages,
-            bytes_before,
-            bytes_after,
-            ratio,
+            identity_bytes,
+            wire_bytes,
+            factor,
             seconds,
-            errors,
+            calls,
             streams,
             link_rate,
             link_samples,
@@ -247,7 +311,8 @@ impl Metrics {
             connections_refused,
             connections_timed_out,
             connections_reset_flood,
-            methods: Mutex::new(HashSet::new()),
+            methods: Bounded::new(MAX_METHOD_LABELS),
+            models: Bounded::new(MAX_MODEL_LABELS),
         }
     }
 
@@ -255,10 +320,12 @@ impl Metrics {
     /// ([`Tuner::collector`](crate::codec::tune::Tuner::collector)); their names get the
     /// `bloscar_` prefix too.
     pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
-        self.registry.register_collector(collector);
+        self.registry
+            .sub_registry_with_prefix("bloscar")
+            .register_collector(collector);
     }
 
-    /// The metrics in the Prometheus text exposition format.
+    /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -267,12 +334,15 @@ impl Metrics {
     }
 
     /// Records one message: `identity_len` is its plain size, `wire_len` its size between
-    /// the sidecars; `elapsed` the encode or decode time (zero when passed through).
+    /// the sidecars; `elapsed` the encode or decode time (zero when passed through);
+    /// `model` the model the call names, when known (the label is empty otherwise).
+    #[allow(clippy::too_many_arguments)]
     pub fn record_message(
         &self,
         direction: Direction,
         outcome: Outcome,
         method: &str,
+        model: Option<&str>,
         identity_len: usize,
         wire_len: usize,
         elapsed: Duration,
@@ -280,37 +350,43 @@ impl Metrics {
         let labels = MessageLabels {
             direction,
             outcome,
-            method: self.method_label(method),
+            method: self.methods.label(method),
+            model: self.model_label(model),
         };
         self.messages.get_or_create(&labels).inc();
-        self.bytes_before
+        self.identity_bytes
             .get_or_create(&labels)
             .inc_by(identity_len as u64);
-        self.bytes_after
+        self.wire_bytes
             .get_or_create(&labels)
             .inc_by(wire_len as u64);
         if outcome != Outcome::Passed {
-            let d = DirectionLabels { direction };
+            let t = TransformLabels { direction, outcome };
             if wire_len > 0 {
-                self.ratio
-                    .get_or_create(&d)
+                self.factor
+                    .get_or_create(&t)
                     .observe(identity_len as f64 / wire_len as f64);
             }
             self.seconds
-                .get_or_create(&d)
+                .get_or_create(&t)
                 .observe(elapsed.as_secs_f64());
         }
     }
 
-    /// Counts a failure of the given kind: the label of the gRPC status a call ended
-    /// with (`data_loss`, `unavailable`, ...), or `encode_failed` for a message that
-    /// went as identity because it could not be encoded.
-    pub fn record_error(&self, kind: &str) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                kind: kind.to_owned(),
+    /// Counts a call that ended with `status` (a [`Code::label`](crate::grpc::status::Code::label):
+    /// `ok`, `data_loss`, ...).
+    pub fn record_call(&self, method: &str, model: Option<&str>, status: &'static str) {
+        self.calls
+            .get_or_create(&CallLabels {
+                method: self.methods.label(method),
+                model: self.model_label(model),
+                status,
             })
             .inc();
+    }
+
+    fn model_label(&self, model: Option<&str>) -> String {
+        model.map_or_else(String::new, |m| self.models.label(m))
     }
 
     /// Records a measurement of the link (`link_bound`: the link set the pace) and the
@@ -374,18 +450,6 @@ impl Metrics {
             .get_or_create(&ListenerLabels { listener })
             .inc();
     }
-
-    fn method_label(&self, method: &str) -> String {
-        let mut methods = self.methods.lock().unwrap_or_else(|e| e.into_inner());
-        if methods.contains(method) {
-            return method.to_owned();
-        }
-        if methods.len() < MAX_METHOD_LABELS {
-            methods.insert(method.to_owned());
-            return method.to_owned();
-        }
-        "other".to_owned()
-    }
 }
 
 /// Keeps one call counted in `streams_in_flight`.
@@ -416,27 +480,47 @@ impl Drop for ConnectionGuard {
 mod tests {
     use super::*;
 
+    const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
     #[test]
     fn render_shows_recorded_values() {
         let metrics = Metrics::new();
         metrics.record_message(
             Direction::Request,
             Outcome::Encoded,
-            "/inference.GRPCInferenceService/ModelInfer",
+            INFER,
+            Some("resnet:1"),
             4000,
             1000,
             Duration::from_micros(50),
         );
-        metrics.record_error("data_loss");
+        metrics.record_call(INFER, Some("resnet:1"), "data_loss");
+        metrics.record_call("/svc/Unknown", None, "ok");
         let guard = metrics.stream_started();
         let text = metrics.render();
         assert!(text.contains(
-            "bloscar_messages_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\"} 1"
+            "bloscar_messages_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"resnet:1\"} 1"
         ), "{text}");
-        assert!(text.contains("bloscar_message_bytes_before_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\"} 4000"));
-        assert!(text.contains("bloscar_compression_ratio_sum{direction=\"request\"} 4.0"));
-        assert!(text.contains("bloscar_errors_total{kind=\"data_loss\"} 1"));
+        assert!(text.contains("bloscar_message_identity_bytes_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"resnet:1\"} 4000"));
+        assert!(text.contains("bloscar_message_wire_bytes_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"resnet:1\"} 1000"));
+        assert!(text.contains(
+            "bloscar_compression_factor_sum{direction=\"request\",outcome=\"encoded\"} 4.0"
+        ));
+        assert!(text.contains("bloscar_calls_total{method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"resnet:1\",status=\"data_loss\"} 1"));
+        assert!(
+            text.contains(
+                "bloscar_calls_total{method=\"/svc/Unknown\",model=\"\",status=\"ok\"} 1"
+            )
+        );
         assert!(text.contains("bloscar_streams_in_flight 1"));
+        assert!(text.contains(&format!(
+            "bloscar_build_info{{version=\"{}\",rust_version=\"1.88\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains("\nbloscar_transform_seconds_bucket{le=\"0.00003\",direction=\"request\",outcome=\"encoded\"} 0\n"), "{text}");
+        assert!(text.contains("\nbloscar_transform_seconds_bucket{le=\"0.0001\",direction=\"request\",outcome=\"encoded\"} 1\n"));
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("\n# TYPE process_resident_memory_bytes gauge\n"));
         drop(guard);
         assert!(metrics.render().contains("bloscar_streams_in_flight 0"));
     }
@@ -470,18 +554,26 @@ mod tests {
     }
 
     #[test]
-    fn method_labels_are_bounded() {
+    fn method_and_model_labels_are_bounded() {
         let metrics = Metrics::new();
         for i in 0..MAX_METHOD_LABELS + 10 {
             metrics.record_message(
                 Direction::Response,
                 Outcome::Passed,
                 &format!("/svc/M{i}"),
+                None,
                 1,
                 1,
                 Duration::ZERO,
             );
         }
-        assert!(metrics.render().contains("method=\"other\"} 10"));
+        assert!(metrics.render().contains("method=\"other\",model=\"\"} 10"));
+        let metrics = Metrics::new();
+        for i in 0..MAX_MODEL_LABELS + 3 {
+            metrics.record_call(INFER, Some(&format!("m{i}")), "ok");
+        }
+        assert!(metrics.render().contains(
+            "bloscar_calls_total{method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"other\",status=\"ok\"} 3"
+        ));
     }
 }

@@ -1,0 +1,172 @@
+//! Scrapes `/metrics` of a real sidecar pair after calls of a known method (with a model)
+//! and of a method the sidecar does not know, and checks the families against the list
+//! below with prometheus_client's parsers (both exposition formats), so that a rename
+//! cannot go unnoticed. Every family in the list must also be in docs/sidecar.md.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use bloscar::admin::Health;
+use bytes::Bytes;
+use common::server::{MODEL_INFER, PLAIN_ECHO};
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The families (as the OpenMetrics parser names them) the outbound shows after the
+/// calls below, with their types.
+const OUTBOUND_FAMILIES: &[(&str, &str)] = &[
+    ("bloscar_build_info", "gauge"),
+    ("bloscar_calls", "counter"),
+    ("bloscar_compression_factor", "histogram"),
+    ("bloscar_connections_open", "gauge"),
+    ("bloscar_connections_refused", "counter"),
+    ("bloscar_connections_reset_flood", "counter"),
+    ("bloscar_connections_timed_out", "counter"),
+    ("bloscar_link_rate_bytes_per_second", "gauge"),
+    ("bloscar_message_identity_bytes", "counter"),
+    ("bloscar_message_wire_bytes", "counter"),
+    ("bloscar_messages", "counter"),
+    ("bloscar_streams_in_flight", "gauge"),
+    ("bloscar_transform_seconds", "histogram"),
+    ("process_cpu_seconds", "counter"),
+    ("process_max_fds", "gauge"),
+    ("process_open_fds", "gauge"),
+    ("process_resident_memory_bytes", "gauge"),
+];
+
+async fn scrape(addr: std::net::SocketAddr, accept: &str) -> (String, String) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/metrics")
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::ACCEPT, accept)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let content_type = response.headers()[http::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The `name type` lines prometheus_client's parser prints for `body`.
+fn parse(format: &str, body: &str) -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let venvs = Command::new("bash")
+        .arg(format!("{root}/scripts/venvs.sh"))
+        .status()
+        .unwrap();
+    assert!(venvs.success(), "scripts/venvs.sh failed");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("metrics-{}-{format}.txt", std::process::id()));
+    std::fs::write(&file, body).unwrap();
+    let out = Command::new(format!("{root}/.venvs/prometheus/bin/python"))
+        .arg(format!("{root}/tests/python/parse_metrics.py"))
+        .arg(format)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "parser rejected the {format} scrape: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_family_parses_and_is_listed() {
+    let pair = Pair::start().await;
+    let request = Bytes::from(kserve_request(smooth_f32(64 * 1024)).encode_to_vec());
+    // The first call teaches the outbound that its peer reads bloscar; the second is
+    // encoded.
+    for _ in 0..2 {
+        raw_unary(pair.channel().await, MODEL_INFER, request.clone())
+            .await
+            .unwrap();
+    }
+    raw_unary(
+        pair.channel().await,
+        PLAIN_ECHO,
+        Bytes::from_static(b"plain"),
+    )
+    .await
+    .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = Arc::clone(&pair.outbound.metrics);
+    tokio::spawn(bloscar::admin::serve(
+        listener,
+        Arc::new(Health::new()),
+        move || metrics.render(),
+        std::future::pending(),
+    ));
+
+    let (content_type, om) = scrape(addr, "application/openmetrics-text;version=1.0.0").await;
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let expected: Vec<String> = OUTBOUND_FAMILIES
+        .iter()
+        .map(|(name, kind)| format!("{name} {kind}"))
+        .collect();
+    assert_eq!(parse("openmetrics", &om), expected, "{om}");
+
+    let (content_type, text) = scrape(addr, "text/plain;version=0.0.4").await;
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    // The 0.0.4 parser names counter families without `_total` too.
+    assert_eq!(parse("text", &text), expected, "{text}");
+
+    // Per-model and pass-through series, counted by the outbound: two ModelInfer calls
+    // of model echo:1 and one call of a method it does not know. The first ModelInfer
+    // request passed as it was while the peer was unknown; a message passed on is not
+    // read, so that call's model is not known (the empty label).
+    let infer = format!("method=\"{MODEL_INFER}\",model=\"echo:1\"");
+    let unread = format!("method=\"{MODEL_INFER}\",model=\"\"");
+    for line in [
+        format!("bloscar_calls_total{{{infer},status=\"ok\"}} 1"),
+        format!("bloscar_calls_total{{{unread},status=\"ok\"}} 1"),
+        format!("bloscar_messages_total{{direction=\"request\",outcome=\"encoded\",{infer}}} 1"),
+        format!("bloscar_messages_total{{direction=\"response\",outcome=\"decoded\",{infer}}} 1"),
+        format!("bloscar_messages_total{{direction=\"request\",outcome=\"passed\",{unread}}} 1"),
+        format!("bloscar_calls_total{{method=\"{PLAIN_ECHO}\",model=\"\",status=\"ok\"}} 1"),
+        format!(
+            "bloscar_messages_total{{direction=\"request\",outcome=\"passed\",method=\"{PLAIN_ECHO}\",model=\"\"}} 1"
+        ),
+        format!(
+            "bloscar_messages_total{{direction=\"response\",outcome=\"passed\",method=\"{PLAIN_ECHO}\",model=\"\"}} 1"
+        ),
+    ] {
+        assert!(om.contains(&format!("\n{line}\n")), "{line}\n{om}");
+    }
+
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sidecar.md")).unwrap();
+    for (name, kind) in OUTBOUND_FAMILIES {
+        let documented = if *kind == "counter" {
+            format!("`{name}_total`")
+        } else {
+            format!("`{name}`")
+        };
+        assert!(
+            docs.contains(&documented),
+            "{documented} missing from docs/sidecar.md"
+        );
+    }
+}
