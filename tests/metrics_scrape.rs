@@ -25,7 +25,6 @@ const OUTBOUND_FAMILIES: &[(&str, &str)] = &[
     ("bloscar_compression_factor", "histogram"),
     ("bloscar_connections_open", "gauge"),
     ("bloscar_connections_refused", "counter"),
-    ("bloscar_connections_reset_flood", "counter"),
     ("bloscar_connections_timed_out", "counter"),
     ("bloscar_link_rate_bytes_per_second", "gauge"),
     ("bloscar_message_identity_bytes", "counter"),
