@@ -146,6 +146,24 @@ async fn distinct_authorities_share_one_upstream_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_downstream_connection_has_upstream_connections_of_its_own() {
+    let server = CountingServer::start("127.0.0.1:0".parse().unwrap()).await;
+    let proxy = Proxy::start(Role::Inbound, server.addr).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(h2_client(proxy.addr).await);
+    }
+    for _ in 0..5 {
+        for send in &mut clients {
+            let (status, body) = post_h2(send, "app.example", b"hello").await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+        }
+    }
+    assert_eq!(server.connections(), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_hosts_keep_their_host_header_and_reuse_connections() {
     let server = CountingServer::start("127.0.0.1:0".parse().unwrap()).await;
     let proxy = Proxy::start(Role::Inbound, server.addr).await;

@@ -8,8 +8,9 @@
 //!
 //! Every queued piece carries the [`Charge`] of the memory budget for the bytes it holds:
 //! a job's charge covers its input and output while it runs and then only its output,
-//! and a piece's charge is given back when the piece is handed on, or dropped with the
-//! queue when the stream ends.
+//! and a piece's charge travels with its bytes when it is handed on (given back once the
+//! connection has written and dropped them), or is dropped with the queue when the
+//! stream ends.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -35,9 +36,36 @@ pub const MAX_JOBS_AHEAD: usize = 3;
 
 /// Most bytes handed on at once: the sidecar's largest HTTP/2 frame. The connection
 /// takes a whole piece as soon as its window has room for one byte of it and holds the
-/// rest until the window opens, out of the budget's sight; a restored chunk is four times
-/// this.
+/// rest until the window opens; smaller pieces leave more of a chunk here, where the
+/// stream can still decide about it (a restored chunk is four times this).
 pub const MAX_HANDOFF: usize = 256 << 10;
+
+/// Bytes handed on with their charge: HTTP/2 keeps what it has taken in its send
+/// buffer (up to the sidecar's send buffer per stream) until the peer's window opens, so
+/// the charge stays with the bytes until the connection has written them and dropped
+/// the last reference, and a peer that does not read holds the budget, not memory
+/// beyond it.
+struct Charged {
+    bytes: Bytes,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// `bytes` that give `charge` back once the last reference to them is dropped.
+fn charged(bytes: Bytes, charge: Charge) -> Bytes {
+    if charge.bytes() == 0 {
+        return bytes;
+    }
+    Bytes::from_owner(Charged {
+        bytes,
+        _charge: charge,
+    })
+}
 
 /// What a transforming body does next.
 #[derive(Debug)]
@@ -281,9 +309,9 @@ impl Pipeline {
             match front {
                 Slot::Ready(bytes, charge) if bytes.len() > MAX_HANDOFF => {
                     // HTTP/2 takes a whole piece once its window has room for one byte:
-                    // pieces no longer than a frame keep the rest here, counted.
+                    // pieces no longer than a frame keep the rest here.
                     let piece = bytes.split_to(MAX_HANDOFF);
-                    drop(charge.split(MAX_HANDOFF));
+                    let piece = charged(piece, charge.split(MAX_HANDOFF));
                     self.wire_len += piece.len();
                     return Poll::Ready(Some(Pending::Bytes(piece)));
                 }
@@ -291,8 +319,7 @@ impl Pipeline {
                     let Some(Slot::Ready(bytes, charge)) = self.queue.pop_front() else {
                         unreachable!("the front slot was ready");
                     };
-                    // Handed on: the bytes are the connection's now.
-                    drop(charge);
+                    let bytes = charged(bytes, charge);
                     self.wire_len += bytes.len();
                     return Poll::Ready(Some(Pending::Bytes(bytes)));
                 }

@@ -12,6 +12,7 @@ mod activity;
 mod connection;
 mod headers;
 mod limits;
+mod linger;
 mod opening;
 mod resets;
 mod server;

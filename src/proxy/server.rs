@@ -25,6 +25,7 @@ use super::ProxySettings;
 use super::accept::{Admission, Admitted};
 use super::activity::{Activity, Counted};
 use super::limits::{self, ListenerLimits};
+use super::linger::Lingering;
 use super::opening::{Replay, read_opening};
 use super::resets::{CallWatch, ResetGuard};
 use super::upstream::Upstream;
@@ -86,7 +87,10 @@ struct Shared {
     memory: MemoryBudget,
     limits: ListenerLimits,
     builder: auto::Builder<TokioExecutor>,
-    service: Bloscar<Upstream>,
+    layer: BloscarLayer,
+    /// The upstream client that every connection's own client copies (see
+    /// [`Upstream::with_own_connections`]).
+    upstream: Upstream,
     metrics: Arc<Metrics>,
 }
 
@@ -113,7 +117,8 @@ pub async fn serve(
         memory: settings.memory.clone(),
         limits,
         builder: builder(&limits, settings.role),
-        service: layer(&settings, Arc::clone(&metrics)).layer(upstream),
+        layer: layer(&settings, Arc::clone(&metrics)),
+        upstream,
         metrics: Arc::clone(&metrics),
     });
     let local = listener.local_addr()?;
@@ -199,13 +204,16 @@ async fn serve_connection(
     let activity = Activity::new();
     let resets = ResetGuard::default();
     let service = ProxyService {
-        inner: super::WithConnection::new(shared.service.clone(), shared.memory.connection()),
+        inner: super::WithConnection::new(
+            shared.layer.layer(shared.upstream.with_own_connections()),
+            shared.memory.connection(),
+        ),
         activity: activity.clone(),
         resets: resets.clone(),
         judge_peer_calls: shared.judge_peer_calls,
     };
     let connection = shared.builder.serve_connection(
-        TokioIo::new(super::coalesced(io)),
+        TokioIo::new(super::coalesced(Lingering::new(io))),
         TowerToHyperService::new(service),
     );
     let mut connection = pin!(connection);

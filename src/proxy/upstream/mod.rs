@@ -1,10 +1,21 @@
 //! The upstream client: connections to the one address a listener forwards to.
 //!
-//! HTTP/2 requests (all gRPC) share one HTTP/2 connection with prior knowledge, driven
+//! HTTP/2 requests (all gRPC) go over HTTP/2 with prior knowledge, driven
 //! with the h2 crate directly ([`h2_client`]); HTTP/1.x requests are forwarded as HTTP/1.1
 //! through hyper's pooled client. Connections are made to the configured address only:
 //! the authority a client wrote travels on unchanged (`:authority`, `Host`) but never
 //! picks a connection, so distinct authorities cannot multiply upstream connections.
+//!
+//! Each downstream connection has an upstream HTTP/2 connection of its own
+//! ([`Upstream::with_own_connections`]), as each client would have without the sidecar.
+//! Calls of different clients on one HTTP/2 connection share its flow-control window,
+//! its stream limit and its peer's defences: one client that does not read its answers
+//! would stall everyone's answers once the window is full, one whose calls the server
+//! leaves hanging would take everyone's share of the server's stream limit, and resets
+//! of one client's calls would count against all of them when the server closes the
+//! connection for too many (hyper's and h2's servers say GOAWAY ENHANCE_YOUR_CALM). So
+//! there are as many upstream HTTP/2 connections as downstream ones, bounded by the
+//! listener's connection limit.
 
 mod body;
 mod h2_client;
@@ -69,6 +80,8 @@ impl Service<Uri> for FixedConnector {
 /// The tower service that sends requests to the upstream and returns its responses.
 #[derive(Clone)]
 pub struct Upstream {
+    connector: HttpConnector,
+    target: Uri,
     h2: Arc<H2Client>,
     h1: Client<FixedConnector, BoxBody>,
     h1_slots: Arc<Semaphore>,
@@ -90,21 +103,36 @@ impl Upstream {
         connector.set_keepalive(Some(KEEP_ALIVE_IDLE));
         connector.set_keepalive_interval(Some(KEEP_ALIVE_INTERVAL));
         connector.set_keepalive_retries(Some(KEEP_ALIVE_RETRIES));
-        let h2 = Arc::new(H2Client::new(connector.clone(), target.clone()));
-        let connector = FixedConnector {
-            inner: connector,
-            target,
-        };
-        let h1 = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Ok(Upstream {
-            h2,
-            h1,
+            h2: Arc::new(H2Client::new(connector.clone(), target.clone())),
+            h1: Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .build(FixedConnector {
+                    inner: connector.clone(),
+                    target: target.clone(),
+                }),
+            connector,
+            target,
             h1_slots: Arc::new(Semaphore::new(MAX_H1_IN_FLIGHT)),
             forward,
         })
+    }
+
+    /// A client to the same upstream with an HTTP/2 connection of its own, for one
+    /// downstream connection (see the module's documentation). HTTP/1.1 connections stay
+    /// pooled over all downstream connections: each carries one request at a time, so
+    /// clients share nothing on them but the pool, and the slots bound the requests in
+    /// flight over all of them.
+    pub fn with_own_connections(&self) -> Upstream {
+        Upstream {
+            h2: Arc::new(H2Client::new(self.connector.clone(), self.target.clone())),
+            h1: self.h1.clone(),
+            connector: self.connector.clone(),
+            target: self.target.clone(),
+            h1_slots: Arc::clone(&self.h1_slots),
+            forward: self.forward.clone(),
+        }
     }
 }
 
