@@ -9,40 +9,83 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::{EXIT_CONFIG, logging};
 
-/// The `--help` text listing the environment variables and their defaults.
+/// Width of the `--help` text: a terminal's 80 columns, minus a margin.
+const HELP_WIDTH: usize = 78;
+
+/// The `--help` text listing the environment variables, their defaults and the exit
+/// codes: the same words as the README's configuration table, wrapped for a terminal.
 pub fn environment_help() -> String {
-    let mut help = String::from("Environment (defaults in brackets):\n");
+    let mut help = String::new();
+    wrap(
+        &mut help,
+        "Environment (the README's configuration table; defaults in brackets):",
+        "",
+    );
     for v in config::VARIABLES {
         let default = if v.default.starts_with('(') {
             v.default.to_string()
         } else {
             format!("[{}]", v.default)
         };
-        help.push_str(&format!(
-            "  {} {default}\n      {}; accepts {}\n",
-            v.name, v.meaning, v.accepts
-        ));
+        help.push_str(&format!("\n  {} {default}\n", v.name));
+        let meaning = config::plain_text(v.meaning);
+        wrap(&mut help, &format!("{meaning}."), "      ");
+        wrap(&mut help, &format!("Accepts {}.", v.accepts), "      ");
     }
+    help.push_str("\nExit status:\n");
+    wrap(
+        &mut help,
+        "0 after a shutdown on SIGTERM or SIGINT; 1 when a listener cannot be bound or fails, \
+         or a second signal ends the drain; 64 (EX_USAGE) for an invalid command line; \
+         78 (EX_CONFIG) for an invalid BLOSCAR_* variable.",
+        "  ",
+    );
     help
+}
+
+/// Appends `text` to `out` in lines of at most [`HELP_WIDTH`] columns (a longer word
+/// gets a line of its own), each starting with `indent`.
+fn wrap(out: &mut String, text: &str, indent: &str) {
+    let mut line = String::from(indent);
+    for word in text.split_whitespace() {
+        if line.len() > indent.len() && line.len() + 1 + word.len() > HELP_WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(indent);
+        }
+        if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
 }
 
 /// Runs the sidecar until SIGTERM or SIGINT and the drain that follows.
 pub fn main() -> ExitCode {
+    // Logging first, from its own two variables, so that an invalid configuration is
+    // reported in the chosen format (a JSON line for a log collector).
+    logging::init(&Config::logging_from_vars(Config::env_vars()));
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("bloscar: {e}");
+            tracing::error!(
+                variable = e.variable(),
+                error = %e,
+                exit_code = EXIT_CONFIG,
+                "invalid configuration"
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    logging::init(&config);
     for name in &config.ignored {
         tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
     }
     let runtime = match runtime_builder(config.io_threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("bloscar: cannot start the async runtime: {e}");
+            tracing::error!(error = %e, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -74,15 +117,20 @@ async fn serve(config: Config) -> ExitCode {
     ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("bloscar: cannot install signal handlers: {e}");
+            tracing::error!(error = %e, "cannot install signal handlers");
             return ExitCode::FAILURE;
         }
     };
     let sidecar = match Sidecar::bind(&config).await {
         Ok(sidecar) => sidecar,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("bloscar: {e}");
+            // One line, in the log's format: the variable, the address and the cause.
+            tracing::error!(
+                variable = e.variable,
+                address = %e.addr,
+                error = %e,
+                "cannot listen"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -98,7 +146,7 @@ async fn serve(config: Config) -> ExitCode {
         codec = %config.codec,
         min_tensor_bytes = config.min_tensor_bytes,
         max_message_bytes = config.max_message_bytes,
-        "listening"
+        "started"
     );
     let shutdown = async move {
         let name = tokio::select! {
@@ -116,11 +164,9 @@ async fn serve(config: Config) -> ExitCode {
             std::process::exit(1);
         });
     };
+    // A listener's failure was logged, with its role, where it happened.
     match sidecar.run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bloscar: {e}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }

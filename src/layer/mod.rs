@@ -16,6 +16,7 @@
 //! wrap a tonic `Channel` with an outbound layer, or put an inbound layer in
 //! `tonic::transport::Server::builder().layer(...)`.
 
+mod access;
 mod clock;
 mod count;
 mod deadline;
@@ -46,6 +47,8 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::access::Access;
+pub use self::access::ClientAddr;
 use self::deadline::{CallTimer, TimedResponse, WatchedRequest};
 use self::feedback::CallCosts;
 use self::link::SharedTiming;
@@ -248,7 +251,9 @@ where
             }));
         }
         let shared = Arc::clone(&self.shared);
+        let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
         let call = Call {
+            access: Access::start(shared.role, client, &shared.peer_name),
             connection: request.extensions().get::<ConnectionShare>().cloned(),
             method: Arc::from(request.uri().path()),
             slot: ErrorSlot::default(),
@@ -284,20 +289,25 @@ where
     }
 }
 
-/// Counts a call once with the status it ended with; a call whose response body is
-/// dropped before its end (the client went away) counts as `cancelled`.
+/// Counts a call once with the status it ended with (and writes its access line); a
+/// call whose response body is dropped before its end (the client went away) counts as
+/// `cancelled`.
 struct CallRecord {
     metrics: Arc<Metrics>,
     method: Arc<str>,
     model: ModelSlot,
+    access: Option<Access>,
     done: bool,
 }
 
 impl CallRecord {
     fn finish(&mut self, status: &'static str) {
         if !std::mem::replace(&mut self.done, true) {
-            self.metrics
-                .record_call(&self.method, self.model.get().map(String::as_str), status);
+            let model = self.model.get().map(String::as_str);
+            self.metrics.record_call(&self.method, model, status);
+            if let Some(access) = &self.access {
+                access.log(&self.method, model, status);
+            }
         }
     }
 }
@@ -327,6 +337,8 @@ struct Call {
     costs: Option<Arc<CallCosts>>,
     /// The share of the downstream connection the call came on, if known.
     connection: Option<ConnectionShare>,
+    /// The access log's tally, when the access log is on.
+    access: Option<Access>,
 }
 
 impl Call {
@@ -369,7 +381,10 @@ impl Call {
                 plan
             }
         };
-        let mut body = self.body(plan, Direction::Request, body);
+        let mut body = match &self.access {
+            Some(access) => self.body(plan, Direction::Request, access.request(body)),
+            None => self.body(plan, Direction::Request, body),
+        };
         if let Some(watch) = watch {
             body = boxed(WatchedRequest::new(body, watch));
         }
@@ -407,7 +422,8 @@ impl Call {
                 let (reads, plan) = negotiate::outbound_response(&mut parts.headers);
                 if self.shared.peer.learn(reads) {
                     tracing::info!(
-                        role = Role::Outbound.name(),
+                        role = %Role::Outbound,
+                        peer = &*self.shared.peer_name,
                         speaks_bloscar = reads,
                         "learned the peer's capability"
                     );
@@ -430,12 +446,17 @@ impl Call {
             guard,
             method: self_method,
             model: self_model,
+            access,
             ..
         } = self;
+        if let Some(access) = &access {
+            body = boxed(access.response(body));
+        }
         let mut record = CallRecord {
             metrics: Arc::clone(&shared.metrics),
             method: Arc::clone(&self_method),
             model: self_model,
+            access,
             done: false,
         };
         // A trailers-only answer has its status in the head and a body without trailers.
@@ -465,6 +486,7 @@ impl Call {
                 direction,
                 Arc::clone(&self.method),
                 Arc::clone(&self.model),
+                shared.codec.locator(),
             )),
             BodyPlan::Encode { source } => {
                 let context = EncoderContext {
@@ -512,11 +534,13 @@ impl Call {
     fn failed(self, status: Status) -> Response<BoxBody> {
         static CALL_FAILED: LogSite = LogSite::new("layer_call_failed");
         warn_limited!(CALL_FAILED, method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
-        self.shared.metrics.record_call(
-            &self.method,
-            self.model.get().map(String::as_str),
-            status.code.label(),
-        );
+        let model = self.model.get().map(String::as_str);
+        self.shared
+            .metrics
+            .record_call(&self.method, model, status.code.label());
+        if let Some(access) = &self.access {
+            access.log(&self.method, model, status.code.label());
+        }
         let mut response: Response<BoxBody> = status.into_response();
         if self.shared.role == Role::Inbound {
             encoding::add_accept(response.headers_mut(), BLOSCAR);

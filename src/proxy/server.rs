@@ -124,8 +124,8 @@ pub async fn serve(
         role = name,
         forward = %settings.forward,
         max_connections = limits.max_connections,
-        handshake_timeout_secs = limits.handshake_timeout.as_secs_f64(),
-        idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
+        handshake_timeout_secs = limits.handshake_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
         "listening"
     );
 
@@ -151,10 +151,10 @@ pub async fn serve(
     }
     drop(listener);
     draining.send_replace(true);
-    tracing::info!(%local, grace_secs = grace.as_secs_f64(), "draining connections");
+    tracing::info!(%local, role = name, grace_secs = grace.as_secs(), "draining connections");
     tokio::select! {
-        () = draining.closed() => tracing::info!(%local, "all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(%local, "grace period over; closing remaining connections"),
+        () = draining.closed() => tracing::info!(%local, role = name, "all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(%local, role = name, "grace period over; closing remaining connections"),
     }
     Ok(())
 }
@@ -199,7 +199,7 @@ async fn serve_connection(
     let activity = Activity::new();
     let resets = ResetGuard::default();
     let service = ProxyService {
-        inner: super::WithConnection::new(shared.service.clone(), shared.memory.connection()),
+        inner: super::WithConnection::new(shared.service.clone(), shared.memory.connection(), peer),
         activity: activity.clone(),
         resets: resets.clone(),
         judge_peer_calls: shared.judge_peer_calls,
