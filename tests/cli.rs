@@ -633,12 +633,12 @@ async fn json_logs_keep_one_type_per_field_name_peers_and_an_access_line_per_cal
     for (line, response) in out_lines.iter().zip(&responses) {
         // What the client app sent and got back: identity, each message with its
         // 5-byte gRPC prefix.
-        assert_eq!(line["upstream"], inbound.to_string());
+        assert_eq!(line["forward"], inbound.to_string());
         assert_eq!(line["request_bytes"], request.len() as u64 + 5, "{line}");
         assert_eq!(line["response_bytes"], response.len() as u64 + 5, "{line}");
     }
     for line in &in_lines {
-        assert_eq!(line["upstream"], app.addr.to_string());
+        assert_eq!(line["forward"], app.addr.to_string());
     }
     // Between the sidecars: identity on the first call, compressed on the second.
     assert_eq!(in_lines[0]["request_bytes"], request.len() as u64 + 5);

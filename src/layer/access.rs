@@ -1,6 +1,6 @@
 //! The optional per-call access log: one line per gRPC call at debug level, target
 //! `bloscar::access` (turned on with e.g. `BLOSCAR_LOG=info,bloscar::access=debug`),
-//! with the role, the client's address, the upstream, the method, the model, the gRPC
+//! with the role, the client's address, the forward address, the method, the model, the gRPC
 //! status, the body bytes received from the client and sent back to it, and the time
 //! from the request's head to the call's end.
 //!
@@ -31,7 +31,7 @@ pub(super) struct Access {
     started: Instant,
     role: Role,
     client: Option<SocketAddr>,
-    upstream: Arc<str>,
+    forward: Arc<str>,
     request_bytes: Arc<AtomicU64>,
     response_bytes: Arc<AtomicU64>,
 }
@@ -41,13 +41,13 @@ impl Access {
     pub(super) fn start(
         role: Role,
         client: Option<SocketAddr>,
-        upstream: &Arc<str>,
+        forward: &Arc<str>,
     ) -> Option<Self> {
         tracing::enabled!(target: "bloscar::access", tracing::Level::DEBUG).then(|| Access {
             started: Instant::now(),
             role,
             client,
-            upstream: Arc::clone(upstream),
+            forward: Arc::clone(forward),
             request_bytes: Arc::default(),
             response_bytes: Arc::default(),
         })
@@ -76,7 +76,7 @@ impl Access {
             target: "bloscar::access",
             role = %self.role,
             client = self.client.map(tracing::field::display),
-            upstream = &*self.upstream,
+            forward = &*self.forward,
             method,
             model = model.unwrap_or(""),
             status,

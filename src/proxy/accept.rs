@@ -113,7 +113,7 @@ impl Admission {
                  (BLOSCAR_MAX_CONNECTIONS, and the open-file limit)"
             );
         } else {
-            tracing::debug!(role = self.listener, %peer, "connection refused");
+            tracing::debug!(role = self.listener, client = %peer, "connection refused");
         }
         self.refused_in_a_row += 1;
     }

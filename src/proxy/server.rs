@@ -139,7 +139,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %err, "TCP_NODELAY not set");
+            tracing::debug!(client = %peer, error = %err, "TCP_NODELAY not set");
         }
         tokio::spawn(serve_connection(
             stream,
@@ -180,18 +180,18 @@ async fn serve_connection(
     };
     let io = match opening {
         Ok(Ok((protocol, read))) => {
-            tracing::trace!(%peer, ?protocol, "connection opened");
+            tracing::trace!(client = %peer, protocol = protocol.name(), "connection opened");
             Replay::new(read, stream)
         }
         Ok(Err(err)) => {
-            tracing::debug!(%peer, error = %err, "connection ended before it opened");
+            tracing::debug!(client = %peer, error = %err, "connection ended before it opened");
             return;
         }
         Err(_elapsed) => {
             shared
                 .metrics
                 .record_connection_timeout(shared.listener, ConnectionTimeout::Handshake);
-            tracing::debug!(%peer, "no HTTP/2 preface and SETTINGS (or HTTP/1 request) in time: closing");
+            tracing::debug!(client = %peer, "no HTTP/2 preface and SETTINGS (or HTTP/1 request) in time: closing");
             return;
         }
     };
@@ -224,7 +224,7 @@ async fn serve_connection(
                 shared
                     .metrics
                     .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
-                tracing::debug!(%peer, "no call for the idle timeout: closing");
+                tracing::debug!(client = %peer, "no call for the idle timeout: closing");
                 connection.as_mut().graceful_shutdown();
             }
             () = &mut reset_flood, if !closing => {
@@ -232,8 +232,8 @@ async fn serve_connection(
                 shared.metrics.record_connection_reset_flood(shared.listener);
                 warn_limited!(
                     RESET_FLOOD,
-                    %peer,
-                    listener = shared.listener,
+                    client = %peer,
+                    role = shared.listener,
                     "most calls on this connection were cancelled before their answer: closing it"
                 );
                 connection.as_mut().graceful_shutdown();
@@ -241,7 +241,7 @@ async fn serve_connection(
         }
     };
     if let Err(err) = result {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+        tracing::debug!(client = %peer, error = %err, "connection ended with an error");
     }
 }
 

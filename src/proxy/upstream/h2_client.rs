@@ -95,14 +95,14 @@ impl H2Client {
         let target = self.target.clone();
         tokio::spawn(async move {
             match connection.await {
-                Ok(()) => tracing::debug!(upstream = %target, "upstream connection closed"),
+                Ok(()) => tracing::debug!(forward = %target, "upstream connection closed"),
                 Err(err) => {
-                    tracing::debug!(upstream = %target, error = %err, "upstream connection failed")
+                    tracing::debug!(forward = %target, error = %err, "upstream connection failed")
                 }
             }
             flag.store(true, Ordering::Release);
         });
-        tracing::debug!(upstream = %self.target, "upstream connection open");
+        tracing::debug!(forward = %self.target, "upstream connection open");
         Ok(Live { send, closed })
     }
 
