@@ -7,6 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod help;
 mod logging;
 mod run;
 
@@ -58,7 +59,7 @@ enum Command {
 
 /// Parses the command line and runs the chosen command.
 pub fn main() -> ExitCode {
-    let command = Cli::command().after_long_help(run::environment_help());
+    let command = Cli::command().after_long_help(help::environment_help());
     let parsed = command
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches));

@@ -2,74 +2,21 @@
 
 use std::process::ExitCode;
 
-use bloscar::config::{self, Config};
+use bloscar::config::Config;
 use bloscar::layer::Role;
 use bloscar::sidecar::Sidecar;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{EXIT_CONFIG, logging};
 
-/// Width of the `--help` text: a terminal's 80 columns, minus a margin.
-const HELP_WIDTH: usize = 78;
-
-/// The `--help` text listing the environment variables, their defaults and the exit
-/// codes: the same words as the README's configuration table, wrapped for a terminal.
-pub fn environment_help() -> String {
-    let mut help = String::new();
-    wrap(
-        &mut help,
-        "Environment (the README's configuration table; defaults in brackets):",
-        "",
-    );
-    for v in config::VARIABLES {
-        let default = if v.default.starts_with('(') {
-            v.default.to_string()
-        } else {
-            format!("[{}]", v.default)
-        };
-        help.push_str(&format!("\n  {} {default}\n", v.name));
-        let meaning = config::plain_text(v.meaning);
-        wrap(&mut help, &format!("{meaning}."), "      ");
-        wrap(&mut help, &format!("Accepts {}.", v.accepts), "      ");
-    }
-    help.push_str("\nExit status:\n");
-    wrap(
-        &mut help,
-        "0 after a shutdown on SIGTERM or SIGINT; 1 when a listener cannot be bound or fails, \
-         or a second signal ends the drain; 64 (EX_USAGE) for an invalid command line; \
-         78 (EX_CONFIG) for an invalid BLOSCAR_* variable.",
-        "  ",
-    );
-    help
-}
-
-/// Appends `text` to `out` in lines of at most [`HELP_WIDTH`] columns (a longer word
-/// gets a line of its own), each starting with `indent`.
-fn wrap(out: &mut String, text: &str, indent: &str) {
-    let mut line = String::from(indent);
-    for word in text.split_whitespace() {
-        if line.len() > indent.len() && line.len() + 1 + word.len() > HELP_WIDTH {
-            out.push_str(&line);
-            out.push('\n');
-            line = String::from(indent);
-        }
-        if line.len() > indent.len() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    out.push_str(&line);
-    out.push('\n');
-}
-
 /// Runs the sidecar until SIGTERM or SIGINT and the drain that follows.
 pub fn main() -> ExitCode {
-    // Logging first, from its own two variables, so that an invalid configuration is
-    // reported in the chosen format (a JSON line for a log collector).
-    logging::init(&Config::logging_from_vars(Config::env_vars()));
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
+            // Logging from its own two variables, so that the error is reported in the
+            // chosen format (a JSON line for a log collector).
+            logging::init(&Config::logging_from_vars(Config::env_vars()));
             tracing::error!(
                 variable = e.variable(),
                 error = %e,
@@ -79,13 +26,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    logging::init(&config);
     for name in &config.ignored {
         tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
     }
     let runtime = match runtime_builder(config.io_threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            eprintln!("bloscar: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -53,19 +53,11 @@ impl Access {
         })
     }
 
-    /// `body`, the request as the client sent it, counting its bytes.
-    pub(super) fn request<B>(&self, body: B) -> Tally<B> {
-        Tally {
-            inner: body,
-            bytes: Arc::clone(&self.request_bytes),
-        }
-    }
-
     /// `body`, the response as the client gets it, counting its bytes.
     pub(super) fn response<B>(&self, body: B) -> Tally<B> {
         Tally {
             inner: body,
-            bytes: Arc::clone(&self.response_bytes),
+            bytes: Some(Arc::clone(&self.response_bytes)),
         }
     }
 
@@ -89,11 +81,22 @@ impl Access {
 }
 
 pin_project! {
-    /// A body passed on as it is, its data bytes added to a shared count.
+    /// A body passed on as it is, its data bytes added to a shared count (if any).
     pub(super) struct Tally<B> {
         #[pin]
         inner: B,
-        bytes: Arc<AtomicU64>,
+        bytes: Option<Arc<AtomicU64>>,
+    }
+}
+
+impl<B> Tally<B> {
+    /// `body`, the request as the client sent it, counting its bytes for `access`; with
+    /// the access log off, only passed on.
+    pub(super) fn request(access: Option<&Access>, body: B) -> Self {
+        Tally {
+            inner: body,
+            bytes: access.map(|a| Arc::clone(&a.request_bytes)),
+        }
     }
 }
 
@@ -107,10 +110,10 @@ impl<B: Body<Data = Bytes>> Body for Tally<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(frame)) = &frame
+        if let (Some(bytes), Some(Ok(frame))) = (this.bytes.as_ref(), &frame)
             && let Some(data) = frame.data_ref()
         {
-            this.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         Poll::Ready(frame)
     }

@@ -251,9 +251,7 @@ where
             }));
         }
         let shared = Arc::clone(&self.shared);
-        let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
         let call = Call {
-            access: Access::start(shared.role, client, &shared.peer_name),
             connection: request.extensions().get::<ConnectionShare>().cloned(),
             method: Arc::from(request.uri().path()),
             slot: ErrorSlot::default(),
@@ -262,6 +260,11 @@ where
             link_rate: None,
             model: ModelSlot::default(),
             timing: SharedTiming::default(),
+            access: Access::start(
+                shared.role,
+                request.extensions().get::<ClientAddr>().map(|c| c.0),
+                &shared.peer_name,
+            ),
             costs: (shared.role == Role::Outbound)
                 .then(|| Arc::new(CallCosts::new(Arc::clone(shared.codec.chooser())))),
             shared,
@@ -296,17 +299,18 @@ struct CallRecord {
     metrics: Arc<Metrics>,
     method: Arc<str>,
     model: ModelSlot,
-    access: Option<Access>,
     done: bool,
+    /// The access line's tally, when the access log is on.
+    access: Option<Access>,
 }
 
 impl CallRecord {
     fn finish(&mut self, status: &'static str) {
         if !std::mem::replace(&mut self.done, true) {
-            let model = self.model.get().map(String::as_str);
-            self.metrics.record_call(&self.method, model, status);
+            self.metrics
+                .record_call(&self.method, self.model.get().map(String::as_str), status);
             if let Some(access) = &self.access {
-                access.log(&self.method, model, status);
+                access.log(&self.method, self.model.get().map(String::as_str), status);
             }
         }
     }
@@ -358,6 +362,7 @@ impl Call {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = request.into_parts();
+        let body = access::Tally::request(self.access.as_ref(), body);
         // Encoding and decoding change a gRPC body's length, and gRPC's own framing
         // delimits messages: a declared length would no longer hold.
         parts.headers.remove(CONTENT_LENGTH);
@@ -381,10 +386,7 @@ impl Call {
                 plan
             }
         };
-        let mut body = match &self.access {
-            Some(access) => self.body(plan, Direction::Request, access.request(body)),
-            None => self.body(plan, Direction::Request, body),
-        };
+        let mut body = self.body(plan, Direction::Request, body);
         if let Some(watch) = watch {
             body = boxed(WatchedRequest::new(body, watch));
         }
@@ -444,9 +446,9 @@ impl Call {
             shared,
             slot,
             guard,
+            access,
             method: self_method,
             model: self_model,
-            access,
             ..
         } = self;
         if let Some(access) = &access {
@@ -454,9 +456,9 @@ impl Call {
         }
         let mut record = CallRecord {
             metrics: Arc::clone(&shared.metrics),
+            access,
             method: Arc::clone(&self_method),
             model: self_model,
-            access,
             done: false,
         };
         // A trailers-only answer has its status in the head and a body without trailers.
@@ -532,15 +534,20 @@ impl Call {
 
     /// A trailers-only response ending a call that failed before its response started.
     fn failed(self, status: Status) -> Response<BoxBody> {
+        if let Some(access) = &self.access {
+            access.log(
+                &self.method,
+                self.model.get().map(String::as_str),
+                status.code.label(),
+            );
+        }
         static CALL_FAILED: LogSite = LogSite::new("layer_call_failed");
         warn_limited!(CALL_FAILED, method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
-        let model = self.model.get().map(String::as_str);
-        self.shared
-            .metrics
-            .record_call(&self.method, model, status.code.label());
-        if let Some(access) = &self.access {
-            access.log(&self.method, model, status.code.label());
-        }
+        self.shared.metrics.record_call(
+            &self.method,
+            self.model.get().map(String::as_str),
+            status.code.label(),
+        );
         let mut response: Response<BoxBody> = status.into_response();
         if self.shared.role == Role::Inbound {
             encoding::add_accept(response.headers_mut(), BLOSCAR);
