@@ -98,8 +98,11 @@ fn parse(format: &str, body: &str) -> Vec<String> {
         .status()
         .unwrap();
     assert!(venvs.success(), "scripts/venvs.sh failed");
+    // One file per parse: the tests of this file run at once.
+    static PARSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("metrics-{}-{format}.txt", std::process::id()));
+        .join(format!("metrics-{}-{n}-{format}.txt", std::process::id()));
     std::fs::write(&file, body).unwrap();
     let out = Command::new(format!("{root}/.venvs/prometheus/bin/python"))
         .arg(format!("{root}/tests/python/parse_metrics.py"))
