@@ -55,6 +55,9 @@ impl Sidecar {
             .env_clear()
             .env("BLOSCAR_ADMIN_LISTEN", admin.to_string())
             .env("BLOSCAR_LOG", "warn")
+            // glibc's malloc as the container image sets it (see the Dockerfile).
+            .env("MALLOC_ARENA_MAX", "2")
+            .env("MALLOC_MMAP_THRESHOLD_", "262144")
             .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log_file)
