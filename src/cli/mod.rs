@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod logging;
 mod run;
+mod traces;
 
 /// Exit code of an invalid configuration (sysexits' EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;

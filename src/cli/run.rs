@@ -7,6 +7,7 @@ use bloscar::layer::Role;
 use bloscar::sidecar::Sidecar;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::traces::Traces;
 use super::{EXIT_CONFIG, logging};
 
 /// The `--help` text listing the environment variables and their defaults.
@@ -35,10 +36,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    logging::init(&config);
-    for name in &config.ignored {
-        tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
-    }
     let runtime = match runtime_builder(config.io_threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -46,7 +43,27 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    // The trace exporter's channel and batch task live on the runtime.
+    let traces = match runtime.block_on(async { Traces::start() }) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("bloscar: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (traces, tracer) = traces.unzip();
+    logging::init(&config, tracer);
+    for name in &config.ignored {
+        tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
+    }
+    runtime.block_on(async move {
+        let code = serve(config).await;
+        // The spans of the last calls leave before the process does.
+        if let Some(traces) = traces {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
+        code
+    })
 }
 
 /// The runtime for `io_threads` threads. One is a current-thread runtime, like

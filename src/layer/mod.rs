@@ -64,6 +64,7 @@ use crate::locate::Direction;
 use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::{Metrics, StreamGuard};
 use crate::stream_encoder::{DEFAULT_CHUNK_LEN, EncoderContext, ModelSlot};
+use crate::trace;
 
 /// The body type the layer hands to the service it wraps and returns to its caller.
 pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -248,7 +249,14 @@ where
             }));
         }
         let shared = Arc::clone(&self.shared);
+        let span = trace::call_span(
+            shared.role,
+            request.uri().path(),
+            &shared.peer_name,
+            request.headers(),
+        );
         let call = Call {
+            span,
             connection: request.extensions().get::<ConnectionShare>().cloned(),
             method: Arc::from(request.uri().path()),
             slot: ErrorSlot::default(),
@@ -290,27 +298,33 @@ struct CallRecord {
     metrics: Arc<Metrics>,
     method: Arc<str>,
     model: ModelSlot,
+    /// The call's span, ended with the call.
+    span: tracing::Span,
     done: bool,
 }
 
 impl CallRecord {
-    fn finish(&mut self, status: &'static str) {
+    fn finish(&mut self, code: grpc::Code) {
         if !std::mem::replace(&mut self.done, true) {
-            self.metrics
-                .record_call(&self.method, self.model.get().map(String::as_str), status);
+            let model = self.model.get().map(String::as_str);
+            self.metrics.record_call(&self.method, model, code.label());
+            trace::finish_call(&self.span, code.as_u8().into(), model);
+            self.span = tracing::Span::none();
         }
     }
 }
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        self.finish(crate::grpc::status::Code::Cancelled.label());
+        self.finish(grpc::Code::Cancelled);
     }
 }
 
 /// What a gRPC call carries from its request to its response.
 struct Call {
     shared: Arc<Shared>,
+    /// The call's span ([`tracing::Span::none`] when calls are not traced).
+    span: tracing::Span,
     method: Arc<str>,
     slot: ErrorSlot,
     guard: StreamGuard,
@@ -369,6 +383,8 @@ impl Call {
                 plan
             }
         };
+        // The peer sidecar or the app continues the trace from this call's span.
+        trace::inject_span(&self.span, &mut parts.headers);
         let mut body = self.body(plan, Direction::Request, body);
         if let Some(watch) = watch {
             body = boxed(WatchedRequest::new(body, watch));
@@ -430,20 +446,22 @@ impl Call {
             guard,
             method: self_method,
             model: self_model,
+            span,
             ..
         } = self;
         let mut record = CallRecord {
             metrics: Arc::clone(&shared.metrics),
             method: Arc::clone(&self_method),
             model: self_model,
+            span,
             done: false,
         };
         // A trailers-only answer has its status in the head and a body without trailers.
         if let Some(status) = Status::from_header_map(&parts.headers) {
-            record.finish(status.code.label());
+            record.finish(status.code);
         }
         let body = GrpcErrorBody::new(body, slot, move |status: &Status| {
-            record.finish(status.code.label());
+            record.finish(status.code);
             drop(guard);
         })
         .boxed_unsync();
@@ -491,6 +509,7 @@ impl Call {
                     Arc::clone(&self.timing),
                     report,
                     account,
+                    self.span.clone(),
                 ))
             }
             BodyPlan::Decode => {
@@ -502,6 +521,7 @@ impl Call {
                     model: Arc::clone(&self.model),
                     costs: self.costs.clone(),
                     account,
+                    span: self.span.clone(),
                 };
                 boxed(decode::DecodeBody::new(body, shared, call))
             }
@@ -512,11 +532,11 @@ impl Call {
     fn failed(self, status: Status) -> Response<BoxBody> {
         static CALL_FAILED: LogSite = LogSite::new("layer_call_failed");
         warn_limited!(CALL_FAILED, method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
-        self.shared.metrics.record_call(
-            &self.method,
-            self.model.get().map(String::as_str),
-            status.code.label(),
-        );
+        let model = self.model.get().map(String::as_str);
+        self.shared
+            .metrics
+            .record_call(&self.method, model, status.code.label());
+        trace::finish_call(&self.span, status.code.as_u8().into(), model);
         let mut response: Response<BoxBody> = status.into_response();
         if self.shared.role == Role::Inbound {
             encoding::add_accept(response.headers_mut(), BLOSCAR);

@@ -110,6 +110,8 @@ pub struct SentMessage {
     pub encoded: bool,
     /// When its first byte arrived.
     pub started: Instant,
+    /// The setting of its first compressed tensor, if any.
+    pub options: Option<crate::CompressOptions>,
 }
 
 /// A spawned task that is aborted when dropped: a stream that ends stops its queued
@@ -334,6 +336,7 @@ impl Pipeline {
                         wire_len: std::mem::take(&mut self.wire_len),
                         encoded: summary.encoded,
                         started: summary.started,
+                        options: summary.options,
                     };
                     self.queue.pop_front();
                     return Poll::Ready(Some(Pending::End(sent)));
