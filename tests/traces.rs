@@ -439,3 +439,23 @@ async fn one_call_is_one_trace_through_both_sidecars() {
     );
     assert_eq!(decode.int("bloscar.bytes_out"), echoed.len() as i64);
 }
+
+#[tokio::test]
+async fn without_export_the_callers_traceparent_reaches_the_app_untouched() {
+    // In-process sidecars: nothing in this process turned tracing on.
+    assert!(!bloscar::trace::is_enabled());
+    let pair = common::Pair::start().await;
+    let request = kserve_request(smooth_f32(64 * 1024));
+    let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01");
+    let mut call = tonic::Request::new(Bytes::from(request.encode_to_vec()));
+    call.metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    call.metadata_mut()
+        .insert("tracestate", "vendor=1".parse().unwrap());
+    raw_unary_request(pair.channel().await, MODEL_INFER, call)
+        .await
+        .expect("the call succeeds");
+    let headers = pair.server.recorder.last_headers();
+    assert_eq!(headers.get("traceparent").unwrap(), traceparent.as_str());
+    assert_eq!(headers.get("tracestate").unwrap(), "vendor=1");
+}

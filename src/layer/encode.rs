@@ -393,12 +393,14 @@ impl Taker<'_> {
                     Message::Idle => {}
                 }
                 // Taken in (not handed back to wait for the budget): its span is queued
-                // until the pipeline says it was sent.
-                self.message_spans.push_back(if traced {
-                    trace::message_span(self.span, Work::Encode, self.direction)
-                } else {
-                    tracing::Span::none()
-                });
+                // until the pipeline says it was sent. An untraced call queues nothing.
+                if !self.span.is_none() {
+                    self.message_spans.push_back(if traced {
+                        trace::message_span(self.span, Work::Encode, self.direction)
+                    } else {
+                        tracing::Span::none()
+                    });
+                }
             }
             FrameEvent::Data(bytes) => match self.message {
                 Message::Passing { .. } => {
