@@ -3,6 +3,7 @@
 //! `TraceService`), one KServe call from a tonic client with a caller `traceparent` to a
 //! real tonic echo app. The spans must form one trace under the caller's span:
 //! outbound call -> inbound call -> the app, with the encode and decode work beside them.
+//! A second call, which the app fails, is a trace of its own whose call spans are errors.
 //!
 //! `cargo test --test traces -- --nocapture` prints the trace received.
 
@@ -37,6 +38,9 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The caller's trace and span, as its `traceparent` names them.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
+/// A second call, which the app fails, in a trace of its own.
+const FAILED_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const FAILED_CALLER_SPAN_ID: &str = "b7ad6b7169203331";
 
 /// One span as received, with the service that sent it.
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ struct Received {
     span_id: String,
     parent_span_id: String,
     attributes: BTreeMap<String, Value>,
+    /// The span's status code (OTLP: 0 unset, 1 ok, 2 error).
+    status: i32,
     micros: u64,
 }
 
@@ -118,6 +124,7 @@ impl TraceService for Receiver {
                         .into_iter()
                         .filter_map(|kv| Some((kv.key, kv.value?.value?)))
                         .collect(),
+                    status: span.status.map_or(0, |s| s.code),
                     micros: span
                         .end_time_unix_nano
                         .saturating_sub(span.start_time_unix_nano)
@@ -286,7 +293,7 @@ fn print_tree(spans: &[Received], parent: &str, depth: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_call_is_one_trace_through_both_sidecars() {
+async fn each_call_is_one_trace_through_both_sidecars() {
     let (collector, receiver) = start_receiver().await;
     let app = start_server().await;
 
@@ -338,11 +345,32 @@ async fn one_call_is_one_trace_through_both_sidecars() {
         .unwrap()
         .to_owned();
 
+    // A call the app fails with NOT_FOUND (5), in a trace of its own.
+    let mut call = tonic::Request::new(message.clone());
+    call.metadata_mut().insert(
+        "traceparent",
+        format!("00-{FAILED_TRACE_ID}-{FAILED_CALLER_SPAN_ID}-01")
+            .parse()
+            .unwrap(),
+    );
+    call.metadata_mut()
+        .insert("x-fail-code", "5".parse().unwrap());
+    let failed = raw_unary_request(channel(outbound_addr).await, MODEL_INFER, call)
+        .await
+        .expect_err("the app fails the call");
+    assert_eq!(failed.code(), tonic::Code::NotFound);
+
     for sidecar in [&mut outbound, &mut inbound] {
         let status = sidecar.terminate().await;
         assert!(status.success(), "{status}:\n{}", sidecar.logs());
     }
-    let spans = receiver.spans.lock().unwrap().clone();
+    let (spans, failed_spans): (Vec<Received>, Vec<Received>) = receiver
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .partition(|s| s.trace_id != FAILED_TRACE_ID);
 
     println!("caller span {CALLER_SPAN_ID} in trace {TRACE_ID}");
     print_tree(&spans, CALLER_SPAN_ID, 1);
@@ -393,6 +421,8 @@ async fn one_call_is_one_trace_through_both_sidecars() {
     assert_eq!(out_call.kind, SpanKind::Client);
     assert_eq!(in_call.kind, SpanKind::Server);
     for (call, role) in [(&out_call, "outbound"), (&in_call, "inbound")] {
+        // Unset: only errors are marked.
+        assert_eq!(call.status, 0);
         assert_eq!(call.str("rpc.system"), "grpc");
         assert_eq!(call.str("rpc.service"), "inference.GRPCInferenceService");
         assert_eq!(call.str("rpc.method"), "ModelInfer");
@@ -438,6 +468,32 @@ async fn one_call_is_one_trace_through_both_sidecars() {
         encode.int("bloscar.bytes_out")
     );
     assert_eq!(decode.int("bloscar.bytes_out"), echoed.len() as i64);
+
+    // The failed call: both call spans carry the app's status and are errors; the
+    // request was encoded and decoded, and no response message was.
+    let mut names: Vec<(&str, &str)> = failed_spans
+        .iter()
+        .map(|s| (s.service.as_str(), s.name.as_str()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("bloscar-inbound", "bloscar.decode"),
+            ("bloscar-inbound", call_name),
+            ("bloscar-outbound", "bloscar.encode"),
+            ("bloscar-outbound", call_name),
+        ]
+    );
+    let out_call = failed_spans
+        .iter()
+        .find(|s| s.service == "bloscar-outbound" && s.name == call_name)
+        .unwrap();
+    assert_eq!(out_call.parent_span_id, FAILED_CALLER_SPAN_ID);
+    for call in failed_spans.iter().filter(|s| s.name == call_name) {
+        assert_eq!(call.int("rpc.grpc.status_code"), 5);
+        assert_eq!(call.status, 2, "error: {call:?}");
+    }
 }
 
 #[tokio::test]

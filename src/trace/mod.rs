@@ -9,8 +9,9 @@
 //! call costs no span and the caller's `traceparent` passes through untouched.
 //!
 //! Span names, attributes and how they nest are listed in docs/sidecar.md ("Traces").
-//! Spans are at INFO level with the target `bloscar::trace`: a log filter that leaves
-//! that target out leaves the spans out too.
+//! Spans are at INFO level with the target `bloscar::trace`. The binary's export layer
+//! has a filter of its own for that target, whatever `BLOSCAR_LOG` says; a subscriber
+//! with one global filter must let the target through.
 
 mod propagate;
 
