@@ -515,3 +515,37 @@ async fn without_export_the_callers_traceparent_reaches_the_app_untouched() {
     assert_eq!(headers.get("traceparent").unwrap(), traceparent.as_str());
     assert_eq!(headers.get("tracestate").unwrap(), "vendor=1");
 }
+
+#[test]
+fn an_export_bloscar_cannot_do_is_a_configuration_error() {
+    let run = |env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .env_clear()
+            .env("BLOSCAR_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run bloscar")
+    };
+    let refused = run(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    ]);
+    // The same exit as any invalid configuration, before anything listens.
+    let invalid = run(&[("BLOSCAR_MODE", "sideways")]);
+    assert!(!invalid.status.success());
+    assert_eq!(refused.status.code(), invalid.status.code());
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert_eq!(lines[0]["message"], "invalid configuration");
+    assert_eq!(lines[0]["variable"], "OTEL_EXPORTER_OTLP_PROTOCOL");
+    assert_eq!(
+        lines[0]["error"],
+        "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf: bloscar exports traces with OTLP over \
+         gRPC only (grpc)"
+    );
+}

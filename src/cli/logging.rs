@@ -11,12 +11,15 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber: logs go to stderr, so that subcommands' own output on
-/// stdout stays clean; with a `tracer`, bloscar's spans are exported too
-/// (see `super::traces`).
-///
-/// The log filter applies to the log lines only: the exported spans do not depend on the
-/// log level, and dependencies' spans are never exported.
-pub fn init(config: &Config, tracer: Option<Tracer>) {
+/// stdout stays clean.
+pub fn init(config: &Config) {
+    init_with_traces(config, None);
+}
+
+/// [`init`], and with a `tracer`, bloscar's spans are exported too (see
+/// `super::traces`). The log filter applies to the log lines only: the exported spans do
+/// not depend on the log level, and dependencies' spans are never exported.
+pub fn init_with_traces(config: &Config, tracer: Option<Tracer>) {
     // The filter was validated with the configuration.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()

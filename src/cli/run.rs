@@ -47,12 +47,19 @@ pub fn main() -> ExitCode {
     let traces = match runtime.block_on(async { Traces::start() }) {
         Ok(traces) => traces,
         Err(e) => {
-            eprintln!("bloscar: {e}");
+            // Reported like any configuration error, in the chosen log format.
+            logging::init(&config);
+            tracing::error!(
+                variable = e.variable(),
+                error = %e,
+                exit_code = EXIT_CONFIG,
+                "invalid configuration"
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let (traces, tracer) = traces.unzip();
-    logging::init(&config, tracer);
+    logging::init_with_traces(&config, tracer);
     for name in &config.ignored {
         tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
     }

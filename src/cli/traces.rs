@@ -52,6 +52,17 @@ pub enum TracesError {
     Build(#[from] ExporterBuildError),
 }
 
+impl TracesError {
+    /// The variable at fault, when one is.
+    pub fn variable(&self) -> Option<&'static str> {
+        match self {
+            TracesError::Protocol { variable, .. } => Some(variable),
+            TracesError::Exporter(_) => Some(EXPORTER),
+            TracesError::Build(_) => None,
+        }
+    }
+}
+
 /// Whether the environment (`env` looks a variable up) asks for trace export: a
 /// collector endpoint is set and export is not turned off.
 pub fn wanted(env: impl Fn(&str) -> Option<String>) -> Result<bool, TracesError> {
