@@ -454,6 +454,10 @@ async fn each_call_is_one_trace_through_both_sidecars() {
     let ratio = (plain as f64 / wire as f64 * 1000.0).round() / 1000.0;
     assert_eq!(encode.float("bloscar.ratio"), ratio);
     assert_eq!(decode.float("bloscar.ratio"), ratio);
+    // Blosc worked on both sides.
+    for span in [&encode, &decode] {
+        assert!(span.float("bloscar.blosc_ms") > 0.0, "{span:?}");
+    }
 
     // The response: encoded by the inbound, decoded by the outbound.
     let encode = find("bloscar-inbound", "bloscar.encode");

@@ -233,7 +233,7 @@ where
                 // Only traced containers are marked (see `Reader::record`).
                 Output::Sent(sent) => {
                     if let Some((span, wire_len, codec)) = this.message_spans.pop_front() {
-                        trace::finish_decode(&span, wire_len, sent.len, codec);
+                        trace::finish_decode(&span, wire_len, &sent, codec);
                     }
                     continue;
                 }

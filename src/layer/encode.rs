@@ -193,13 +193,7 @@ where
                         sent.started.elapsed(),
                     );
                     if let Some(span) = this.message_spans.pop_front() {
-                        trace::finish_encode(
-                            &span,
-                            sent.len,
-                            sent.wire_len,
-                            sent.encoded,
-                            sent.options,
-                        );
+                        trace::finish_encode(&span, &sent);
                     }
                     continue;
                 }

@@ -51,6 +51,7 @@ use self::feedback::CallCosts;
 use self::link::SharedTiming;
 pub use self::negotiate::BodyPlan;
 use self::peer::PeerCapability;
+pub(crate) use self::pipeline::SentMessage;
 pub use self::role::Role;
 use crate::MessageCodec;
 use crate::budget::{ConnectionShare, MemoryBudget};

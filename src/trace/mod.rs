@@ -16,14 +16,15 @@
 mod propagate;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use http::HeaderMap;
 use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::CompressOptions;
 use crate::layer::Role;
+use crate::layer::SentMessage;
 use crate::locate::Direction;
 
 pub use propagate::{extract, inject};
@@ -47,7 +48,7 @@ pub fn is_enabled() -> bool {
 /// sidecar). Its kind is `client` on the outbound side (the call leaves the pod) and
 /// `server` on the inbound side; `upstream` is where the call is forwarded (the peer
 /// sidecar, or the app). [`Span::none`] while tracing is off.
-pub fn call_span(role: Role, method: &str, upstream: &str, headers: &HeaderMap) -> Span {
+pub(crate) fn call_span(role: Role, method: &str, upstream: &str, headers: &HeaderMap) -> Span {
     if !is_enabled() {
         return Span::none();
     }
@@ -81,7 +82,7 @@ pub fn call_span(role: Role, method: &str, upstream: &str, headers: &HeaderMap) 
 }
 
 /// Hands `span` on as the trace context of the request forwarded upstream.
-pub fn inject_span(span: &Span, headers: &mut HeaderMap) {
+pub(crate) fn inject_span(span: &Span, headers: &mut HeaderMap) {
     if !span.is_none() {
         inject(&span.context(), headers);
     }
@@ -89,7 +90,7 @@ pub fn inject_span(span: &Span, headers: &mut HeaderMap) {
 
 /// Records how a call ended on its span: the gRPC status code (by its number, as
 /// `rpc.grpc.status_code`), an error status for anything but OK, and the model.
-pub fn finish_call(span: &Span, code: i32, model: Option<&str>) {
+pub(crate) fn finish_call(span: &Span, code: i32, model: Option<&str>) {
     if span.is_none() {
         return;
     }
@@ -104,7 +105,7 @@ pub fn finish_call(span: &Span, code: i32, model: Option<&str>) {
 
 /// What work a message span stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Work {
+pub(crate) enum Work {
     /// Reading the app's message and sending it as a container (or as it was).
     Encode,
     /// Restoring the peer's container for the app.
@@ -113,7 +114,7 @@ pub enum Work {
 
 /// The span of one message's encoding or decoding, a child of its call's span:
 /// [`Span::none`] when the call is not traced.
-pub fn message_span(call: &Span, work: Work, direction: Direction) -> Span {
+pub(crate) fn message_span(call: &Span, work: Work, direction: Direction) -> Span {
     if call.is_none() {
         return Span::none();
     }
@@ -132,6 +133,7 @@ pub fn message_span(call: &Span, work: Work, direction: Direction) -> Span {
             bloscar.bytes_in = Empty,
             bloscar.bytes_out = Empty,
             bloscar.ratio = Empty,
+            bloscar.blosc_ms = Empty,
         ),
         Work::Decode => tracing::info_span!(
             target: "bloscar::trace",
@@ -142,39 +144,48 @@ pub fn message_span(call: &Span, work: Work, direction: Direction) -> Span {
             bloscar.bytes_in = Empty,
             bloscar.bytes_out = Empty,
             bloscar.ratio = Empty,
+            bloscar.blosc_ms = Empty,
         ),
     }
 }
 
-/// Records what an encoding did on its span: `plain` bytes of the app's message went as
-/// `wire` bytes (gRPC prefixes included), `encoded` or as they were, with the setting of
-/// its first compressed tensor.
-pub fn finish_encode(
+/// Records what an encoding did on its span, from the message as the pipeline sent it:
+/// its plain bytes went as its wire bytes (gRPC prefixes included), encoded or as they
+/// were, with the setting of its first compressed tensor and the Blosc time.
+pub(crate) fn finish_encode(span: &Span, sent: &SentMessage) {
+    if span.is_none() {
+        return;
+    }
+    span.record("bloscar.encoded", sent.encoded);
+    match sent.options {
+        Some(options) => span.record("bloscar.codec", options.to_string()),
+        None => span.record("bloscar.codec", "none"),
+    };
+    record_sizes(span, sent.len, sent.wire_len, sent.len, sent.wire_len);
+    record_blosc_time(span, sent.job_time);
+}
+
+/// Records what a decoding did on its span: `wire` bytes of records (gRPC prefixes
+/// included) restored the message `sent` (its plain length and Blosc time); `codec` is
+/// the compressor of its first Blosc chunk.
+pub(crate) fn finish_decode(
     span: &Span,
-    plain: usize,
     wire: usize,
-    encoded: bool,
-    options: Option<CompressOptions>,
+    sent: &SentMessage,
+    codec: Option<&'static str>,
 ) {
     if span.is_none() {
         return;
     }
-    span.record("bloscar.encoded", encoded);
-    match options {
-        Some(options) => span.record("bloscar.codec", options.to_string()),
-        None => span.record("bloscar.codec", "none"),
-    };
-    record_sizes(span, plain, wire, plain, wire);
+    span.record("bloscar.codec", codec.unwrap_or("none"));
+    record_sizes(span, wire, sent.len, sent.len, wire);
+    record_blosc_time(span, sent.job_time);
 }
 
-/// Records what a decoding did on its span: `wire` bytes of records (gRPC prefixes
-/// included) restored `plain` bytes; `codec` is the compressor of its first Blosc chunk.
-pub fn finish_decode(span: &Span, wire: usize, plain: usize, codec: Option<&'static str>) {
-    if span.is_none() {
-        return;
-    }
-    span.record("bloscar.codec", codec.unwrap_or("none"));
-    record_sizes(span, wire, plain, plain, wire);
+/// The time Blosc worked on the message, in milliseconds to the microsecond: the part
+/// of the span's duration that is bloscar's own CPU work rather than waiting for bytes.
+fn record_blosc_time(span: &Span, time: Duration) {
+    span.record("bloscar.blosc_ms", time.as_micros() as f64 / 1000.0);
 }
 
 /// Bytes in and out, and the compression ratio: `plain` bytes per `wire` byte, as
