@@ -306,11 +306,14 @@ struct CallRecord {
 
 impl CallRecord {
     fn finish(&mut self, code: grpc::Code) {
+        let status = code.label();
         if !std::mem::replace(&mut self.done, true) {
+            // The call's span ends with the call.
             let model = self.model.get().map(String::as_str);
-            self.metrics.record_call(&self.method, model, code.label());
             trace::finish_call(&self.span, code.as_u8().into(), model);
             self.span = tracing::Span::none();
+            self.metrics
+                .record_call(&self.method, self.model.get().map(String::as_str), status);
         }
     }
 }
