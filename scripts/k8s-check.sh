@@ -91,6 +91,21 @@ for kube in 1.27 1.28 "$NEWEST"; do
         -f "$CHART/ci/existing-workload-values.yaml"
 done
 
+echo "== the Grafana dashboard ConfigMap holds helm/bloscar/dashboards/bloscar.json as it is"
+dashboard_configmap() {
+    "$HELM" template bloscar-ci "$CHART" -f "$CHART/ci/native-example-podmonitor-values.yaml" \
+        --show-only templates/grafana-dashboard.yaml |
+        "$TOOLS/python" -c '
+import json, sys, yaml
+(cm,) = [d for d in yaml.safe_load_all(sys.stdin) if d]
+assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]
+text = cm["data"]["bloscar.json"]
+assert text == open(sys.argv[1]).read().rstrip("\n"), "the ConfigMap differs from the file"
+print(json.loads(text)["title"], "dashboard,", len(text), "bytes")
+' "$CHART/dashboards/bloscar.json"
+}
+check "Grafana dashboard ConfigMap" dashboard_configmap
+
 echo "== NOTES.txt (rendered as comments through a copy of the chart: helm template skips NOTES)"
 NOTES_CHART="$WORK/notes/bloscar"
 mkdir -p "$WORK/notes"

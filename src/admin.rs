@@ -142,7 +142,7 @@ pub async fn serve(
         }
         let Ok(place) = places.clone().try_acquire_owned() else {
             // Closed at once, so that the client knows and the descriptor is free again.
-            tracing::debug!(%peer, "admin listener: at its connection limit; closing");
+            tracing::debug!(client = %peer, "admin listener: at its connection limit; closing");
             continue;
         };
         let health = health.clone();
@@ -159,7 +159,7 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+                tracing::debug!(client = %peer, error = %e, "admin connection ended with an error");
             }
         });
     }

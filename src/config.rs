@@ -90,7 +90,8 @@ const CODEC: Variable = var(
     "auto",
     "auto, or codec[:level[:shuffle]] with codec blosclz, lz4, lz4hc, snappy, zlib or zstd, \
      level 0-9 (default 5), shuffle none, byte or bit (default byte), e.g. lz4:5:byte",
-    "how tensors at or above the minimum size are compressed (auto: see below the table)",
+    "how tensors at or above the minimum size are compressed; auto lets the auto-tuner pick \
+     a setting per tensor for the measured link ([docs/tuner.md](docs/tuner.md))",
 );
 const MIN_TENSOR_BYTES: Variable = var(
     "BLOSCAR_MIN_TENSOR_BYTES",
@@ -113,7 +114,7 @@ const MEMORY_BUDGET: Variable = var(
      one downstream connection a quarter of it, at least 64 MiB). When it is used up, calls \
      stop reading until bytes move on; a message held whole that could never fit fails with \
      RESOURCE_EXHAUSTED. The default reads the cgroup limit (memory.max, or v1's \
-     memory.limit_in_bytes); see [docs/sidecar.md](docs/sidecar.md#memory)",
+     memory.limit_in_bytes); see [docs/sidecar.md#memory](docs/sidecar.md#memory)",
 );
 const UNKNOWN_PEER: Variable = var(
     "BLOSCAR_UNKNOWN_PEER",
@@ -185,7 +186,8 @@ const LOG: Variable = var(
     "BLOSCAR_LOG",
     "info",
     "a tracing filter, e.g. info or bloscar=debug,warn",
-    "what is logged",
+    "what is logged; info,bloscar::access=debug adds the access log, one line per gRPC call \
+     (see [docs/sidecar.md#logs](docs/sidecar.md#logs))",
 );
 const LOG_FORMAT: Variable = var(
     "BLOSCAR_LOG_FORMAT",
@@ -238,6 +240,28 @@ pub fn markdown_table() -> String {
             cell(v.meaning)
         ));
     }
+    out
+}
+
+/// `text` (a variable's meaning) for a terminal: each Markdown link `[label](target)`
+/// becomes its label, which names the file it points to (`--help` shows the same words
+/// as the README's table, without the link syntax).
+pub fn plain_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let link = after
+            .find("](")
+            .and_then(|mid| after[mid + 2..].find(')').map(|end| (mid, mid + 2 + end)));
+        let Some((mid, end)) = link else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(&after[..mid]);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -402,6 +426,19 @@ pub enum ConfigError {
     Env(String),
 }
 
+impl ConfigError {
+    /// The variable at fault, for logs (`BLOSCAR_*` when `envy` could not say).
+    pub fn variable(&self) -> &'static str {
+        match self {
+            ConfigError::Invalid { name, .. }
+            | ConfigError::Missing { name, .. }
+            | ConfigError::Rule { name, .. }
+            | ConfigError::Conflict { name, .. } => name,
+            ConfigError::Env(_) => "BLOSCAR_*",
+        }
+    }
+}
+
 /// The variables as `envy` reads them: raw strings, validated afterwards so that each
 /// error names its variable and the accepted values.
 #[derive(Debug, Default, Deserialize)]
@@ -433,12 +470,7 @@ impl Config {
     /// Reads the process environment (non-UTF-8 values are converted lossily, and then
     /// fail validation where they matter).
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_vars(std::env::vars_os().map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        }))
+        Config::from_vars(Config::env_vars())
     }
 
     /// Reads and validates the `BLOSCAR_*` pairs among `vars`; other names are ignored.
@@ -546,16 +578,8 @@ impl Config {
             raw.connection_idle_timeout_secs,
             positive_secs,
         )?;
-        let log = parse(LOG, raw.log, |s| {
-            tracing_subscriber::EnvFilter::try_new(s)
-                .ok()
-                .map(|_| s.to_string())
-        })?;
-        let log_format = parse(LOG_FORMAT, raw.log_format, |s| match s {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        })?;
+        let log = parse(LOG, raw.log, parse_log_filter)?;
+        let log_format = parse(LOG_FORMAT, raw.log_format, parse_log_format)?;
 
         let config = Config {
             mode,
@@ -583,6 +607,44 @@ impl Config {
         };
         config.check_listeners_distinct()?;
         Ok(config)
+    }
+
+    /// The configuration to log with before the whole of it is validated: the defaults,
+    /// with `BLOSCAR_LOG` and `BLOSCAR_LOG_FORMAT` from `vars` when they are valid. The
+    /// binary sets up logging from it first, so that an invalid configuration is
+    /// reported in the chosen log format (an invalid log variable itself falls back to
+    /// its default here, and is then reported like any other).
+    pub fn logging_from_vars<I>(vars: I) -> Config
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut config = Config::default();
+        for (name, value) in vars {
+            if value.is_empty() {
+                continue;
+            }
+            if name == LOG.name {
+                if let Ok(log) = parse(LOG, Some(value), parse_log_filter) {
+                    config.log = log;
+                }
+            } else if name == LOG_FORMAT.name
+                && let Ok(format) = parse(LOG_FORMAT, Some(value), parse_log_format)
+            {
+                config.log_format = format;
+            }
+        }
+        config
+    }
+
+    /// The process environment as [`Config::from_env`] reads it, for
+    /// [`Config::logging_from_vars`].
+    pub fn env_vars() -> impl Iterator<Item = (String, String)> {
+        std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
     }
 
     /// The listeners this configuration opens, with the variable that sets each one.
@@ -632,6 +694,22 @@ fn parse<T>(
             value: text,
             accepts: v.accepts,
         }),
+    }
+}
+
+/// A tracing filter (`BLOSCAR_LOG`).
+fn parse_log_filter(s: &str) -> Option<String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .ok()
+        .map(|_| s.to_string())
+}
+
+/// `BLOSCAR_LOG_FORMAT`.
+fn parse_log_format(s: &str) -> Option<LogFormat> {
+    match s {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        _ => None,
     }
 }
 

@@ -319,7 +319,7 @@ fn proxy_result(ended: Result<(Role, io::Result<()>), tokio::task::JoinError>) -
     match ended {
         Ok((_, Ok(()))) => Ok(()),
         Ok((role, Err(e))) => {
-            tracing::error!(?role, error = %e, "proxy listener failed");
+            tracing::error!(%role, error = %e, "proxy listener failed");
             Err(e)
         }
         Err(e) => {

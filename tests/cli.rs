@@ -4,6 +4,9 @@
 
 #[path = "common/raw.rs"]
 mod raw;
+#[path = "common/server.rs"]
+#[allow(dead_code)]
+mod server;
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -73,43 +76,100 @@ fn version_and_help() {
             .contains("Usage: bloscar run")
     );
 
+    // A bad command line is EX_USAGE, apart from a bad environment (EX_CONFIG).
     let out = bloscar(&["--no-such-flag"], &[]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .starts_with("error: unexpected argument '--no-such-flag' found")
+    );
 }
 
 #[test]
-fn invalid_configuration_exits_64_with_one_line_naming_the_variable() {
+fn help_reads_well_in_a_terminal() {
+    let out = bloscar(&["--help"], &[]);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for line in help.lines() {
+        assert!(line.chars().count() <= 80, "longer than 80 columns: {line}");
+        assert!(!line.contains("]("), "a Markdown link: {line}");
+        assert!(!line.contains("table below"), "{line}");
+    }
+    assert!(
+        help.contains(
+            "\n  BLOSCAR_MEMORY_BUDGET (half the container's memory limit, else 1 GiB)\n"
+        )
+    );
+    assert!(help.contains("see docs/sidecar.md#memory."), "{help}");
+    assert!(
+        help.contains("78 (EX_CONFIG) for an invalid BLOSCAR_* variable."),
+        "{help}"
+    );
+}
+
+#[test]
+fn invalid_configuration_exits_78_with_one_log_line_naming_the_variable() {
     let cases = [
         (
             ("BLOSCAR_CODEC", "lz5"),
-            "bloscar: BLOSCAR_CODEC: invalid value \"lz5\": expected auto, or codec[:level[:shuffle]]",
+            "BLOSCAR_CODEC",
+            "BLOSCAR_CODEC: invalid value \"lz5\": expected auto, or codec[:level[:shuffle]]",
         ),
         (
             ("BLOSCAR_MODE", "outbound"),
-            "bloscar: BLOSCAR_OUTBOUND_FORWARD: required when BLOSCAR_MODE is outbound or both",
+            "BLOSCAR_OUTBOUND_FORWARD",
+            "BLOSCAR_OUTBOUND_FORWARD: required when BLOSCAR_MODE is outbound or both",
         ),
         (
             ("BLOSCAR_MAX_MESSAGE_BYTES", "0"),
-            "bloscar: BLOSCAR_MAX_MESSAGE_BYTES: invalid value \"0\": expected a size",
+            "BLOSCAR_MAX_MESSAGE_BYTES",
+            "BLOSCAR_MAX_MESSAGE_BYTES: invalid value \"0\": expected a size",
         ),
         (
             ("BLOSCAR_ADMIN_LISTEN", "localhost:9449"),
-            "bloscar: BLOSCAR_ADMIN_LISTEN: invalid value \"localhost:9449\": expected ip:port",
+            "BLOSCAR_ADMIN_LISTEN",
+            "BLOSCAR_ADMIN_LISTEN: invalid value \"localhost:9449\": expected ip:port",
         ),
         (
             ("BLOSCAR_LOG_FORMAT", "xml"),
-            "bloscar: BLOSCAR_LOG_FORMAT: invalid value \"xml\": expected text or json",
+            "BLOSCAR_LOG_FORMAT",
+            "BLOSCAR_LOG_FORMAT: invalid value \"xml\": expected text or json",
         ),
     ];
-    for ((name, value), expected) in cases {
+    for ((name, value), variable, expected) in cases {
         for args in [&[][..], &["run"][..]] {
+            // Text: one line in tracing's format.
             let out = bloscar(args, &[(name, value)]);
-            assert_eq!(out.status.code(), Some(64), "{name}={value}");
+            assert_eq!(out.status.code(), Some(78), "{name}={value}");
             assert!(out.stdout.is_empty());
             let stderr = String::from_utf8(out.stderr).unwrap();
             assert_eq!(stderr.lines().count(), 1, "{stderr}");
-            assert!(stderr.starts_with(expected), "{stderr}");
+            assert!(
+                stderr.contains(" ERROR bloscar::cli::run: invalid configuration "),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains(&format!("variable=\"{variable}\" error={expected}")),
+                "{stderr}"
+            );
+            assert!(stderr.ends_with(" exit_code=78\n"), "{stderr}");
         }
+        if name == "BLOSCAR_LOG_FORMAT" {
+            continue;
+        }
+        // JSON: one JSON object, whatever variable is wrong.
+        let out = bloscar(&[], &[(name, value), ("BLOSCAR_LOG_FORMAT", "json")]);
+        assert_eq!(out.status.code(), Some(78), "{name}={value}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let line: serde_json::Value = serde_json::from_str(&stderr).expect("a JSON line");
+        assert_eq!(line["level"], "ERROR", "{line}");
+        assert_eq!(line["target"], "bloscar::cli::run", "{line}");
+        assert_eq!(line["message"], "invalid configuration", "{line}");
+        assert_eq!(line["variable"], variable, "{line}");
+        assert_eq!(line["exit_code"], 78, "{line}");
+        let error = line["error"].as_str().unwrap();
+        assert!(error.starts_with(expected), "{line}");
     }
 }
 
@@ -126,12 +186,41 @@ fn a_listener_that_cannot_bind_is_named() {
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
+    let failures: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("cannot listen"))
+        .collect();
+    assert_eq!(failures.len(), 1, "logged once:\n{stderr}");
     assert!(
-        stderr.contains(&format!(
-            "bloscar: BLOSCAR_ADMIN_LISTEN: cannot listen on {addr}: "
+        failures[0].contains(&format!(
+            " ERROR bloscar::cli::run: cannot listen variable=\"BLOSCAR_ADMIN_LISTEN\" address={addr} error=BLOSCAR_ADMIN_LISTEN: cannot listen on {addr}: "
         )),
         "{stderr}"
     );
+
+    let out = bloscar(
+        &[],
+        &[
+            ("BLOSCAR_INBOUND_LISTEN", "127.0.0.1:0"),
+            ("BLOSCAR_ADMIN_LISTEN", &addr),
+            ("BLOSCAR_LOG_FORMAT", "json"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let failures: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["level"] == "ERROR")
+        .collect();
+    assert_eq!(failures.len(), 1, "{stderr}");
+    assert_eq!(failures[0]["message"], "cannot listen");
+    assert_eq!(failures[0]["variable"], "BLOSCAR_ADMIN_LISTEN");
+    assert_eq!(failures[0]["address"], addr.as_str());
+    drop(taken);
 }
 
 /// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
@@ -393,6 +482,168 @@ async fn json_logs_and_a_warning_for_unknown_variables() {
         .find(|line| line.contains("\"variable\":\"BLOSCAR_CODE\""))
         .unwrap_or_else(|| panic!("no warning about BLOSCAR_CODE:\n{logs}"));
     assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+}
+
+/// The JSON type of a value, for checking that a field keeps one type on every line.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(n) if n.is_f64() => "float",
+        serde_json::Value::Number(_) => "integer",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// A KServe request for model echo:1 with one smooth 256 KiB FP32 input.
+fn echo_request() -> Bytes {
+    let values: Vec<u8> = (0..65536)
+        .flat_map(|k| ((k as f32) * 0.001).to_le_bytes())
+        .collect();
+    let request = ModelInferRequest {
+        model_name: "echo".into(),
+        model_version: "1".into(),
+        inputs: vec![
+            bloscar::pb::inference::model_infer_request::InferInputTensor {
+                name: "INPUT0".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 65536],
+                ..Default::default()
+            },
+        ],
+        raw_input_contents: vec![values],
+        ..Default::default()
+    };
+    Bytes::from(request.encode_to_vec())
+}
+
+#[tokio::test]
+async fn json_logs_keep_one_type_per_field_name_peers_and_an_access_line_per_call() {
+    let app = server::start_server().await;
+    let inbound = free_addr();
+    let outbound = free_addr();
+    let mut sidecar = Sidecar::start(&[
+        ("BLOSCAR_MODE", "both".into()),
+        ("BLOSCAR_INBOUND_LISTEN", inbound.to_string()),
+        ("BLOSCAR_INBOUND_FORWARD", app.addr.to_string()),
+        ("BLOSCAR_OUTBOUND_LISTEN", outbound.to_string()),
+        ("BLOSCAR_OUTBOUND_FORWARD", inbound.to_string()),
+        ("BLOSCAR_CODEC", "lz4:5:byte".into()),
+        ("BLOSCAR_LOG_FORMAT", "json".into()),
+        ("BLOSCAR_LOG", "info,bloscar::access=debug".into()),
+    ]);
+    sidecar.wait_ready().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{outbound}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = echo_request();
+    let mut responses = Vec::new();
+    // The first call teaches the outbound that its peer reads bloscar; the second is
+    // encoded on the way.
+    for _ in 0..2 {
+        let mut client = tonic::client::Grpc::new(channel.clone());
+        client.ready().await.unwrap();
+        let response = client
+            .unary(
+                Request::new(request.clone()),
+                http::uri::PathAndQuery::from_static(server::MODEL_INFER),
+                RawCodec,
+            )
+            .await
+            .expect("the call succeeds")
+            .into_inner();
+        responses.push(response);
+    }
+    sidecar.signal("TERM");
+    let status = sidecar.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.logs());
+    let logs = sidecar.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+
+    // One JSON type per field name over the whole log, one casing for roles.
+    let mut kinds: std::collections::BTreeMap<String, &str> = Default::default();
+    for line in &lines {
+        for (name, value) in line.as_object().unwrap() {
+            let kind = json_kind(value);
+            let first = *kinds.entry(name.clone()).or_insert(kind);
+            assert_eq!(first, kind, "{name} changes type: {line}\n{logs}");
+        }
+        if let Some(role) = line.get("role") {
+            assert!(role == "inbound" || role == "outbound", "{line}");
+        }
+    }
+    for (name, kind) in [
+        ("grace_secs", "integer"),
+        ("handshake_timeout_secs", "integer"),
+        ("idle_timeout_secs", "integer"),
+        ("request_bytes", "integer"),
+        ("response_bytes", "integer"),
+        ("duration_ms", "float"),
+        ("mode", "string"),
+    ] {
+        assert_eq!(kinds.get(name).copied(), Some(kind), "{name}\n{logs}");
+    }
+    let find = |message: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["message"] == message).collect()
+    };
+    let started = find("started");
+    assert_eq!(started.len(), 1, "{logs}");
+    assert_eq!(started[0]["mode"], "both");
+    assert_eq!(started[0]["outbound_forward"], inbound.to_string());
+    let learned = find("learned the peer's capability");
+    assert_eq!(learned.len(), 1, "{logs}");
+    assert_eq!(learned[0]["peer"], inbound.to_string());
+    assert_eq!(learned[0]["role"], "outbound");
+    assert_eq!(learned[0]["speaks_bloscar"], true);
+    assert_eq!(find("draining").len(), 1, "{logs}");
+    assert_eq!(find("stopped").len(), 1, "{logs}");
+
+    // The access log: one line per call and role, in call order.
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "bloscar::access")
+        .collect();
+    assert_eq!(access.len(), 4, "{logs}");
+    let of = |role: &str| -> Vec<&serde_json::Value> {
+        access
+            .iter()
+            .copied()
+            .filter(|l| l["role"] == role)
+            .collect()
+    };
+    let (out_lines, in_lines) = (of("outbound"), of("inbound"));
+    assert_eq!((out_lines.len(), in_lines.len()), (2, 2), "{logs}");
+    for line in &access {
+        assert_eq!(line["level"], "DEBUG");
+        assert_eq!(line["message"], "call");
+        assert_eq!(line["method"], server::MODEL_INFER);
+        // The first call's request passed on unread still names its model.
+        assert_eq!(line["model"], "echo:1", "{line}");
+        assert_eq!(line["status"], "ok");
+        assert!(line["duration_ms"].as_f64().unwrap() > 0.0, "{line}");
+        assert!(line["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    for (line, response) in out_lines.iter().zip(&responses) {
+        // What the client app sent and got back: identity, each message with its
+        // 5-byte gRPC prefix.
+        assert_eq!(line["forward"], inbound.to_string());
+        assert_eq!(line["request_bytes"], request.len() as u64 + 5, "{line}");
+        assert_eq!(line["response_bytes"], response.len() as u64 + 5, "{line}");
+    }
+    for line in &in_lines {
+        assert_eq!(line["forward"], app.addr.to_string());
+    }
+    // Between the sidecars: identity on the first call, compressed on the second.
+    assert_eq!(in_lines[0]["request_bytes"], request.len() as u64 + 5);
+    let compressed = in_lines[1]["request_bytes"].as_u64().unwrap();
+    assert!(compressed < request.len() as u64 / 4, "{}", in_lines[1]);
 }
 
 /// A server-streaming tonic service that sends its first response at once and the rest

@@ -38,6 +38,38 @@ const OUTBOUND_FAMILIES: &[(&str, &str)] = &[
     ("process_resident_memory_bytes", "gauge"),
 ];
 
+/// The auto-tuner's families (`BLOSCAR_CODEC=auto`), as the OpenMetrics parser names
+/// them.
+const TUNER_FAMILIES: &[(&str, &str)] = &[
+    ("bloscar_tuner_below_min_size", "counter"),
+    ("bloscar_tuner_choices", "counter"),
+    ("bloscar_tuner_entries", "gauge"),
+    ("bloscar_tuner_errors", "counter"),
+    ("bloscar_tuner_fallbacks", "counter"),
+    ("bloscar_tuner_picks", "gauge"),
+    ("bloscar_tuner_search_seconds", "counter"),
+    ("bloscar_tuner_searches", "counter"),
+    ("bloscar_tuner_searches_skipped", "counter"),
+];
+
+/// Fails unless every family of `families` is in docs/sidecar.md's list (counters with
+/// their `_total`).
+fn assert_documented(families: &[(&str, &str)]) {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sidecar.md")).unwrap();
+    for (name, kind) in families {
+        let documented = if *kind == "counter" {
+            format!("| `{name}_total` |")
+        } else {
+            format!("| `{name}` |")
+        };
+        assert!(
+            docs.contains(&documented),
+            "{documented} missing from docs/sidecar.md"
+        );
+    }
+}
+
 async fn scrape(addr: std::net::SocketAddr, accept: &str) -> (String, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -66,8 +98,11 @@ fn parse(format: &str, body: &str) -> Vec<String> {
         .status()
         .unwrap();
     assert!(venvs.success(), "scripts/venvs.sh failed");
+    // One file per parse: the tests of this file run at once.
+    static PARSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("metrics-{}-{format}.txt", std::process::id()));
+        .join(format!("metrics-{}-{n}-{format}.txt", std::process::id()));
     std::fs::write(&file, body).unwrap();
     let out = Command::new(format!("{root}/.venvs/prometheus/bin/python"))
         .arg(format!("{root}/tests/python/parse_metrics.py"))
@@ -134,16 +169,15 @@ async fn every_family_parses_and_is_listed() {
 
     // Per-model and pass-through series, counted by the outbound: two ModelInfer calls
     // of model echo:1 and one call of a method it does not know. The first ModelInfer
-    // request passed as it was while the peer was unknown; a message passed on is not
-    // read, so that call's model is not known (the empty label).
+    // request passed as it was while the peer was unknown; its first bytes still name
+    // the model, so that call counts under echo:1 too.
     let infer = format!("method=\"{MODEL_INFER}\",model=\"echo:1\"");
-    let unread = format!("method=\"{MODEL_INFER}\",model=\"\"");
     for line in [
-        format!("bloscar_calls_total{{{infer},status=\"ok\"}} 1"),
-        format!("bloscar_calls_total{{{unread},status=\"ok\"}} 1"),
+        format!("bloscar_calls_total{{{infer},status=\"ok\"}} 2"),
         format!("bloscar_messages_total{{direction=\"request\",outcome=\"encoded\",{infer}}} 1"),
-        format!("bloscar_messages_total{{direction=\"response\",outcome=\"decoded\",{infer}}} 1"),
-        format!("bloscar_messages_total{{direction=\"request\",outcome=\"passed\",{unread}}} 1"),
+        // The inbound encodes both responses: each request said its sender reads bloscar.
+        format!("bloscar_messages_total{{direction=\"response\",outcome=\"decoded\",{infer}}} 2"),
+        format!("bloscar_messages_total{{direction=\"request\",outcome=\"passed\",{infer}}} 1"),
         format!("bloscar_calls_total{{method=\"{PLAIN_ECHO}\",model=\"\",status=\"ok\"}} 1"),
         format!(
             "bloscar_messages_total{{direction=\"request\",outcome=\"passed\",method=\"{PLAIN_ECHO}\",model=\"\"}} 1"
@@ -154,18 +188,50 @@ async fn every_family_parses_and_is_listed() {
     ] {
         assert!(om.contains(&format!("\n{line}\n")), "{line}\n{om}");
     }
+    assert!(
+        !om.contains(&format!("method=\"{MODEL_INFER}\",model=\"\"")),
+        "a ModelInfer series without its model:\n{om}"
+    );
 
-    let docs =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/sidecar.md")).unwrap();
-    for (name, kind) in OUTBOUND_FAMILIES {
-        let documented = if *kind == "counter" {
-            format!("`{name}_total`")
-        } else {
-            format!("`{name}`")
-        };
-        assert!(
-            docs.contains(&documented),
-            "{documented} missing from docs/sidecar.md"
-        );
-    }
+    assert_documented(OUTBOUND_FAMILIES);
+}
+
+#[test]
+fn the_tuner_families_parse_and_are_listed() {
+    use bloscar::codec::tune::{Tuner, TunerConfig};
+    use bloscar::{Chooser, DType, TensorInfo};
+
+    let tuner = Arc::new(Tuner::new(TunerConfig {
+        background: false,
+        ..TunerConfig::with_link_mbps(100.0)
+    }));
+    let mut metrics = bloscar::metrics::Metrics::new();
+    metrics.register_collector(Box::new(tuner.collector()));
+    let data = smooth_f32(64 * 1024);
+    let info = TensorInfo {
+        method: MODEL_INFER,
+        name: "INPUT0",
+        dtype: DType::F32,
+        elem_size: 4,
+        model: "echo:1",
+        link_bytes_per_sec: None,
+        len: data.len(),
+    };
+    tuner.choose(&info, &data);
+
+    let expected: Vec<String> = TUNER_FAMILIES
+        .iter()
+        .map(|(name, kind)| format!("{name} {kind}"))
+        .collect();
+    let bloscar_only = |families: Vec<String>| -> Vec<String> {
+        families
+            .into_iter()
+            .filter(|f| f.starts_with("bloscar_tuner_"))
+            .collect()
+    };
+    let om = metrics.render();
+    assert_eq!(bloscar_only(parse("openmetrics", &om)), expected, "{om}");
+    let text = bloscar::metrics::exposition::to_text_004(&om);
+    assert_eq!(bloscar_only(parse("text", &text)), expected, "{text}");
+    assert_documented(TUNER_FAMILIES);
 }

@@ -469,13 +469,13 @@ fn shows_its_decisions_in_the_sidecar_metrics() {
         "bloscar_tuner_choices_total{model=\"\",decision=\"store\"} 1",
         "bloscar_tuner_fallbacks_total 0",
         "bloscar_tuner_entries 2",
-        "bloscar_tuner_picks_unlisted 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "{line} missing from:\n{text}"
         );
     }
+    // Picks are counted per model and codec: no tensor names, no levels or shuffles.
     let pick = tuner
         .picks()
         .into_iter()
@@ -483,18 +483,28 @@ fn shows_its_decisions_in_the_sidecar_metrics() {
         .unwrap()
         .options
         .unwrap();
-    let mask_line = format!(
-        "bloscar_tuner_pick_sample_ratio{{method=\"{INFER}\",model=\"unet:1\",tensor=\"mask\",dtype=\"uint8\",codec=\"{}\",level=\"{}\",shuffle=\"{}\"}}",
-        pick.codec, pick.level, pick.shuffle
-    );
-    assert!(
-        text.contains(&mask_line),
-        "{mask_line} missing from:\n{text}"
-    );
-    assert!(
-        text.contains("tensor=\"noise\",dtype=\"uint8\",codec=\"store\""),
+    let picks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("bloscar_tuner_picks{"))
+        .collect();
+    assert_eq!(
+        picks.len(),
+        2 * bloscar::codec::tune::PICK_CODECS.len(),
         "{text}"
     );
+    for codec in bloscar::codec::tune::PICK_CODECS {
+        let mask = if codec == pick.codec.name() { 1 } else { 0 };
+        let noise = if codec == "store" { 1 } else { 0 };
+        for line in [
+            format!("bloscar_tuner_picks{{model=\"unet:1\",codec=\"{codec}\"}} {mask}"),
+            format!("bloscar_tuner_picks{{model=\"\",codec=\"{codec}\"}} {noise}"),
+        ] {
+            assert!(
+                picks.contains(&line.as_str()),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
     assert!(
         text.contains("# TYPE bloscar_tuner_search_seconds counter"),
         "{text}"
@@ -526,6 +536,25 @@ fn model_labels_are_bounded_and_overflow_into_other() {
     };
     assert_eq!(total(&other.choices), 8);
     assert_eq!(tuner.stats().entries, models.len() as u64);
+
+    // The pick gauge has the same bounded model labels: the 8 late models' keys are
+    // counted under `other`, and each label has one series per codec, no more.
+    let tuner = Arc::new(tuner);
+    let mut metrics = Metrics::new();
+    metrics.register_collector(Box::new(tuner.collector()));
+    let text = metrics.render();
+    let picks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("bloscar_tuner_picks{"))
+        .collect();
+    let codecs = bloscar::codec::tune::PICK_CODECS.len();
+    assert_eq!(picks.len(), (MAX_MODEL_LABELS + 1) * codecs, "{text}");
+    let other_keys: u64 = picks
+        .iter()
+        .filter(|l| l.starts_with("bloscar_tuner_picks{model=\"other\","))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(other_keys, 8, "{text}");
 }
 
 #[test]

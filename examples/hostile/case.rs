@@ -100,6 +100,9 @@ pub struct Outcome {
     pub hwm_kib: [u64; 2],
     /// VmRSS a little after the attack ended, KiB.
     pub after_kib: [u64; 2],
+    /// The most message bytes each sidecar's memory budget had charged at once
+    /// (`bloscar_memory_peak_bytes`), MiB: what the budget bounds, beside the RSS.
+    pub budget_peak_mib: [f64; 2],
     /// CPU seconds each sidecar used during the attack.
     pub cpu_seconds: [f64; 2],
     /// Log lines each sidecar wrote.
@@ -123,6 +126,7 @@ impl Outcome {
             highest_kib: [0; 2],
             hwm_kib: [0; 2],
             after_kib: [0; 2],
+            budget_peak_mib: [0.0; 2],
             cpu_seconds: [0.0; 2],
             log_lines: [0; 2],
             client: ClientReport::default(),
@@ -256,6 +260,9 @@ where
         highest_kib: [highest(&readings, 0), highest(&readings, 1)],
         hwm_kib,
         after_kib,
+        budget_peak_mib: after
+            .each_ref()
+            .map(|scrape| scrape.sum("bloscar_memory_peak_bytes", "") / f64::from(1u32 << 20)),
         cpu_seconds: [cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]],
         log_lines: [pair.outbound.log_lines(), pair.inbound.log_lines()],
         client,

@@ -67,9 +67,10 @@ pub fn print_details(outcomes: &[Outcome]) {
     println!();
     println!(
         "| case | attack time | outbound RSS MiB: idle / highest sampled / VmHWM / 2 s after \
-         | inbound RSS MiB: same | CPU s out / in | log lines out / in | client's slowest call |"
+         | inbound RSS MiB: same | budget's peak charge MiB out / in | CPU s out / in \
+         | log lines out / in | client's slowest call |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         let memory = |i: usize| {
             format!(
@@ -81,11 +82,13 @@ pub fn print_details(outcomes: &[Outcome]) {
             )
         };
         println!(
-            "| {} | {:.1} s | {} | {} | {:.1} / {:.1} | {} / {} | {} |",
+            "| {} | {:.1} s | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {} / {} | {} |",
             o.title,
             o.elapsed.as_secs_f64(),
             memory(0),
             memory(1),
+            o.budget_peak_mib[0],
+            o.budget_peak_mib[1],
             o.cpu_seconds[0],
             o.cpu_seconds[1],
             o.log_lines[0],

@@ -13,10 +13,12 @@ use bloscar::{Codec, Shuffle, npy};
 /// The options of `bloscar bench` (its help text is on the `Bench` command).
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// .npy files, or folders whose .npy files are all measured (numpy format 1.0, 2.0
-    /// or 3.0; little-endian numeric or bool dtypes in C order).
+    /// .npy files, or folders whose .npy files are all measured
+    /// (numpy format 1.0, 2.0 or 3.0; little-endian numeric or bool
+    /// dtypes in C order)
+    #[arg(verbatim_doc_comment)]
     paths: Vec<PathBuf>,
-    /// Link bandwidths to estimate for, in Mbit/s (comma-separated or repeated).
+    /// Link bandwidths in Mbit/s (comma-separated or repeated).
     #[arg(long, value_delimiter = ',', default_values_t = [100.0, 1000.0, 10000.0], value_parser = parse_mbps)]
     link_mbps: Vec<f64>,
     /// Codecs of the grid (comma-separated).
@@ -31,10 +33,10 @@ pub struct BenchArgs {
     /// Runs per grid point; the fastest counts.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
     repeats: u16,
-    /// Show only the N fastest settings per link (plus storing and the tuner's picks).
+    /// Only the N fastest settings per link (plus storing and tuner picks).
     #[arg(long, value_name = "N")]
     top: Option<usize>,
-    /// Tensors below this many bytes are left uncompressed by the tuner, as in the sidecar.
+    /// Tensors below this many bytes stay uncompressed, as in the sidecar.
     #[arg(long, default_value_t = TunerConfig::default().min_size)]
     min_tensor_bytes: usize,
     /// Print JSON instead of tables.

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use bloscar::config::{self, Config};
+use bloscar::config::Config;
 use bloscar::layer::Role;
 use bloscar::sidecar::Sidecar;
 use tokio::signal::unix::{SignalKind, signal};
@@ -10,29 +10,20 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::traces::Traces;
 use super::{EXIT_CONFIG, logging};
 
-/// The `--help` text listing the environment variables and their defaults.
-pub fn environment_help() -> String {
-    let mut help = String::from("Environment (defaults in brackets):\n");
-    for v in config::VARIABLES {
-        let default = if v.default.starts_with('(') {
-            v.default.to_string()
-        } else {
-            format!("[{}]", v.default)
-        };
-        help.push_str(&format!(
-            "  {} {default}\n      {}; accepts {}\n",
-            v.name, v.meaning, v.accepts
-        ));
-    }
-    help
-}
-
 /// Runs the sidecar until SIGTERM or SIGINT and the drain that follows.
 pub fn main() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("bloscar: {e}");
+            // Logging from its own two variables, so that the error is reported in the
+            // chosen format (a JSON line for a log collector).
+            logging::init(&Config::logging_from_vars(Config::env_vars()));
+            tracing::error!(
+                variable = e.variable(),
+                error = %e,
+                exit_code = EXIT_CONFIG,
+                "invalid configuration"
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -98,15 +89,20 @@ async fn serve(config: Config) -> ExitCode {
     ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("bloscar: cannot install signal handlers: {e}");
+            tracing::error!(error = %e, "cannot install signal handlers");
             return ExitCode::FAILURE;
         }
     };
     let sidecar = match Sidecar::bind(&config).await {
         Ok(sidecar) => sidecar,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("bloscar: {e}");
+            // One line, in the log's format: the variable, the address and the cause.
+            tracing::error!(
+                variable = e.variable,
+                address = %e.addr,
+                error = %e,
+                "cannot listen"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -122,7 +118,7 @@ async fn serve(config: Config) -> ExitCode {
         codec = %config.codec,
         min_tensor_bytes = config.min_tensor_bytes,
         max_message_bytes = config.max_message_bytes,
-        "listening"
+        "started"
     );
     let shutdown = async move {
         let name = tokio::select! {
@@ -140,11 +136,9 @@ async fn serve(config: Config) -> ExitCode {
             std::process::exit(1);
         });
     };
+    // A listener's failure was logged, with its role, where it happened.
     match sidecar.run(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bloscar: {e}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }

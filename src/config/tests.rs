@@ -527,6 +527,45 @@ fn every_variable_is_read() {
 }
 
 #[test]
+fn plain_text_keeps_link_labels_only() {
+    assert_eq!(
+        plain_text("see [docs/sidecar.md#memory](docs/sidecar.md#memory) and [a](b)."),
+        "see docs/sidecar.md#memory and a."
+    );
+    assert_eq!(plain_text("a [b] (c) [d"), "a [b] (c) [d");
+    for v in VARIABLES {
+        let text = plain_text(v.meaning);
+        assert!(!text.contains("]("), "{}: {text}", v.name);
+        assert!(!text.contains("table"), "{}: {text}", v.name);
+    }
+}
+
+#[test]
+fn logging_settings_are_read_alone_and_fall_back_to_their_defaults() {
+    let vars = |pairs: &[(&str, &str)]| {
+        Config::logging_from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    };
+    let c = vars(&[
+        ("BLOSCAR_LOG_FORMAT", "json"),
+        ("BLOSCAR_LOG", "debug"),
+        ("BLOSCAR_CODEC", "lz5"),
+    ]);
+    assert_eq!((c.log.as_str(), c.log_format), ("debug", LogFormat::Json));
+    let c = vars(&[("BLOSCAR_LOG_FORMAT", "xml"), ("BLOSCAR_LOG", "[")]);
+    assert_eq!((c.log.as_str(), c.log_format), ("info", LogFormat::Text));
+    let c = vars(&[("BLOSCAR_LOG_FORMAT", " json "), ("BLOSCAR_LOG", "")]);
+    assert_eq!((c.log.as_str(), c.log_format), ("info", LogFormat::Json));
+}
+
+#[test]
+fn errors_name_their_variable() {
+    let e = config(&[("BLOSCAR_CODEC", "lz5")]).unwrap_err();
+    assert_eq!(e.variable(), "BLOSCAR_CODEC");
+    let e = config(&[("BLOSCAR_MODE", "both")]).unwrap_err();
+    assert_eq!(e.variable(), "BLOSCAR_OUTBOUND_FORWARD");
+}
+
+#[test]
 fn readme_has_the_variable_table() {
     let readme = include_str!("../../README.md");
     assert!(

@@ -1,6 +1,11 @@
 //! Counts the gRPC messages of a body the sidecar passes on untouched, so that
 //! `bloscar_messages_total{outcome="passed"}` covers every message, including those of
 //! methods the sidecar does not know.
+//!
+//! A request passed on unread still names its model (e.g. the first calls of an
+//! outbound that does not know yet whether its peer reads bloscar): the model fields
+//! come first in every protocol bloscar knows, so the first bytes of an identity request
+//! are walked for it, and the call's metrics carry the model as encoded calls do.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,12 +16,26 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::locate::Direction;
+use crate::locate::{Direction, Locator, StreamWalk};
 use crate::metrics::{Metrics, Outcome};
-use crate::stream_encoder::ModelSlot;
+use crate::stream_encoder::{ModelSlot, model_key};
 
 /// A gRPC message starts with a 5-byte prefix: a compressed flag and a big-endian length.
 const PREFIX_LEN: usize = 5;
+
+/// Bytes of a request looked at for its model before giving up (as the decoder does).
+const MODEL_SNIFF_BYTES: usize = 64 * 1024;
+
+/// What [`Framing::feed`] finds in the bytes it is given.
+#[derive(Debug, PartialEq, Eq)]
+enum Event<'a> {
+    /// A message's prefix: its compressed flag and payload length.
+    Start { compressed: bool, len: usize },
+    /// The next bytes of the current message's payload.
+    Payload(&'a [u8]),
+    /// The current message is complete; its payload length.
+    Done(usize),
+}
 
 /// Where the count is in the stream of length-prefixed messages.
 #[derive(Debug, Default)]
@@ -31,15 +50,16 @@ struct Framing {
 }
 
 impl Framing {
-    /// Walks `data`; returns the lengths of the messages it completes.
-    fn feed(&mut self, mut data: &[u8], done: &mut Vec<usize>) {
+    /// Walks `data`, telling `on` each message start, payload piece and end in order.
+    fn feed<'a>(&mut self, mut data: &'a [u8], mut on: impl FnMut(Event<'a>)) {
         while !data.is_empty() {
             if self.remaining > 0 {
                 let take = self.remaining.min(data.len());
                 self.remaining -= take;
+                on(Event::Payload(&data[..take]));
                 data.advance(take);
                 if self.remaining == 0 {
-                    done.push(self.len);
+                    on(Event::Done(self.len));
                 }
                 continue;
             }
@@ -53,8 +73,12 @@ impl Framing {
                 len.copy_from_slice(&self.prefix[1..]);
                 self.len = u32::from_be_bytes(len) as usize;
                 self.remaining = self.len;
+                on(Event::Start {
+                    compressed: self.prefix[0] & 1 == 1,
+                    len: self.len,
+                });
                 if self.len == 0 {
-                    done.push(0);
+                    on(Event::Done(0));
                 }
             }
         }
@@ -71,19 +95,50 @@ pin_project! {
         direction: Direction,
         method: Arc<str>,
         model: ModelSlot,
-        done: Vec<usize>,
+        // The locator, while the model may still be learned from a request.
+        locator: Option<Locator>,
+        sniff: Option<Sniff>,
+    }
+}
+
+/// A walk over the first bytes of one identity request, for the model it names.
+struct Sniff {
+    walk: StreamWalk,
+    fed: usize,
+}
+
+impl Sniff {
+    /// Feeds payload bytes; true once the walk is over (model found or given up).
+    fn feed(&mut self, bytes: &[u8], model: &ModelSlot) -> bool {
+        let take = bytes.len().min(MODEL_SNIFF_BYTES - self.fed);
+        // The spans are not needed; only what the walk learns of the model.
+        let mut spans = Vec::new();
+        self.walk.feed(&bytes[..take], &mut spans);
+        self.fed += take;
+        if let Some(found) = self.walk.model() {
+            let _ = model.set(model_key(found));
+            return true;
+        }
+        self.fed >= MODEL_SNIFF_BYTES || self.walk.is_done() || self.walk.is_malformed()
     }
 }
 
 impl<B> CountBody<B> {
-    /// Counts the messages of `inner`, a body going `direction` in a call of `method`.
+    /// Counts the messages of `inner`, a body going `direction` in a call of `method`;
+    /// a request of a method `locator` knows is walked for its model, unless `model`
+    /// is known already.
     pub fn new(
         inner: B,
         metrics: Arc<Metrics>,
         direction: Direction,
         method: Arc<str>,
         model: ModelSlot,
+        locator: &Locator,
     ) -> Self {
+        let locator = (direction == Direction::Request
+            && model.get().is_none()
+            && locator.stream(&method, direction, 0).is_some())
+        .then(|| locator.clone());
         CountBody {
             inner,
             framing: Framing::default(),
@@ -91,7 +146,8 @@ impl<B> CountBody<B> {
             direction,
             method,
             model,
-            done: Vec::new(),
+            locator,
+            sniff: None,
         }
     }
 }
@@ -109,18 +165,46 @@ impl<B: Body<Data = Bytes>> Body for CountBody<B> {
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
         {
-            this.framing.feed(data, this.done);
-            for len in this.done.drain(..) {
-                this.metrics.record_message(
-                    *this.direction,
-                    Outcome::Passed,
-                    this.method,
-                    this.model.get().map(String::as_str),
-                    len,
-                    len,
-                    Duration::ZERO,
-                );
-            }
+            let (metrics, direction, method, model) = (
+                &**this.metrics,
+                *this.direction,
+                &**this.method,
+                &*this.model,
+            );
+            let (locator, sniff) = (this.locator, this.sniff);
+            this.framing.feed(data, |event| match event {
+                Event::Start { compressed, len } => {
+                    // A compressed message (gzip, ...) cannot be walked as it is.
+                    *sniff = match (&*locator, compressed, model.get()) {
+                        (Some(locator), false, None) => locator
+                            .stream(method, direction, len)
+                            .map(|walk| Sniff { walk, fed: 0 }),
+                        _ => None,
+                    };
+                }
+                Event::Payload(bytes) => {
+                    if let Some(s) = sniff.as_mut()
+                        && s.feed(bytes, model)
+                    {
+                        *sniff = None;
+                        if model.get().is_some() {
+                            *locator = None;
+                        }
+                    }
+                }
+                Event::Done(len) => {
+                    *sniff = None;
+                    metrics.record_message(
+                        direction,
+                        Outcome::Passed,
+                        method,
+                        model.get().map(String::as_str),
+                        len,
+                        len,
+                        Duration::ZERO,
+                    );
+                }
+            });
         }
         Poll::Ready(frame)
     }
@@ -146,9 +230,18 @@ mod tests {
         for cut in 0..stream.len() {
             let mut framing = Framing::default();
             let mut done = Vec::new();
-            framing.feed(&stream[..cut], &mut done);
-            framing.feed(&stream[cut..], &mut done);
+            let mut payload = 0;
+            let mut starts = Vec::new();
+            for piece in [&stream[..cut], &stream[cut..]] {
+                framing.feed(piece, |event| match event {
+                    Event::Start { compressed, len } => starts.push((compressed, len)),
+                    Event::Payload(bytes) => payload += bytes.len(),
+                    Event::Done(len) => done.push(len),
+                });
+            }
             assert_eq!(done, vec![3, 0, 256], "cut at {cut}");
+            assert_eq!(starts, vec![(false, 3), (false, 0), (true, 256)]);
+            assert_eq!(payload, 259);
         }
     }
 }

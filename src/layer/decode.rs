@@ -682,7 +682,7 @@ fn log_link(shared: &Shared, goodput: link::Goodput, before: Option<f64>, after:
     tracing::debug!(
         peer = %shared.peer_name,
         bytes = goodput.bytes,
-        secs = goodput.secs,
+        duration_ms = goodput.secs * 1e3,
         link_bound = goodput.link_bound,
         estimate_mbps = after.map(mbps),
         "link sample"

@@ -16,6 +16,7 @@
 //! wrap a tonic `Channel` with an outbound layer, or put an inbound layer in
 //! `tonic::transport::Server::builder().layer(...)`.
 
+mod access;
 mod clock;
 mod count;
 mod deadline;
@@ -46,6 +47,8 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::access::Access;
+pub use self::access::ClientAddr;
 use self::deadline::{CallTimer, TimedResponse, WatchedRequest};
 use self::feedback::CallCosts;
 use self::link::SharedTiming;
@@ -266,6 +269,11 @@ where
             link_rate: None,
             model: ModelSlot::default(),
             timing: SharedTiming::default(),
+            access: Access::start(
+                shared.role,
+                request.extensions().get::<ClientAddr>().map(|c| c.0),
+                &shared.peer_name,
+            ),
             costs: (shared.role == Role::Outbound)
                 .then(|| Arc::new(CallCosts::new(Arc::clone(shared.codec.chooser())))),
             shared,
@@ -293,8 +301,9 @@ where
     }
 }
 
-/// Counts a call once with the status it ended with; a call whose response body is
-/// dropped before its end (the client went away) counts as `cancelled`.
+/// Counts a call once with the status it ended with (and writes its access line); a
+/// call whose response body is dropped before its end (the client went away) counts as
+/// `cancelled`.
 struct CallRecord {
     metrics: Arc<Metrics>,
     method: Arc<str>,
@@ -302,6 +311,8 @@ struct CallRecord {
     /// The call's span, ended with the call.
     span: tracing::Span,
     done: bool,
+    /// The access line's tally, when the access log is on.
+    access: Option<Access>,
 }
 
 impl CallRecord {
@@ -314,6 +325,9 @@ impl CallRecord {
             self.span = tracing::Span::none();
             self.metrics
                 .record_call(&self.method, self.model.get().map(String::as_str), status);
+            if let Some(access) = &self.access {
+                access.log(&self.method, self.model.get().map(String::as_str), status);
+            }
         }
     }
 }
@@ -345,6 +359,8 @@ struct Call {
     costs: Option<Arc<CallCosts>>,
     /// The share of the downstream connection the call came on, if known.
     connection: Option<ConnectionShare>,
+    /// The access log's tally, when the access log is on.
+    access: Option<Access>,
 }
 
 impl Call {
@@ -364,6 +380,7 @@ impl Call {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = request.into_parts();
+        let body = access::Tally::request(self.access.as_ref(), body);
         // Encoding and decoding change a gRPC body's length, and gRPC's own framing
         // delimits messages: a declared length would no longer hold.
         parts.headers.remove(CONTENT_LENGTH);
@@ -427,7 +444,8 @@ impl Call {
                 let (reads, plan) = negotiate::outbound_response(&mut parts.headers);
                 if self.shared.peer.learn(reads) {
                     tracing::info!(
-                        role = Role::Outbound.name(),
+                        role = %Role::Outbound,
+                        peer = &*self.shared.peer_name,
                         speaks_bloscar = reads,
                         "learned the peer's capability"
                     );
@@ -448,13 +466,18 @@ impl Call {
             shared,
             slot,
             guard,
+            access,
             method: self_method,
             model: self_model,
             span,
             ..
         } = self;
+        if let Some(access) = &access {
+            body = boxed(access.response(body));
+        }
         let mut record = CallRecord {
             metrics: Arc::clone(&shared.metrics),
+            access,
             method: Arc::clone(&self_method),
             model: self_model,
             span,
@@ -487,6 +510,7 @@ impl Call {
                 direction,
                 Arc::clone(&self.method),
                 Arc::clone(&self.model),
+                shared.codec.locator(),
             )),
             BodyPlan::Encode { source } => {
                 let context = EncoderContext {
@@ -534,6 +558,13 @@ impl Call {
 
     /// A trailers-only response ending a call that failed before its response started.
     fn failed(self, status: Status) -> Response<BoxBody> {
+        if let Some(access) = &self.access {
+            access.log(
+                &self.method,
+                self.model.get().map(String::as_str),
+                status.code.label(),
+            );
+        }
         static CALL_FAILED: LogSite = LogSite::new("layer_call_failed");
         warn_limited!(CALL_FAILED, method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
         let model = self.model.get().map(String::as_str);

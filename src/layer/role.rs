@@ -1,5 +1,7 @@
 //! Which side of the link a layer serves.
 
+use std::fmt;
+
 /// Which side of the link a layer (or a proxy listener) serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -16,5 +18,12 @@ impl Role {
             Role::Inbound => "inbound",
             Role::Outbound => "outbound",
         }
+    }
+}
+
+impl fmt::Display for Role {
+    /// The [`Role::name`], so that logs read `role=inbound` as the configuration does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }

@@ -63,10 +63,13 @@ struct MessageLabels {
     model: String,
 }
 
+/// The histograms' labels: per model (bounded like every model label), not per method,
+/// to keep the bucket series few.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransformLabels {
     direction: Direction,
     outcome: Outcome,
+    model: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -347,11 +350,12 @@ impl Metrics {
         wire_len: usize,
         elapsed: Duration,
     ) {
+        let model = self.model_label(model);
         let labels = MessageLabels {
             direction,
             outcome,
             method: self.methods.label(method),
-            model: self.model_label(model),
+            model: model.clone(),
         };
         self.messages.get_or_create(&labels).inc();
         self.identity_bytes
@@ -361,7 +365,11 @@ impl Metrics {
             .get_or_create(&labels)
             .inc_by(wire_len as u64);
         if outcome != Outcome::Passed {
-            let t = TransformLabels { direction, outcome };
+            let t = TransformLabels {
+                direction,
+                outcome,
+                model,
+            };
             if wire_len > 0 {
                 self.factor
                     .get_or_create(&t)
@@ -504,7 +512,7 @@ mod tests {
         assert!(text.contains("bloscar_message_identity_bytes_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"resnet:1\"} 4000"));
         assert!(text.contains("bloscar_message_wire_bytes_total{direction=\"request\",outcome=\"encoded\",method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"resnet:1\"} 1000"));
         assert!(text.contains(
-            "bloscar_compression_factor_sum{direction=\"request\",outcome=\"encoded\"} 4.0"
+            "bloscar_compression_factor_sum{direction=\"request\",outcome=\"encoded\",model=\"resnet:1\"} 4.0"
         ));
         assert!(text.contains("bloscar_calls_total{method=\"/inference.GRPCInferenceService/ModelInfer\",model=\"resnet:1\",status=\"data_loss\"} 1"));
         assert!(
@@ -517,8 +525,8 @@ mod tests {
             "bloscar_build_info{{version=\"{}\",rust_version=\"1.88\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
-        assert!(text.contains("\nbloscar_transform_seconds_bucket{le=\"0.00003\",direction=\"request\",outcome=\"encoded\"} 0\n"), "{text}");
-        assert!(text.contains("\nbloscar_transform_seconds_bucket{le=\"0.0001\",direction=\"request\",outcome=\"encoded\"} 1\n"));
+        assert!(text.contains("\nbloscar_transform_seconds_bucket{le=\"0.00003\",direction=\"request\",outcome=\"encoded\",model=\"resnet:1\"} 0\n"), "{text}");
+        assert!(text.contains("\nbloscar_transform_seconds_bucket{le=\"0.0001\",direction=\"request\",outcome=\"encoded\",model=\"resnet:1\"} 1\n"));
         #[cfg(target_os = "linux")]
         assert!(text.contains("\n# TYPE process_resident_memory_bytes gauge\n"));
         drop(guard);

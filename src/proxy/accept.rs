@@ -106,14 +106,14 @@ impl Admission {
         self.metrics.record_connection_refused(self.listener);
         if self.refused_in_a_row == 0 {
             tracing::warn!(
-                listener = self.listener,
+                role = self.listener,
                 local = %self.local,
                 limit = self.limit,
                 "at the connection limit: closing new connections until some end \
                  (BLOSCAR_MAX_CONNECTIONS, and the open-file limit)"
             );
         } else {
-            tracing::debug!(listener = self.listener, %peer, "connection refused");
+            tracing::debug!(role = self.listener, client = %peer, "connection refused");
         }
         self.refused_in_a_row += 1;
     }
@@ -121,7 +121,7 @@ impl Admission {
     fn within_limit(&mut self) {
         if self.refused_in_a_row > 0 {
             tracing::info!(
-                listener = self.listener,
+                role = self.listener,
                 local = %self.local,
                 refused = self.refused_in_a_row,
                 "below the connection limit again"
@@ -133,13 +133,13 @@ impl Admission {
     fn accept_failed(&mut self, err: &std::io::Error) {
         if self.failed_in_a_row == 0 {
             tracing::warn!(
-                listener = self.listener,
+                role = self.listener,
                 local = %self.local,
                 error = %err,
                 "accept failed; retrying (further failures are logged at debug level)"
             );
         } else {
-            tracing::debug!(listener = self.listener, error = %err, "accept failed");
+            tracing::debug!(role = self.listener, error = %err, "accept failed");
         }
         self.failed_in_a_row += 1;
     }
@@ -147,7 +147,7 @@ impl Admission {
     fn accept_succeeded(&mut self) {
         if self.failed_in_a_row > 0 {
             tracing::info!(
-                listener = self.listener,
+                role = self.listener,
                 local = %self.local,
                 failed = self.failed_in_a_row,
                 "accepting again"

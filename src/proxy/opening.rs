@@ -32,6 +32,16 @@ pub(super) enum Protocol {
     Http1,
 }
 
+impl Protocol {
+    /// The protocol's name in logs: `http2` or `http1`.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Protocol::Http2 => "http2",
+            Protocol::Http1 => "http1",
+        }
+    }
+}
+
 /// Reads from `io` until the connection has opened (see the module's documentation),
 /// and returns the protocol and the bytes read, which [`Replay`] puts back in front.
 ///

@@ -129,8 +129,8 @@ pub async fn serve(
         role = name,
         forward = %settings.forward,
         max_connections = limits.max_connections,
-        handshake_timeout_secs = limits.handshake_timeout.as_secs_f64(),
-        idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
+        handshake_timeout_secs = limits.handshake_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
         "listening"
     );
 
@@ -144,7 +144,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %err, "TCP_NODELAY not set");
+            tracing::debug!(client = %peer, error = %err, "TCP_NODELAY not set");
         }
         tokio::spawn(serve_connection(
             stream,
@@ -156,10 +156,10 @@ pub async fn serve(
     }
     drop(listener);
     draining.send_replace(true);
-    tracing::info!(%local, grace_secs = grace.as_secs_f64(), "draining connections");
+    tracing::info!(%local, role = name, grace_secs = grace.as_secs(), "draining connections");
     tokio::select! {
-        () = draining.closed() => tracing::info!(%local, "all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(%local, "grace period over; closing remaining connections"),
+        () = draining.closed() => tracing::info!(%local, role = name, "all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(%local, role = name, "grace period over; closing remaining connections"),
     }
     Ok(())
 }
@@ -185,18 +185,18 @@ async fn serve_connection(
     };
     let io = match opening {
         Ok(Ok((protocol, read))) => {
-            tracing::trace!(%peer, ?protocol, "connection opened");
+            tracing::trace!(client = %peer, protocol = protocol.name(), "connection opened");
             Replay::new(read, stream)
         }
         Ok(Err(err)) => {
-            tracing::debug!(%peer, error = %err, "connection ended before it opened");
+            tracing::debug!(client = %peer, error = %err, "connection ended before it opened");
             return;
         }
         Err(_elapsed) => {
             shared
                 .metrics
                 .record_connection_timeout(shared.listener, ConnectionTimeout::Handshake);
-            tracing::debug!(%peer, "no HTTP/2 preface and SETTINGS (or HTTP/1 request) in time: closing");
+            tracing::debug!(client = %peer, "no HTTP/2 preface and SETTINGS (or HTTP/1 request) in time: closing");
             return;
         }
     };
@@ -207,6 +207,7 @@ async fn serve_connection(
         inner: super::WithConnection::new(
             shared.layer.layer(shared.upstream.with_own_connections()),
             shared.memory.connection(),
+            peer,
         ),
         activity: activity.clone(),
         resets: resets.clone(),
@@ -232,7 +233,7 @@ async fn serve_connection(
                 shared
                     .metrics
                     .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
-                tracing::debug!(%peer, "no call for the idle timeout: closing");
+                tracing::debug!(client = %peer, "no call for the idle timeout: closing");
                 connection.as_mut().graceful_shutdown();
             }
             () = &mut reset_flood, if !closing => {
@@ -240,8 +241,8 @@ async fn serve_connection(
                 shared.metrics.record_connection_reset_flood(shared.listener);
                 warn_limited!(
                     RESET_FLOOD,
-                    %peer,
-                    listener = shared.listener,
+                    client = %peer,
+                    role = shared.listener,
                     "most calls on this connection were cancelled before their answer: closing it"
                 );
                 connection.as_mut().graceful_shutdown();
@@ -249,7 +250,7 @@ async fn serve_connection(
         }
     };
     if let Err(err) = result {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+        tracing::debug!(client = %peer, error = %err, "connection ended with an error");
     }
 }
 

@@ -38,10 +38,10 @@ use self::report::Row;
 /// Options of `bloscar demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Bandwidth of the simulated network between the two pods, in Mbit/s each way.
+    /// Bandwidth of the simulated link between the pods, Mbit/s each way.
     #[arg(long, default_value_t = 100.0, value_parser = positive)]
     pub bandwidth_mbps: f64,
-    /// Compression setting of the sidecars: auto, or codec[:level[:shuffle]] (e.g. lz4:5:byte).
+    /// Sidecars' setting: auto, or codec[:level[:shuffle]], e.g. lz4:5:byte.
     #[arg(long, default_value = "auto")]
     pub codec: String,
     /// Timed calls per tensor and path, after one untimed warm-up call.

@@ -52,8 +52,8 @@ use realtime::RealTimeCheck;
 pub use search::{Search, SearchParams, sample, sample_ranges, search, search_sample};
 use stats::Decision;
 pub use stats::{
-    Choices, MAX_LISTED_PICKS, MAX_MODEL_LABELS, ModelChoices, OTHER_MODEL, TuneReason,
-    TunerCollector, TunerPick, TunerStats,
+    Choices, MAX_MODEL_LABELS, ModelChoices, OTHER_MODEL, PICK_CODECS, TuneReason, TunerCollector,
+    TunerPick, TunerStats,
 };
 
 use crate::CompressOptions;

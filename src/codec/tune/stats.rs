@@ -8,10 +8,11 @@
 //! [`Tuner::choices_by_model`](super::Tuner::choices_by_model) and
 //! [`Tuner::picks`](super::Tuner::picks).
 //!
-//! Label sets stay bounded whatever the callers send: choices are counted for the first
-//! [`MAX_MODEL_LABELS`] models seen and the rest under `model="other"`; the pick gauge
-//! lists at most [`MAX_LISTED_PICKS`] keys (in key order) and counts the others in
-//! `bloscar_tuner_picks_unlisted`.
+//! Label sets stay bounded and stable whatever the callers send: choices and picks are
+//! counted for the first [`MAX_MODEL_LABELS`] models seen and the rest under
+//! `model="other"`; the picks are counted per codec ([`PICK_CODECS`]), never labelled
+//! with tensor names or with levels and shuffles that change as the link does (those are
+//! in [`Tuner::picks`](super::Tuner::picks) and the debug log).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,8 +27,11 @@ use crate::{CompressOptions, DType};
 
 /// Models counted under their own label; later ones are counted as `other`.
 pub const MAX_MODEL_LABELS: usize = 32;
-/// Keys listed in the pick gauge.
-pub const MAX_LISTED_PICKS: usize = 256;
+/// The `codec` values of `bloscar_tuner_picks`: each Blosc codec, `store` (judged, sent
+/// uncompressed) and `pending` (not judged yet).
+pub const PICK_CODECS: [&str; 8] = [
+    "blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd", "store", "pending",
+];
 /// The label of the models beyond [`MAX_MODEL_LABELS`].
 pub const OTHER_MODEL: &str = "other";
 
@@ -329,6 +333,41 @@ impl TunerCollector {
     }
 }
 
+impl TunerCollector {
+    /// Keys per model label and [`PICK_CODECS`] entry; every model that has choices
+    /// gets all of its codec series, so that series do not come and go as picks change.
+    fn pick_counts(&self) -> Vec<(String, [i64; PICK_CODECS.len()])> {
+        let mut out: Vec<(String, [i64; PICK_CODECS.len()])> = self
+            .tuner
+            .choices_by_model()
+            .into_iter()
+            .map(|m| (m.model, [0; PICK_CODECS.len()]))
+            .collect();
+        for pick in self.tuner.picks() {
+            let codec = match (pick.link_bytes_per_sec, pick.options) {
+                (None, _) => "pending",
+                (Some(_), None) => "store",
+                (Some(_), Some(o)) => o.codec.name(),
+            };
+            let Some(column) = PICK_CODECS.iter().position(|c| *c == codec) else {
+                continue;
+            };
+            let row = match out.iter().position(|(m, _)| *m == pick.model) {
+                Some(row) => row,
+                None => match out.iter().position(|(m, _)| m == OTHER_MODEL) {
+                    Some(row) => row,
+                    None => {
+                        out.push((OTHER_MODEL.to_owned(), [0; PICK_CODECS.len()]));
+                        out.len() - 1
+                    }
+                },
+            };
+            out[row].1[column] += 1;
+        }
+        out
+    }
+}
+
 impl Collector for TunerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.tuner.stats();
@@ -406,42 +445,19 @@ impl Collector for TunerCollector {
             g.metric_type(),
         )?)?;
 
-        let picks = self.tuner.picks();
-        let unlisted = picks.len().saturating_sub(MAX_LISTED_PICKS);
-        let ratio = ConstGauge::new(0.0f64);
+        let gauge = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
-            "tuner_pick_sample_ratio",
-            "Current pick per key at the last link rate it was judged at (codec, level, shuffle; codec=\"store\" when sent uncompressed) and the ratio it reached on the search's sample; at most 256 keys",
+            "tuner_picks",
+            "Keys (method, model, tensor, dtype) whose current pick uses each codec, by model (the first 32 models seen, then \"other\"): codec=\"store\" when judged not worth compressing, \"pending\" before the first judgement",
             None,
-            ratio.metric_type(),
+            gauge.metric_type(),
         )?;
-        for p in picks.into_iter().take(MAX_LISTED_PICKS) {
-            let (codec, level, shuffle) = match p.options {
-                Some(o) => (
-                    o.codec.to_string(),
-                    o.level.to_string(),
-                    o.shuffle.to_string(),
-                ),
-                None => ("store".to_owned(), "0".to_owned(), "none".to_owned()),
-            };
-            let labels = [
-                ("method", p.method),
-                ("model", p.model),
-                ("tensor", p.name),
-                ("dtype", p.dtype.to_string()),
-                ("codec", codec),
-                ("level", level),
-                ("shuffle", shuffle),
-            ];
-            ConstGauge::new(p.sample_ratio).encode(family.encode_family(&labels)?)?;
+        for (model, counts) in self.pick_counts() {
+            for (codec, n) in PICK_CODECS.iter().zip(counts) {
+                let labels = [("model", model.as_str()), ("codec", codec)];
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
         }
-        let g = ConstGauge::new(unlisted as i64);
-        g.encode(encoder.encode_descriptor(
-            "tuner_picks_unlisted",
-            "Keys left out of bloscar_tuner_pick_sample_ratio to bound its size",
-            None,
-            g.metric_type(),
-        )?)?;
         Ok(())
     }
 }

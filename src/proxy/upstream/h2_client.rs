@@ -95,12 +95,14 @@ impl H2Client {
         let target = self.target.clone();
         tokio::spawn(async move {
             match connection.await {
-                Ok(()) => tracing::debug!(%target, "upstream connection closed"),
-                Err(err) => tracing::debug!(%target, error = %err, "upstream connection failed"),
+                Ok(()) => tracing::debug!(forward = %target, "upstream connection closed"),
+                Err(err) => {
+                    tracing::debug!(forward = %target, error = %err, "upstream connection failed")
+                }
             }
             flag.store(true, Ordering::Release);
         });
-        tracing::debug!(target = %self.target, "upstream connection open");
+        tracing::debug!(forward = %self.target, "upstream connection open");
         Ok(Live { send, closed })
     }
 

@@ -45,7 +45,10 @@ impl RequestPump {
             // The upstream may have reset the stream (e.g. it answered before reading
             // the whole request): nothing more can be sent.
             if let Poll::Ready(reason) = self.send.poll_reset(cx) {
-                tracing::debug!(?reason, "upstream stream reset while sending the request");
+                tracing::debug!(
+                    reason = %reason.map_or_else(|e| e.to_string(), |r| r.to_string()),
+                    "upstream stream reset while sending the request"
+                );
                 self.done = true;
                 break;
             }
