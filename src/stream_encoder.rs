@@ -72,6 +72,8 @@ pub struct MessageSummary {
     pub encoded: bool,
     /// When its first byte reached the encoder.
     pub started: Instant,
+    /// The setting of its first compressed tensor, if any (for its trace span).
+    pub options: Option<CompressOptions>,
 }
 
 /// Where the tensor ranges of the message come from.
@@ -200,6 +202,8 @@ pub struct StreamEncoder {
     pending: BytesMut,
     tensor: Option<Tensor>,
     started: Instant,
+    /// The setting of the first tensor compressed.
+    first_options: Option<CompressOptions>,
 }
 
 impl StreamEncoder {
@@ -240,6 +244,7 @@ impl StreamEncoder {
             pending: BytesMut::new(),
             tensor: None,
             started: Instant::now(),
+            first_options: None,
         }
     }
 
@@ -454,6 +459,7 @@ impl StreamEncoder {
             None => Decision::Store,
         };
         if let Decision::Compress(options) = tensor.decision {
+            self.first_options.get_or_insert(options);
             tensor.tally = Some(Arc::new(TensorTally::new(
                 &self.context,
                 &tensor.start,
@@ -552,6 +558,7 @@ impl StreamEncoder {
             len: self.len,
             encoded: self.form == Form::Container,
             started: self.started,
+            options: self.first_options.filter(|_| self.form == Form::Container),
         }));
     }
 }

@@ -102,7 +102,11 @@ fn help_reads_well_in_a_terminal() {
     );
     assert!(help.contains("see docs/sidecar.md#memory."), "{help}");
     assert!(
-        help.contains("78 (EX_CONFIG) for an invalid BLOSCAR_* variable."),
+        help.contains("78 (EX_CONFIG) for an invalid BLOSCAR_* variable or an OTEL_*"),
+        "{help}"
+    );
+    assert!(
+        help.contains("\nTraces:\n  Off unless OTEL_EXPORTER_OTLP_ENDPOINT"),
         "{help}"
     );
 }

@@ -26,12 +26,22 @@ pub fn environment_help() -> String {
         wrap(&mut help, &format!("{meaning}."), "      ");
         wrap(&mut help, &format!("Accepts {}.", v.accepts), "      ");
     }
+    help.push_str("\nTraces:\n");
+    wrap(
+        &mut help,
+        "Off unless OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) \
+         names an OTLP/gRPC collector, e.g. http://otel-collector:4317; OTEL_SERVICE_NAME \
+         [bloscar] names the service. The other standard OTEL_* variables (sampler, \
+         batching, headers, timeout, compression) apply; see the README.",
+        "  ",
+    );
     help.push_str("\nExit status:\n");
     wrap(
         &mut help,
         "0 after a shutdown on SIGTERM or SIGINT; 1 when a listener cannot be bound or fails, \
          or a second signal ends the drain; 64 (EX_USAGE) for an invalid command line; \
-         78 (EX_CONFIG) for an invalid BLOSCAR_* variable.",
+         78 (EX_CONFIG) for an invalid BLOSCAR_* variable or an OTEL_* setting bloscar \
+         cannot honour (e.g. OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf).",
         "  ",
     );
     help

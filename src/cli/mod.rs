@@ -10,6 +10,7 @@ mod demo;
 mod help;
 mod logging;
 mod run;
+mod traces;
 
 /// Exit code of an invalid `BLOSCAR_*` configuration: sysexits' EX_CONFIG, so that an
 /// orchestrator's restart reason tells a bad environment apart from a bad command line.

@@ -7,6 +7,7 @@ use bloscar::layer::Role;
 use bloscar::sidecar::Sidecar;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::traces::Traces;
 use super::{EXIT_CONFIG, logging};
 
 /// Runs the sidecar until SIGTERM or SIGINT and the drain that follows.
@@ -26,10 +27,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    logging::init(&config);
-    for name in &config.ignored {
-        tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
-    }
     let runtime = match runtime_builder(config.io_threads).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -37,7 +34,34 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    // The trace exporter's channel and batch task live on the runtime.
+    let traces = match runtime.block_on(async { Traces::start() }) {
+        Ok(traces) => traces,
+        Err(e) => {
+            // Reported like any configuration error, in the chosen log format.
+            logging::init(&config);
+            tracing::error!(
+                variable = e.variable(),
+                error = %e,
+                exit_code = EXIT_CONFIG,
+                "invalid configuration"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (traces, tracer) = traces.unzip();
+    logging::init_with_traces(&config, tracer);
+    for name in &config.ignored {
+        tracing::warn!(variable = %name, "not a bloscar configuration variable; ignored");
+    }
+    runtime.block_on(async move {
+        let code = serve(config).await;
+        // The spans of the last calls leave before the process does.
+        if let Some(traces) = traces {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
+        code
+    })
 }
 
 /// The runtime for `io_threads` threads. One is a current-thread runtime, like

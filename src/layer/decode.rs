@@ -14,6 +14,7 @@
 //! container is restored whole) is charged before it is gathered, with what it restores
 //! as its first bytes declare. While the budget has no room the body stops reading.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -40,7 +41,8 @@ use crate::grpc::{Code, ErrorSlot, Status};
 use crate::locate::Direction;
 use crate::locate::StreamWalk;
 use crate::metrics::Outcome;
-use crate::stream_encoder::{ModelSlot, model_key};
+use crate::stream_encoder::{MessageSummary, ModelSlot, Out, model_key};
+use crate::trace::{self, Work};
 
 /// Largest version-1 container accepted, and largest message one may restore: version 1
 /// is read for senders that predate version 2, whose own message limit was this. A
@@ -75,12 +77,19 @@ enum Message {
 /// record and for the message length of a version-1 container.
 const PEEK_LEN: usize = HEADER_RECORD_LEN;
 
-/// The container being restored, for metrics.
+/// The container being restored, for metrics and its trace span.
 struct Restoring {
     len: usize,
     wire_len: usize,
     started: Instant,
+    span: tracing::Span,
+    /// The compressor of its first Blosc chunk.
+    codec: Option<&'static str>,
 }
+
+/// A restored container's span, waiting for its last bytes to be sent: with the bytes
+/// it took on the wire and its first chunk's compressor.
+type SpanToFinish = (tracing::Span, usize, Option<&'static str>);
 
 /// What a decoding body knows of its call.
 pub struct CallContext {
@@ -98,6 +107,8 @@ pub struct CallContext {
     pub costs: Option<Arc<CallCosts>>,
     /// Where what the body holds is charged.
     pub account: Account,
+    /// The call's span, parent of a span per restored container.
+    pub span: tracing::Span,
 }
 
 /// Learns the model a request names from its first restored bytes (the model's fields
@@ -131,6 +142,8 @@ pin_project! {
         pipeline: Pipeline,
         account: Account,
         intake: Intake,
+        span: tracing::Span,
+        message_spans: VecDeque<SpanToFinish>,
     }
 }
 
@@ -156,6 +169,8 @@ impl<B> DecodeBody<B> {
             restoring: None,
             account: call.account,
             intake: Intake::default(),
+            span: call.span,
+            message_spans: VecDeque::new(),
         }
     }
 }
@@ -215,7 +230,13 @@ where
         loop {
             match ready!(this.pipeline.poll_output(cx)) {
                 Output::Data(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
-                Output::Sent(_) => continue,
+                // Only traced containers are marked (see `Reader::record`).
+                Output::Sent(sent) => {
+                    if let Some((span, wire_len, codec)) = this.message_spans.pop_front() {
+                        trace::finish_decode(&span, wire_len, &sent, codec);
+                    }
+                    continue;
+                }
                 Output::Failed(status) => {
                     return Poll::Ready(Some(Err(fail(this.slot, this.pipeline, status))));
                 }
@@ -238,6 +259,8 @@ where
                     sniff: this.sniff,
                     timing: this.timing,
                     account: this.account,
+                    span: this.span,
+                    message_spans: this.message_spans,
                 };
                 match reader.take(cx, this.intake, this.frames) {
                     Ok(true) => continue,
@@ -330,6 +353,8 @@ struct Reader<'a> {
     sniff: &'a mut Option<ModelSniff>,
     timing: &'a SharedTiming,
     account: &'a mut Account,
+    span: &'a tracing::Span,
+    message_spans: &'a mut VecDeque<SpanToFinish>,
 }
 
 impl Reader<'_> {
@@ -526,6 +551,8 @@ impl Reader<'_> {
                     len,
                     wire_len: 0,
                     started: Instant::now(),
+                    span: trace::message_span(self.span, Work::Decode, self.direction),
+                    codec: None,
                 });
             }
             Record::Plain(bytes) => {
@@ -535,6 +562,11 @@ impl Reader<'_> {
             Record::Blosc(job) => {
                 // Tensor data: the model's fields, if any, came before.
                 *self.sniff = None;
+                if let Some(restoring) = self.restoring.as_mut()
+                    && restoring.codec.is_none()
+                {
+                    restoring.codec = job.compressor();
+                }
                 // The time it takes is reported to the sender with the response.
                 let timing = Arc::clone(self.timing);
                 self.pipeline.push_job(
@@ -587,6 +619,20 @@ impl Reader<'_> {
                     done.wire_len,
                     done.started.elapsed(),
                 );
+                // A traced container's span ends once its last restored bytes are sent.
+                if !done.span.is_none() {
+                    self.pipeline.push(
+                        Out::End(MessageSummary {
+                            len: done.len,
+                            encoded: true,
+                            started: done.started,
+                            options: None,
+                        }),
+                        Charge::none(),
+                    )?;
+                    self.message_spans
+                        .push_back((done.span, done.wire_len, done.codec));
+                }
             }
         }
         Ok(())

@@ -22,6 +22,7 @@
 //! stuck behind other streams' frames on the same HTTP/2 connection never holds permits
 //! those streams wait for.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -45,6 +46,7 @@ use crate::locate::Direction;
 use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::Outcome;
 use crate::stream_encoder::{EncoderContext, MessageSummary, Out, StreamEncoder};
+use crate::trace::{self, Work};
 
 /// What the body does with the message being read.
 enum Message {
@@ -86,6 +88,10 @@ pin_project! {
         account: Account,
         intake: Intake,
         hold: Option<Hold>,
+        // The call's span, parent of the messages' spans.
+        span: tracing::Span,
+        // The spans of the messages taken in and not yet sent, in order.
+        message_spans: VecDeque<tracing::Span>,
     }
 }
 
@@ -93,7 +99,7 @@ impl<B> EncodeBody<B> {
     /// Encodes the messages of `inner`, a stream of `context.method` going in
     /// `direction`, sent by the app in `source`. How it was sent goes to `timing`; with
     /// `report`, the trailers also carry the call's link report to the peer. What it
-    /// holds is charged to `account`.
+    /// holds is charged to `account`. Each message it encodes gets a span under `span`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         inner: B,
@@ -105,6 +111,7 @@ impl<B> EncodeBody<B> {
         timing: SharedTiming,
         report: bool,
         account: Account,
+        span: tracing::Span,
     ) -> Self {
         let max = shared.max_message_bytes;
         EncodeBody {
@@ -124,6 +131,8 @@ impl<B> EncodeBody<B> {
             account,
             intake: Intake::default(),
             hold: None,
+            span,
+            message_spans: VecDeque::new(),
         }
     }
 }
@@ -183,6 +192,9 @@ where
                         sent.wire_len,
                         sent.started.elapsed(),
                     );
+                    if let Some(span) = this.message_spans.pop_front() {
+                        trace::finish_encode(&span, &sent);
+                    }
                     continue;
                 }
                 Output::Failed(status) => {
@@ -213,6 +225,8 @@ where
                     pipeline: this.pipeline,
                     account: this.account,
                     hold: this.hold,
+                    span: this.span,
+                    message_spans: this.message_spans,
                 };
                 match taker.take(cx, this.intake, this.frames) {
                     Ok(true) => continue,
@@ -295,6 +309,8 @@ struct Taker<'a> {
     account: &'a mut Account,
     /// The hold of a message about to be gathered whole, while its charge waits.
     hold: &'a mut Option<Hold>,
+    span: &'a tracing::Span,
+    message_spans: &'a mut VecDeque<tracing::Span>,
 }
 
 impl Taker<'_> {
@@ -323,7 +339,10 @@ impl Taker<'_> {
     ) -> Result<Option<FrameEvent>, Status> {
         match event {
             FrameEvent::Start { compressed, len } => {
-                match start(self.shared, self.context, self.direction, compressed, len) {
+                let message = start(self.shared, self.context, self.direction, compressed, len);
+                // Too short to be worth compressing: no work to show.
+                let traced = !matches!(message, Message::Passing { .. });
+                match message {
                     Message::Passing { len, started } => {
                         self.pipeline
                             .push_bytes(Bytes::copy_from_slice(&frame::prefix(false, len)?));
@@ -367,6 +386,15 @@ impl Taker<'_> {
                     }
                     Message::Idle => {}
                 }
+                // Taken in (not handed back to wait for the budget): its span is queued
+                // until the pipeline says it was sent. An untraced call queues nothing.
+                if !self.span.is_none() {
+                    self.message_spans.push_back(if traced {
+                        trace::message_span(self.span, Work::Encode, self.direction)
+                    } else {
+                        tracing::Span::none()
+                    });
+                }
             }
             FrameEvent::Data(bytes) => match self.message {
                 Message::Passing { .. } => {
@@ -389,6 +417,7 @@ impl Taker<'_> {
                             len,
                             encoded: false,
                             started,
+                            options: None,
                         }),
                         Charge::none(),
                     )?;

@@ -54,6 +54,7 @@ use self::feedback::CallCosts;
 use self::link::SharedTiming;
 pub use self::negotiate::BodyPlan;
 use self::peer::PeerCapability;
+pub(crate) use self::pipeline::SentMessage;
 pub use self::role::Role;
 use crate::MessageCodec;
 use crate::budget::{ConnectionShare, MemoryBudget};
@@ -67,6 +68,7 @@ use crate::locate::Direction;
 use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::{Metrics, StreamGuard};
 use crate::stream_encoder::{DEFAULT_CHUNK_LEN, EncoderContext, ModelSlot};
+use crate::trace;
 
 /// The body type the layer hands to the service it wraps and returns to its caller.
 pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -251,7 +253,14 @@ where
             }));
         }
         let shared = Arc::clone(&self.shared);
+        let span = trace::call_span(
+            shared.role,
+            request.uri().path(),
+            &shared.peer_name,
+            request.headers(),
+        );
         let call = Call {
+            span,
             connection: request.extensions().get::<ConnectionShare>().cloned(),
             method: Arc::from(request.uri().path()),
             slot: ErrorSlot::default(),
@@ -299,14 +308,21 @@ struct CallRecord {
     metrics: Arc<Metrics>,
     method: Arc<str>,
     model: ModelSlot,
+    /// The call's span, ended with the call.
+    span: tracing::Span,
     done: bool,
     /// The access line's tally, when the access log is on.
     access: Option<Access>,
 }
 
 impl CallRecord {
-    fn finish(&mut self, status: &'static str) {
+    fn finish(&mut self, code: grpc::Code) {
+        let status = code.label();
         if !std::mem::replace(&mut self.done, true) {
+            // The call's span ends with the call.
+            let model = self.model.get().map(String::as_str);
+            trace::finish_call(&self.span, code.as_u8().into(), model);
+            self.span = tracing::Span::none();
             self.metrics
                 .record_call(&self.method, self.model.get().map(String::as_str), status);
             if let Some(access) = &self.access {
@@ -318,13 +334,15 @@ impl CallRecord {
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        self.finish(crate::grpc::status::Code::Cancelled.label());
+        self.finish(grpc::Code::Cancelled);
     }
 }
 
 /// What a gRPC call carries from its request to its response.
 struct Call {
     shared: Arc<Shared>,
+    /// The call's span ([`tracing::Span::none`] when calls are not traced).
+    span: tracing::Span,
     method: Arc<str>,
     slot: ErrorSlot,
     guard: StreamGuard,
@@ -386,6 +404,8 @@ impl Call {
                 plan
             }
         };
+        // The peer sidecar or the app continues the trace from this call's span.
+        trace::inject_span(&self.span, &mut parts.headers);
         let mut body = self.body(plan, Direction::Request, body);
         if let Some(watch) = watch {
             body = boxed(WatchedRequest::new(body, watch));
@@ -449,6 +469,7 @@ impl Call {
             access,
             method: self_method,
             model: self_model,
+            span,
             ..
         } = self;
         if let Some(access) = &access {
@@ -459,14 +480,15 @@ impl Call {
             access,
             method: Arc::clone(&self_method),
             model: self_model,
+            span,
             done: false,
         };
         // A trailers-only answer has its status in the head and a body without trailers.
         if let Some(status) = Status::from_header_map(&parts.headers) {
-            record.finish(status.code.label());
+            record.finish(status.code);
         }
         let body = GrpcErrorBody::new(body, slot, move |status: &Status| {
-            record.finish(status.code.label());
+            record.finish(status.code);
             drop(guard);
         })
         .boxed_unsync();
@@ -515,6 +537,7 @@ impl Call {
                     Arc::clone(&self.timing),
                     report,
                     account,
+                    self.span.clone(),
                 ))
             }
             BodyPlan::Decode => {
@@ -526,6 +549,7 @@ impl Call {
                     model: Arc::clone(&self.model),
                     costs: self.costs.clone(),
                     account,
+                    span: self.span.clone(),
                 };
                 boxed(decode::DecodeBody::new(body, shared, call))
             }
@@ -543,11 +567,11 @@ impl Call {
         }
         static CALL_FAILED: LogSite = LogSite::new("layer_call_failed");
         warn_limited!(CALL_FAILED, method = %self.method, code = status.code.label(), message = %status.message, "gRPC call failed");
-        self.shared.metrics.record_call(
-            &self.method,
-            self.model.get().map(String::as_str),
-            status.code.label(),
-        );
+        let model = self.model.get().map(String::as_str);
+        self.shared
+            .metrics
+            .record_call(&self.method, model, status.code.label());
+        trace::finish_call(&self.span, status.code.as_u8().into(), model);
         let mut response: Response<BoxBody> = status.into_response();
         if self.shared.role == Role::Inbound {
             encoding::add_accept(response.headers_mut(), BLOSCAR);

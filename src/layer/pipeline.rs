@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -110,6 +110,11 @@ pub struct SentMessage {
     pub encoded: bool,
     /// When its first byte arrived.
     pub started: Instant,
+    /// The setting of its first compressed tensor, if any.
+    pub options: Option<crate::CompressOptions>,
+    /// Time its jobs spent compressing or decompressing on the blocking pool (not
+    /// waiting for a slot), added up.
+    pub job_time: Duration,
 }
 
 /// A spawned task that is aborted when dropped: a stream that ends stops its queued
@@ -130,8 +135,8 @@ impl<T> Future for Task<T> {
     }
 }
 
-/// A job's result and the charge of its input and output.
-type Job = Task<Result<(Result<Bytes, Status>, Charge), Status>>;
+/// A job's result, the charge of its input and output, and how long it ran.
+type Job = Task<Result<(Result<Bytes, Status>, Charge, Duration), Status>>;
 /// Output still to come, and what it costs the budget until all of it has been sent.
 pub type Expansion = Result<(Vec<Out>, Charge), Status>;
 
@@ -154,6 +159,8 @@ pub struct Pipeline {
     /// Something was queued since [`Pipeline::poll_output`] last ran.
     queued: bool,
     wire_len: usize,
+    /// Time the jobs released since the last message's end ran.
+    job_time: Duration,
     input: Input,
 }
 
@@ -166,6 +173,7 @@ impl Pipeline {
             jobs_ahead: 0,
             queued: false,
             wire_len: 0,
+            job_time: Duration::ZERO,
             input: Input::Open,
         }
     }
@@ -266,7 +274,12 @@ impl Pipeline {
         // The charge travels into the blocking closure, so that a job still running
         // after its stream ended keeps its bytes counted until it finishes.
         let handle = Task(tokio::spawn(async move {
-            run_blocking(&jobs, move || (job(), charge)).await
+            run_blocking(&jobs, move || {
+                let began = Instant::now();
+                let result = job();
+                (result, charge, began.elapsed())
+            })
+            .await
         }));
         self.jobs_ahead += 1;
         self.enqueue(Slot::Job(handle, prefix_flag));
@@ -334,6 +347,8 @@ impl Pipeline {
                         wire_len: std::mem::take(&mut self.wire_len),
                         encoded: summary.encoded,
                         started: summary.started,
+                        options: summary.options,
+                        job_time: std::mem::take(&mut self.job_time),
                     };
                     self.queue.pop_front();
                     return Poll::Ready(Some(Pending::End(sent)));
@@ -347,8 +362,11 @@ impl Pipeline {
                     self.queue.pop_front();
                     self.jobs_ahead -= 1;
                     let (bytes, mut charge) = match joined {
-                        Ok((Ok(bytes), charge)) => (bytes, charge),
-                        Ok((Err(status), _)) | Err(status) => {
+                        Ok((Ok(bytes), charge, ran)) => {
+                            self.job_time += ran;
+                            (bytes, charge)
+                        }
+                        Ok((Err(status), ..)) | Err(status) => {
                             return Poll::Ready(Some(Pending::Failed(status)));
                         }
                     };
