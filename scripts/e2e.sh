@@ -22,4 +22,6 @@ fi
 # Absolute: the runner starts its processes from other working directories.
 bloscar=$(realpath "$target_dir/$profile/bloscar")
 bash scripts/venv-pytriton.sh
+# The metrics check parses each sidecar's /metrics with prometheus_client (.venvs/prometheus).
+bash scripts/venvs.sh
 exec .venvs/pytriton/bin/python tests/e2e/run.py --bloscar "$bloscar" "$@"

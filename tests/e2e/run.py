@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -123,7 +124,7 @@ def start_pair(procs: "Processes", bloscar: str, name: str, inbound: int, outbou
                server_port: int) -> int:
     """An inbound sidecar in front of SERVER_PORT and an outbound one that forwards to
     LINK_PORT (the relay's route to the inbound), both in the default configuration;
-    returns the outbound's admin port once both are ready. The link guard's pairs get
+    returns their admin ports (inbound, outbound) once both are ready. The link guard's pairs get
     none of the caller's BLOSCAR_ settings (BLOSCAR_LOG aside): they must measure the link."""
     guard = name in GUARD_PAIRS
     common = {"BLOSCAR_LOG": os.environ.get("BLOSCAR_LOG", "warn")}
@@ -144,7 +145,37 @@ def start_pair(procs: "Processes", bloscar: str, name: str, inbound: int, outbou
     }, inherit_bloscar=not guard)
     wait_ready(admin_in, procs)
     wait_ready(admin_out, procs)
-    return admin_out
+    return admin_in, admin_out
+
+
+# The two exposition formats a scraper may ask for, and the parser of each.
+SCRAPE_FORMATS = {
+    "text": "text/plain;version=0.0.4",
+    "openmetrics": "application/openmetrics-text;version=1.0.0",
+}
+PROMETHEUS_PYTHON = REPO / ".venvs/prometheus/bin/python"
+
+
+def check_metrics(name: str, admin: dict, out: Path, min_models: int) -> list:
+    """Scrapes both sidecars of pair NAME in both formats into OUT, parses every scrape
+    with prometheus_client's parsers, and checks that the calls were counted per model
+    (at least MIN_MODELS models). Returns what failed."""
+    failed = []
+    for role, port in admin.items():
+        for fmt, accept in SCRAPE_FORMATS.items():
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body = response.read().decode()
+            path = out / f"metrics-{name}-{role}.{fmt}"
+            path.write_text(body)
+            parsed = subprocess.run([str(PROMETHEUS_PYTHON), str(REPO / "tests/python/parse_metrics.py"), fmt,
+                                     str(path)], capture_output=True, text=True)
+            if parsed.returncode != 0:
+                failed.append(f"/metrics of the {role} sidecar ({fmt}) does not parse: {parsed.stderr[-500:]}")
+        models = set(re.findall(r'^bloscar_calls_total\{[^}]*model="([^"]+)"', body, re.M))
+        if len(models - {"other"}) < min_models:
+            failed.append(f"the {role} sidecar counted calls for {sorted(models)}: not per model")
+    return failed
 
 
 def wait_for_file(path: Path, procs: Processes, timeout: float) -> dict:
@@ -232,6 +263,7 @@ def main() -> int:
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
     parser.add_argument("--json", help="also write the records to this file")
     parser.add_argument("--logdir", help="where process logs go (default: a temporary directory)")
+    parser.add_argument("--metrics-out", help="keep each sidecar's /metrics after its cases in this directory")
     parser.add_argument("--no-link-guard", action="store_true", help="leave out the link guard")
     parser.add_argument("--throttle-mbit", type=float, default=40, help="the link guard's paced link (Mbit/s)")
     args = parser.parse_args()
@@ -282,15 +314,15 @@ def main() -> int:
                               *(["--rate", f"link-guard-paced={args.throttle_mbit:g}"] if link_guard else [])])
         relay = wait_for_file(logdir / "relay.ports", procs, 10)
 
-        admin_out = {}
+        admin_in, admin_out = {}, {}
         if not args.direct:
             pairs = [(name, relay[f"server-{name}"]) for name in servers]
             if link_guard:
                 pairs += [(guard, backend["triton"]) for guard in GUARD_PAIRS]
             for name, server_port in pairs:
                 link_port = relay[f"link-{name}"] if f"link-{name}" in relay else inbound[name]
-                admin_out[name] = start_pair(procs, args.bloscar, name, inbound[name], outbound[name],
-                                             link_port, server_port)
+                admin_in[name], admin_out[name] = start_pair(procs, args.bloscar, name, inbound[name],
+                                                             outbound[name], link_port, server_port)
             log("sidecars ready")
 
         for name in servers:
@@ -309,6 +341,11 @@ def main() -> int:
             records.extend(lines)
             if result.returncode != 0 or not lines:
                 failed.append(f"{cases} against {name} (exit {result.returncode}; log {logdir}/{cases}-{name}.log)")
+            if not args.direct:
+                metrics_dir = Path(args.metrics_out or logdir)
+                metrics_dir.mkdir(parents=True, exist_ok=True)
+                failed += check_metrics(name, {"inbound": admin_in[name], "outbound": admin_out[name]},
+                                        metrics_dir, 2 if name == "triton" else 1)
         if link_guard:
             for guard, (expect, label) in GUARD_PAIRS.items():
                 log(f"running the link guard over {label}")
