@@ -57,7 +57,7 @@ impl Sidecar {
             .env("BLOSCAR_LOG", "warn")
             // glibc's malloc as the container image sets it (see the Dockerfile).
             .env("MALLOC_ARENA_MAX", "2")
-            .env("MALLOC_MMAP_THRESHOLD_", "262144")
+            .env("MALLOC_MMAP_THRESHOLD_", "1048576")
             .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log_file)
