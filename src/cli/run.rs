@@ -10,6 +10,15 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::traces::Traces;
 use super::{EXIT_CONFIG, logging};
 
+/// Logs a configuration error as one line, and the exit status that says so.
+fn invalid_configuration(
+    variable: Option<&'static str>,
+    error: &dyn std::fmt::Display,
+) -> ExitCode {
+    tracing::error!(variable, error = %error, exit_code = EXIT_CONFIG, "invalid configuration");
+    ExitCode::from(EXIT_CONFIG)
+}
+
 /// Runs the sidecar until SIGTERM or SIGINT and the drain that follows.
 pub fn main() -> ExitCode {
     let config = match Config::from_env() {
@@ -18,13 +27,7 @@ pub fn main() -> ExitCode {
             // Logging from its own two variables, so that the error is reported in the
             // chosen format (a JSON line for a log collector).
             logging::init(&Config::logging_from_vars(Config::env_vars()));
-            tracing::error!(
-                variable = e.variable(),
-                error = %e,
-                exit_code = EXIT_CONFIG,
-                "invalid configuration"
-            );
-            return ExitCode::from(EXIT_CONFIG);
+            return invalid_configuration(Some(e.variable()), &e);
         }
     };
     let runtime = match runtime_builder(config.io_threads).enable_all().build() {
@@ -40,13 +43,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Reported like any configuration error, in the chosen log format.
             logging::init(&config);
-            tracing::error!(
-                variable = e.variable(),
-                error = %e,
-                exit_code = EXIT_CONFIG,
-                "invalid configuration"
-            );
-            return ExitCode::from(EXIT_CONFIG);
+            return invalid_configuration(e.variable(), &e);
         }
     };
     let (traces, tracer) = traces.unzip();
