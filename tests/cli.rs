@@ -2,17 +2,19 @@
 //! admin listener, and draining on SIGTERM with a real tonic server and client through
 //! both roles of one process.
 
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/raw.rs"]
 mod raw;
 #[path = "common/server.rs"]
 #[allow(dead_code)]
 mod server;
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus, Output};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use process::{BIN, PATIENCE, Process};
 use prost::Message;
 use raw::RawCodec;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,11 +34,7 @@ use tokio::sync::watch;
 use tonic::server::Grpc;
 use tonic::{Request, Response, Status};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bloscar");
 const STREAM_METHOD: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
-
-/// Bound on every wait for the child process, so a broken build fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn bloscar(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
@@ -235,61 +234,33 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// The binary running in the background, with its stderr collected; killed if the test
-/// ends without waiting for it.
+/// The binary running in the background as a sidecar, with its admin listener.
 struct Sidecar {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    process: Process,
     admin: SocketAddr,
 }
 
 impl Sidecar {
     fn start(env: &[(&str, String)]) -> Sidecar {
         let admin = free_addr();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .env_clear()
             .env("BLOSCAR_ADMIN_LISTEN", admin.to_string())
             .env("BLOSCAR_LOG", "info,bloscar=debug")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start bloscar");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Sidecar {
-            child,
-            stderr,
-            reader: Some(reader),
+            process: Process::spawn(command),
             admin,
         }
     }
 
     fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
+        self.process.logs()
     }
 
     fn signal(&self, name: &str) {
-        // The shell's own `kill`, so that no procps package is needed.
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -{name} {}", self.pid())])
-            .status()
-            .expect("run sh");
-        assert!(status.success());
+        self.process.signal(name);
     }
 
     /// Polls `/ready` until it answers 200.
@@ -299,36 +270,14 @@ impl Sidecar {
             if let Ok((StatusCode::OK, _, _)) = get(self.admin, "/ready").await {
                 return;
             }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("bloscar exited with {status}:\n{}", self.logs());
-            }
+            self.process.assert_running();
             assert!(start.elapsed() < PATIENCE, "never ready:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     async fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The pipe closes with the process: collect the last lines.
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return status;
-            }
-            assert!(start.elapsed() < PATIENCE, "never exited:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.wait_exit().await
     }
 }
 
@@ -863,7 +812,7 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
         }
     }
     assert!(
-        sidecar.child.try_wait().unwrap().is_none(),
+        sidecar.process.child.try_wait().unwrap().is_none(),
         "exited with the stream in flight:\n{}",
         sidecar.logs()
     );

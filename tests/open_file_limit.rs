@@ -4,26 +4,22 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bloscar::proxy::{ListenerLimits, connection_limit};
 use bytes::Bytes;
 use common::metric_value;
 use common::opening::{Reception, open_h2};
+use common::process::{BIN, PATIENCE, Process};
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bloscar");
 /// The open-file limit the sidecar runs under.
 const OPEN_FILES: u64 = 128;
-/// Bound on every wait for the child, so that a broken build fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
 fn free_addr() -> SocketAddr {
@@ -34,47 +30,15 @@ fn free_addr() -> SocketAddr {
 }
 
 /// The binary, started through `sh` with a lowered `ulimit -n`; killed when dropped.
-struct Limited {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Limited {
-    fn start(env: &[(&str, String)]) -> Limited {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {OPEN_FILES} && exec \"$0\""))
-            .arg(BIN)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start bloscar through sh");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Limited { child, stderr }
-    }
-
-    fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Limited {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_limited(env: &[(&str, String)]) -> Process {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {OPEN_FILES} && exec \"$0\""))
+        .arg(BIN)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    Process::spawn(command)
 }
 
 /// One HTTP/1.1 GET with a real hyper client: status and body.
@@ -109,7 +73,7 @@ async fn under_a_low_open_file_limit_the_proxy_refuses_and_the_admin_answers() {
     assert_eq!(limit, 32);
     let inbound = free_addr();
     let admin = free_addr();
-    let sidecar = Limited::start(&[
+    let sidecar = start_limited(&[
         ("BLOSCAR_INBOUND_LISTEN", inbound.to_string()),
         ("BLOSCAR_ADMIN_LISTEN", admin.to_string()),
         // Nothing is forwarded: the connections only open.

@@ -10,13 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::process::{BIN, PATIENCE, Process};
 use common::server::MODEL_INFER;
 use common::{channel, kserve_request, raw_unary_request, smooth_f32, start_server};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -29,11 +29,6 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use tokio::net::TcpListener;
-
-const BIN: &str = env!("CARGO_BIN_EXE_bloscar");
-/// Bound on every wait for a child process, so that a broken build fails instead of
-/// hanging.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The caller's trace and span, as its `traceparent` names them.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -163,53 +158,35 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// The binary in the background, stderr collected; killed if the test ends early.
+/// The binary in the background as a sidecar, with its admin listener.
 struct Sidecar {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
+    process: Process,
     admin: SocketAddr,
 }
 
 impl Sidecar {
     fn start(env: &[(&str, String)]) -> Sidecar {
         let admin = free_addr();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .env_clear()
             .env("BLOSCAR_ADMIN_LISTEN", admin.to_string())
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start bloscar");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Sidecar {
-            child,
-            stderr,
+            process: Process::spawn(command),
             admin,
         }
     }
 
     fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.process.logs()
     }
 
     /// Waits until the admin listener accepts connections (it binds after the proxies).
     async fn wait_listening(&mut self) {
         let start = Instant::now();
         while tokio::net::TcpStream::connect(self.admin).await.is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("bloscar exited with {status}:\n{}", self.logs());
-            }
+            self.process.assert_running();
             assert!(
                 start.elapsed() < PATIENCE,
                 "never listened:\n{}",
@@ -221,29 +198,8 @@ impl Sidecar {
 
     /// SIGTERM, then the exit: the export is flushed on the way out.
     async fn terminate(&mut self) -> ExitStatus {
-        // The shell's own `kill`, so that no procps package is needed.
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.child.id())])
-            .status()
-            .expect("run sh");
-        assert!(status.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < PATIENCE, "never exited:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.signal("TERM");
+        self.process.wait_exit().await
     }
 }
 

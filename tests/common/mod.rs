@@ -5,6 +5,7 @@
 pub mod h2call;
 pub mod h2server;
 pub mod opening;
+pub mod process;
 pub mod raw;
 pub mod server;
 
