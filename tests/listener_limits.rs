@@ -322,7 +322,8 @@ async fn the_admin_listener_has_a_connection_limit_of_its_own() {
     let running = tokio::spawn(sidecar.run(async {
         let _ = stopped.await;
     }));
-    assert_eq!(get(admin, "/live").await, (StatusCode::OK, "live\n".into()));
+    // No call before the silent connections: its connection could still hold a place
+    // when they arrive (the server learns of its end only later), and let the extra one in.
 
     // Connections that say nothing hold every admin place...
     let mut silent = Vec::new();
