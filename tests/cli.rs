@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use process::{BIN, PATIENCE, Process};
+use process::{BIN, PATIENCE, Process, free_addr, sidecar_command};
 use prost::Message;
 use raw::RawCodec;
 use tokio::net::{TcpListener, TcpStream};
@@ -226,14 +226,6 @@ fn a_listener_that_cannot_bind_is_named() {
     drop(taken);
 }
 
-/// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// The binary running in the background as a sidecar, with its admin listener.
 struct Sidecar {
     process: Process,
@@ -243,12 +235,8 @@ struct Sidecar {
 impl Sidecar {
     fn start(env: &[(&str, String)]) -> Sidecar {
         let admin = free_addr();
-        let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("BLOSCAR_ADMIN_LISTEN", admin.to_string())
-            .env("BLOSCAR_LOG", "info,bloscar=debug")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut command = sidecar_command(admin, &[("BLOSCAR_LOG", "info,bloscar=debug".into())]);
+        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Sidecar {
             process: Process::spawn(command),
             admin,

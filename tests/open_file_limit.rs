@@ -12,7 +12,7 @@ use bloscar::proxy::{ListenerLimits, connection_limit};
 use bytes::Bytes;
 use common::metric_value;
 use common::opening::{Reception, open_h2};
-use common::process::{BIN, PATIENCE, Process};
+use common::process::{BIN, PATIENCE, Process, free_addr};
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -20,14 +20,6 @@ use tokio::net::TcpStream;
 
 /// The open-file limit the sidecar runs under.
 const OPEN_FILES: u64 = 128;
-
-/// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// The binary, started through `sh` with a lowered `ulimit -n`; killed when dropped.
 fn start_limited(env: &[(&str, String)]) -> Process {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::process::{BIN, PATIENCE, Process};
+use common::process::{BIN, PATIENCE, Process, free_addr, sidecar_command};
 use common::server::MODEL_INFER;
 use common::{channel, kserve_request, raw_unary_request, smooth_f32, start_server};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -150,14 +150,6 @@ async fn start_receiver() -> (SocketAddr, Receiver) {
     (addr, receiver)
 }
 
-/// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// The binary in the background as a sidecar, with its admin listener.
 struct Sidecar {
     process: Process,
@@ -167,13 +159,8 @@ struct Sidecar {
 impl Sidecar {
     fn start(env: &[(&str, String)]) -> Sidecar {
         let admin = free_addr();
-        let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("BLOSCAR_ADMIN_LISTEN", admin.to_string())
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Sidecar {
-            process: Process::spawn(command),
+            process: Process::spawn(sidecar_command(admin, env)),
             admin,
         }
     }

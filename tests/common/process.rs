@@ -3,6 +3,7 @@
 //! process killed if the test ends without waiting for it.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +14,25 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bloscar");
 /// How long a test waits for the process to start, answer or exit before failing: long,
 /// because a loaded CI machine is slow, and never reached by a process that works.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A free port on 127.0.0.1 (the kernel does not hand it out again at once).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The binary with nothing in its environment but its admin listener's address and
+/// `env`.
+pub fn sidecar_command(admin: SocketAddr, env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("BLOSCAR_ADMIN_LISTEN", admin.to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command
+}
 
 /// A running process with its standard error collected.
 pub struct Process {
