@@ -77,7 +77,25 @@ const OUTBOUND_FORWARD: Variable = var(
     "BLOSCAR_OUTBOUND_FORWARD",
     "(none; required for outbound and both)",
     "host:port",
-    "the peer's inbound sidecar, e.g. a Kubernetes service name and port",
+    "the peer's inbound sidecar, e.g. a Kubernetes service name and port. A name that \
+     resolves to several addresses (a headless Service: one per pod) spreads the calls \
+     over them, each call to the less busy of two; see \
+     [docs/kubernetes.md](docs/kubernetes.md#a-headless-service-balancing-per-call)",
+);
+const OUTBOUND_RESOLVE_INTERVAL_SECS: Variable = var(
+    "BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS",
+    "30",
+    "whole seconds, 1 or more",
+    "outbound: the forward name is resolved again once its answer's TTL has passed, but \
+     at least this often (and at most once a second), so that pods that join or leave a \
+     headless Service are seen",
+);
+const OUTBOUND_NAMESERVER: Variable = var(
+    "BLOSCAR_OUTBOUND_NAMESERVER",
+    "(the name servers of /etc/resolv.conf)",
+    "ip or ip:port (port 53 if omitted)",
+    "outbound: the DNS server the forward name is resolved with, instead of those of \
+     /etc/resolv.conf (whose search domains and options still apply)",
 );
 pub(crate) const ADMIN_LISTEN: Variable = var(
     "BLOSCAR_ADMIN_LISTEN",
@@ -203,6 +221,8 @@ pub const VARIABLES: &[Variable] = &[
     INBOUND_FORWARD,
     OUTBOUND_LISTEN,
     OUTBOUND_FORWARD,
+    OUTBOUND_RESOLVE_INTERVAL_SECS,
+    OUTBOUND_NAMESERVER,
     ADMIN_LISTEN,
     CODEC,
     MIN_TENSOR_BYTES,
@@ -331,6 +351,11 @@ pub struct Config {
     /// `host:port` of the peer's inbound sidecar; always set when the mode includes
     /// outbound.
     pub outbound_forward: Option<String>,
+    /// Longest time between two resolutions of the outbound's forward name.
+    pub outbound_resolve_interval: Duration,
+    /// The DNS server for the outbound's forward name; `None`: those of
+    /// `/etc/resolv.conf`.
+    pub outbound_nameserver: Option<SocketAddr>,
     /// Admin listener address.
     pub admin_listen: SocketAddr,
     /// Compression setting.
@@ -448,6 +473,8 @@ struct RawConfig {
     inbound_forward: Option<String>,
     outbound_listen: Option<String>,
     outbound_forward: Option<String>,
+    outbound_resolve_interval_secs: Option<String>,
+    outbound_nameserver: Option<String>,
     admin_listen: Option<String>,
     codec: Option<String>,
     min_tensor_bytes: Option<String>,
@@ -513,6 +540,15 @@ impl Config {
                 });
             }
             None => None,
+        };
+        let outbound_resolve_interval = parse(
+            OUTBOUND_RESOLVE_INTERVAL_SECS,
+            raw.outbound_resolve_interval_secs,
+            positive_secs,
+        )?;
+        let outbound_nameserver = match raw.outbound_nameserver {
+            None => None,
+            Some(value) => Some(parse(OUTBOUND_NAMESERVER, Some(value), nameserver)?),
         };
         let admin_listen = parse(ADMIN_LISTEN, raw.admin_listen, |s| s.parse().ok())?;
         let codec = parse(CODEC, raw.codec, |s| match s {
@@ -587,6 +623,8 @@ impl Config {
             inbound_forward,
             outbound_listen,
             outbound_forward,
+            outbound_resolve_interval,
+            outbound_nameserver,
             admin_listen,
             codec,
             min_tensor_bytes,
@@ -730,6 +768,18 @@ fn host_port(s: &str) -> Option<String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
     };
     valid_host.then(|| s.to_string())
+}
+
+/// A name server: `ip:port`, `[ipv6]:port`, or an IP address alone for port 53.
+fn nameserver(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            s.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .filter(|addr| addr.port() != 0)
 }
 
 /// Whole seconds, at least one.

@@ -24,7 +24,7 @@ use crate::layer::Role;
 use crate::locate::Locator;
 use crate::message::{Chooser, FixedChooser, MessageCodec};
 use crate::metrics::Metrics;
-use crate::proxy::{ListenerLimits, ProxySettings, RESERVED_DESCRIPTORS};
+use crate::proxy::{ListenerLimits, ProxySettings, RESERVED_DESCRIPTORS, ResolveSettings};
 
 /// A listener that could not be opened: one line naming the variable that set it.
 #[derive(Debug, thiserror::Error)]
@@ -273,12 +273,21 @@ pub fn proxies_of(
     memory: &MemoryBudget,
 ) -> Vec<(&'static str, SocketAddr, ProxySettings)> {
     let mut out = Vec::new();
-    let settings = |role, forward: &String| ProxySettings {
+    let settings = |role: Role, forward: &String| ProxySettings {
         role,
         forward: forward.clone(),
         codec: Arc::clone(&codec),
         max_message_bytes: config.max_message_bytes,
         unknown_peer: config.unknown_peer,
+        // The outbound's peer may be a headless Service; the inbound's app is local, and
+        // its name (if any) is resolved the same way with the system's configuration.
+        resolve: match role {
+            Role::Outbound => ResolveSettings {
+                interval: config.outbound_resolve_interval,
+                nameserver: config.outbound_nameserver,
+            },
+            Role::Inbound => ResolveSettings::default(),
+        },
         stream_idle_timeout: config.stream_idle_timeout,
         limits: listener_limits(config),
         memory: memory.clone(),

@@ -493,6 +493,8 @@ fn every_variable_is_read() {
         ("BLOSCAR_INBOUND_FORWARD", "app:1"),
         ("BLOSCAR_OUTBOUND_LISTEN", "127.0.0.1:2"),
         ("BLOSCAR_OUTBOUND_FORWARD", "other:2"),
+        ("BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS", "5"),
+        ("BLOSCAR_OUTBOUND_NAMESERVER", "10.0.0.10"),
         ("BLOSCAR_ADMIN_LISTEN", "127.0.0.1:3"),
         ("BLOSCAR_CODEC", "zstd:1:bit"),
         ("BLOSCAR_MIN_TENSOR_BYTES", "1"),
@@ -524,6 +526,33 @@ fn every_variable_is_read() {
         let changed = format!("{:?}", config(&pairs).unwrap());
         assert_ne!(changed, baseline, "{} is not read", sample.0);
     }
+}
+
+#[test]
+fn the_nameserver_takes_an_address_with_or_without_port() {
+    let ns = |v: &str| config(&[("BLOSCAR_OUTBOUND_NAMESERVER", v)]).map(|c| c.outbound_nameserver);
+    assert_eq!(
+        ns("10.0.0.10").unwrap(),
+        Some("10.0.0.10:53".parse().unwrap())
+    );
+    assert_eq!(
+        ns("127.0.0.1:5353").unwrap(),
+        Some("127.0.0.1:5353".parse().unwrap())
+    );
+    assert_eq!(ns("[::1]:53").unwrap(), Some("[::1]:53".parse().unwrap()));
+    for bad in ["dns.local", "10.0.0.10:0", "10.0.0.10:x"] {
+        assert_eq!(
+            ns(bad).unwrap_err().variable(),
+            "BLOSCAR_OUTBOUND_NAMESERVER",
+            "{bad}"
+        );
+    }
+    let interval = |v: &str| {
+        config(&[("BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS", v)])
+            .map(|c| c.outbound_resolve_interval)
+    };
+    assert_eq!(interval("").unwrap(), Duration::from_secs(30));
+    assert!(interval("0").is_err());
 }
 
 #[test]

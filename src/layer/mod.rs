@@ -53,7 +53,7 @@ use self::deadline::{CallTimer, TimedResponse, WatchedRequest};
 use self::feedback::CallCosts;
 use self::link::SharedTiming;
 pub use self::negotiate::BodyPlan;
-use self::peer::PeerCapability;
+pub use self::peer::{PeerCapability, PeerEndpoint};
 pub(crate) use self::pipeline::SentMessage;
 pub use self::role::Role;
 use crate::MessageCodec;
@@ -266,6 +266,7 @@ where
             slot: ErrorSlot::default(),
             guard: shared.metrics.stream_started(),
             client_reads_bloscar: false,
+            endpoint: request.extensions().get::<PeerEndpoint>().cloned(),
             link_rate: None,
             model: ModelSlot::default(),
             timing: SharedTiming::default(),
@@ -348,6 +349,9 @@ struct Call {
     guard: StreamGuard,
     /// Inbound: the request said the client side reads `bloscar`.
     client_reads_bloscar: bool,
+    /// Outbound: the peer endpoint the proxy chose for the call, if it chose one; else
+    /// the layer's one capability stands for the whole peer.
+    endpoint: Option<PeerEndpoint>,
     /// The link's goodput to the peer in bytes per second: measured here (outbound) or
     /// told by the outbound (inbound).
     link_rate: Option<f64>,
@@ -386,9 +390,13 @@ impl Call {
         parts.headers.remove(CONTENT_LENGTH);
         let plan = match self.shared.role {
             Role::Outbound => {
+                let peer_reads = match &self.endpoint {
+                    Some(endpoint) => endpoint.capability.reads_bloscar(),
+                    None => self.shared.peer.reads_bloscar(),
+                };
                 let plan = negotiate::outbound_request(
                     &mut parts.headers,
-                    self.shared.peer.reads_bloscar(),
+                    peer_reads,
                     self.knows(Direction::Request),
                 );
                 self.link_rate = self.shared.link.rate(Instant::now());
@@ -442,10 +450,20 @@ impl Call {
         let plan = match self.shared.role {
             Role::Outbound => {
                 let (reads, plan) = negotiate::outbound_response(&mut parts.headers);
-                if self.shared.peer.learn(reads) {
+                // The endpoint that answered, when the upstream says which; else the one
+                // chosen for the call.
+                let endpoint = parts
+                    .extensions
+                    .get::<PeerEndpoint>()
+                    .or(self.endpoint.as_ref());
+                let (capability, peer) = match endpoint {
+                    Some(e) => (&*e.capability, &*e.name),
+                    None => (&self.shared.peer, &*self.shared.peer_name),
+                };
+                if capability.learn(reads) {
                     tracing::info!(
                         role = %Role::Outbound,
-                        peer = &*self.shared.peer_name,
+                        peer,
                         speaks_bloscar = reads,
                         "learned the peer's capability"
                     );

@@ -1,5 +1,6 @@
 //! What the outbound side has learned of its peer: whether it reads `bloscar`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::config::UnknownPeer;
@@ -38,4 +39,18 @@ impl PeerCapability {
         let state = if reads_bloscar { READS_BLOSCAR } else { PLAIN };
         self.state.swap(state, Ordering::Relaxed) != state
     }
+}
+
+/// The peer endpoint a request goes to, for a proxy that spreads calls over several
+/// endpoints of the peer: put in the request's extensions before the layer sees it, it
+/// makes the layer encode by what that endpoint is known to read and learn its answer
+/// there, instead of in the one capability the layer keeps for the whole peer. An
+/// upstream that sent the call elsewhere puts the endpoint that answered in the
+/// response's extensions.
+#[derive(Debug, Clone)]
+pub struct PeerEndpoint {
+    /// What is known of the endpoint.
+    pub capability: Arc<PeerCapability>,
+    /// The endpoint's address, for logs.
+    pub name: Arc<str>,
 }

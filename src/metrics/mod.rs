@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 
 pub mod exposition;
 pub mod process;
+pub mod upstream;
 
 /// Which way a message travels between the apps: the locator's direction, as a label.
 pub use crate::locate::Direction;
@@ -145,6 +146,7 @@ pub struct Metrics {
     connections_reset_flood: Family<ListenerLabels, Counter>,
     methods: Bounded,
     models: Bounded,
+    upstream: upstream::UpstreamMetrics,
 }
 
 /// A label set bounded to `cap` distinct values; later values read `other`.
@@ -299,6 +301,7 @@ impl Metrics {
              by the client before their answer (premature resets)",
             connections_reset_flood.clone(),
         );
+        let upstream = upstream::UpstreamMetrics::register(registry);
         Metrics {
             registry: root,
             messages,
@@ -316,6 +319,7 @@ impl Metrics {
             connections_reset_flood,
             methods: Bounded::new(MAX_METHOD_LABELS),
             models: Bounded::new(MAX_MODEL_LABELS),
+            upstream,
         }
     }
 
@@ -326,6 +330,11 @@ impl Metrics {
         self.registry
             .sub_registry_with_prefix("bloscar")
             .register_collector(collector);
+    }
+
+    /// The per-endpoint metrics of the proxies' upstreams.
+    pub fn upstream(&self) -> &upstream::UpstreamMetrics {
+        &self.upstream
     }
 
     /// The metrics in the OpenMetrics text format.

@@ -58,14 +58,18 @@ fn coalesced<T: tokio::io::AsyncWrite>(io: T) -> tokio::io::BufWriter<T> {
     tokio::io::BufWriter::with_capacity(WRITE_COALESCE, io)
 }
 pub use server::serve;
-pub use upstream::{H2Body, Upstream, UpstreamBody};
+pub use upstream::resolve::MIN_INTERVAL as MIN_RESOLVE_INTERVAL;
+pub use upstream::{
+    H2Body, ResolveError, ResolveSettings, Route, Upstream, UpstreamBody, UpstreamError,
+};
 
 /// Everything one proxy listener needs.
 #[derive(Clone)]
 pub struct ProxySettings {
     /// Which side of the link this listener serves.
     pub role: Role,
-    /// `host:port` of the upstream: the local app (inbound) or the peer sidecar (outbound).
+    /// `host:port` of the upstream: the local app (inbound) or the peer sidecar (outbound);
+    /// requests are spread over the addresses its name resolves to.
     pub forward: String,
     /// Shared encoder/decoder (locators, chooser, container limits).
     pub codec: Arc<MessageCodec>,
@@ -73,6 +77,8 @@ pub struct ProxySettings {
     pub max_message_bytes: usize,
     /// Outbound: how to treat a peer whose capability is not known yet.
     pub unknown_peer: UnknownPeer,
+    /// How the forward address's name is resolved into endpoints.
+    pub resolve: ResolveSettings,
     /// How long a gRPC call may go without anything moving; `None`: no limit. The
     /// listener's layer takes it with
     /// [`BloscarLayer::stream_idle_timeout`](crate::BloscarLayer::stream_idle_timeout).

@@ -28,7 +28,7 @@ use super::limits::{self, ListenerLimits};
 use super::linger::Lingering;
 use super::opening::{Replay, read_opening};
 use super::resets::{CallWatch, ResetGuard};
-use super::upstream::Upstream;
+use super::upstream::{Route, Upstream};
 use crate::budget::MemoryBudget;
 use crate::grpc::encoding::{self, BLOSCAR};
 use crate::layer::{Bloscar, BloscarLayer, BoxBody, Role};
@@ -103,13 +103,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> io::Result<()> {
-    let upstream = Upstream::new(&settings.forward).map_err(|err| {
+    let name = settings.role.name();
+    let upstream = Upstream::new(
+        &settings.forward,
+        name,
+        settings.unknown_peer,
+        settings.resolve,
+        Arc::clone(&metrics),
+    )
+    .map_err(|err| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("invalid forward address {:?}: {err}", settings.forward),
+            format!("forward address {:?}: {err}", settings.forward),
         )
     })?;
-    let name = settings.role.name();
     let limits = settings.limits;
     let shared = Arc::new(Shared {
         listener: name,
@@ -205,7 +212,9 @@ async fn serve_connection(
     let resets = ResetGuard::default();
     let service = ProxyService {
         inner: super::WithConnection::new(
-            shared.layer.layer(shared.upstream.with_own_connections()),
+            shared
+                .upstream
+                .route(shared.layer.layer(shared.upstream.with_own_connections())),
             shared.memory.connection(),
             peer,
         ),
@@ -260,7 +269,7 @@ async fn serve_connection(
 /// 502 as any reverse proxy does.
 #[derive(Clone)]
 struct ProxyService {
-    inner: super::WithConnection<Bloscar<Upstream>>,
+    inner: super::WithConnection<Route<Bloscar<Upstream>>>,
     activity: Activity,
     resets: ResetGuard,
     judge_peer_calls: bool,

@@ -122,6 +122,7 @@ impl Proxy {
             codec: codec(),
             max_message_bytes: MAX_MESSAGE,
             unknown_peer,
+            resolve: Default::default(),
             stream_idle_timeout: None,
             limits,
             memory,

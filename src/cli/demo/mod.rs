@@ -129,6 +129,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         codec: codec.clone(),
         max_message_bytes: config.max_message_bytes,
         unknown_peer: UnknownPeer::Identity,
+        resolve: Default::default(),
         stream_idle_timeout: config.stream_idle_timeout,
         limits: bloscar::sidecar::listener_limits(&config),
         memory: memory.clone(),

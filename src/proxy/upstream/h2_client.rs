@@ -1,4 +1,4 @@
-//! The HTTP/2 client: one shared connection to the configured upstream, made when first
+//! The HTTP/2 client: one connection to one endpoint of the upstream, made when first
 //! needed and made again when it fails, whatever `:authority` the calls carry.
 
 use std::future::poll_fn;
@@ -109,7 +109,7 @@ impl H2Client {
     /// A connection with room for one more stream. A connection that went away
     /// (GOAWAY, closed) says so here, before anything is sent, so the call moves to a
     /// fresh connection once.
-    async fn ready(&self) -> Result<SendRequest<Bytes>, BoxError> {
+    pub(super) async fn ready(&self) -> Result<SendRequest<Bytes>, BoxError> {
         let live = self.connection().await?;
         match live.send.clone().ready().await {
             Ok(send) => Ok(send),
@@ -121,16 +121,17 @@ impl H2Client {
         }
     }
 
-    /// Sends `request` and returns the response once its head has arrived. The request
-    /// body is fed from this future and then from the response body.
-    pub(super) async fn call(
-        &self,
+    /// Sends `request` on `send` (from [`H2Client::ready`]) and returns the response once
+    /// its head has arrived. The request body is fed from this future and then from the
+    /// response body.
+    pub(super) async fn send(
+        mut send: SendRequest<Bytes>,
         request: Request<BoxBody>,
     ) -> Result<Response<H2Body>, BoxError> {
         let (parts, body) = request.into_parts();
         let end = body.is_end_stream();
         let head = Request::from_parts(parts, ());
-        let (response, send) = self.ready().await?.send_request(head, end)?;
+        let (response, send) = send.send_request(head, end)?;
         let mut pump = (!end).then(|| RequestPump::new(body, send));
         let mut response = pin!(response);
         // A unary server answers only once it has the whole request: send it meanwhile.

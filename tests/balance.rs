@@ -1,0 +1,542 @@
+//! The outbound sidecar spreading calls over the endpoints of one DNS name, as it does
+//! behind a headless Kubernetes Service: real `bloscar` processes (inbound sidecars on
+//! 127.0.0.2, .3, ... all on one port, the outbound in front of one tonic client
+//! connection), real tonic servers that say which backend answered, and a real DNS
+//! server in the test (hickory-server) that the outbound resolves the name with and whose
+//! records the test changes.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bloscar::pb::inference::{ModelInferRequest, ModelInferResponse};
+use bytes::Bytes;
+use common::process::{PATIENCE, Process, free_addr, sidecar_command};
+use common::server::{EchoService, MODEL_INFER, Recorder};
+use common::{kserve_request, metric_value, raw_unary_request, smooth_f32};
+use hickory_server::Server;
+use hickory_server::proto::rr::rdata::{A, SOA};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tonic::transport::Channel;
+
+/// The name the outbound forwards to, fully qualified so no search domain is tried.
+const NAME: &str = "peers.bloscar.test.";
+const ZONE: &str = "bloscar.test.";
+/// The records' TTL, and the outbound's longest interval between resolutions.
+const TTL_SECS: u32 = 1;
+
+/// An authoritative DNS server for [`ZONE`] on a free UDP port of 127.0.0.1.
+struct Dns {
+    addr: SocketAddr,
+    zone: Arc<InMemoryZoneHandler>,
+    serial: AtomicUsize,
+    _server: Server<Catalog>,
+}
+
+impl Dns {
+    async fn start(ips: &[Ipv4Addr]) -> Dns {
+        let origin = Name::from_ascii(ZONE).unwrap();
+        let zone = Arc::new(InMemoryZoneHandler::empty(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        ));
+        let soa = SOA::new(
+            Name::from_ascii("ns.bloscar.test.").unwrap(),
+            Name::from_ascii("admin.bloscar.test.").unwrap(),
+            1,
+            60,
+            60,
+            600,
+            TTL_SECS,
+        );
+        zone.upsert(
+            Record::from_rdata(origin.clone(), TTL_SECS, RData::SOA(soa)),
+            1,
+        )
+        .await;
+        let mut catalog = Catalog::new();
+        catalog.upsert(
+            LowerName::new(&origin),
+            vec![Arc::clone(&zone) as Arc<dyn ZoneHandler>],
+        );
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut server = Server::new(catalog);
+        server.register_socket(socket);
+        let dns = Dns {
+            addr,
+            zone,
+            serial: AtomicUsize::new(1),
+            _server: server,
+        };
+        dns.set(ips).await;
+        dns
+    }
+
+    /// [`NAME`] now has exactly the A records `ips`.
+    async fn set(&self, ips: &[Ipv4Addr]) {
+        let name = Name::from_ascii(NAME).unwrap();
+        let serial = self.serial.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+        self.zone
+            .records_mut()
+            .await
+            .remove(&RrKey::new(LowerName::new(&name), RecordType::A));
+        for ip in ips {
+            let record = Record::from_rdata(name.clone(), TTL_SECS, RData::A(A(*ip)));
+            assert!(self.zone.upsert(record, serial).await);
+        }
+    }
+}
+
+/// A tonic server on `addr` that echoes KServe calls and names itself in the response
+/// header `x-backend`.
+struct Backend {
+    addr: SocketAddr,
+    recorder: Arc<Recorder>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_backend(addr: SocketAddr, name: &'static str) -> Backend {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = EchoService::default();
+    let recorder = Arc::clone(&service.recorder);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let label = move |mut response: http::Response<tonic::body::Body>| {
+        response
+            .headers_mut()
+            .insert("x-backend", http::HeaderValue::from_static(name));
+        response
+    };
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(label))
+            .serve_with_incoming_shutdown(
+                service,
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await;
+    });
+    Backend {
+        addr,
+        recorder,
+        _shutdown: tx,
+    }
+}
+
+/// A `bloscar` process and its admin address.
+struct Sidecar {
+    process: Process,
+    admin: SocketAddr,
+}
+
+impl Sidecar {
+    fn start(env: &[(&str, String)]) -> Sidecar {
+        let admin = free_addr();
+        let mut env = env.to_vec();
+        env.push(("BLOSCAR_LOG", "info".into()));
+        // A fixed codec: every tensor is encoded, without waiting for the link to be
+        // measured.
+        env.push(("BLOSCAR_CODEC", "lz4:5:byte".into()));
+        Sidecar {
+            process: Process::spawn(sidecar_command(admin, &env)),
+            admin,
+        }
+    }
+
+    /// An inbound sidecar on `listen` in front of `backend`.
+    fn inbound(listen: SocketAddr, backend: SocketAddr) -> Sidecar {
+        Sidecar::start(&[
+            ("BLOSCAR_MODE", "inbound".into()),
+            ("BLOSCAR_INBOUND_LISTEN", listen.to_string()),
+            ("BLOSCAR_INBOUND_FORWARD", backend.to_string()),
+        ])
+    }
+
+    /// The outbound sidecar on `listen`, forwarding to [`NAME`] at `port`, resolved with
+    /// `dns`.
+    fn outbound(listen: SocketAddr, port: u16, dns: &Dns) -> Sidecar {
+        Sidecar::start(&[
+            ("BLOSCAR_MODE", "outbound".into()),
+            ("BLOSCAR_OUTBOUND_LISTEN", listen.to_string()),
+            ("BLOSCAR_OUTBOUND_FORWARD", format!("{NAME}:{port}")),
+            ("BLOSCAR_OUTBOUND_NAMESERVER", dns.addr.to_string()),
+            (
+                "BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS",
+                TTL_SECS.to_string(),
+            ),
+        ])
+    }
+
+    async fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while !matches!(get(self.admin, "/ready").await, Ok((StatusCode::OK, _))) {
+            self.process.assert_running();
+            assert!(
+                start.elapsed() < PATIENCE,
+                "never ready:\n{}",
+                self.process.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        get(self.admin, "/metrics").await.unwrap().1
+    }
+
+    /// Ends the process at once (SIGKILL): its connections are reset by the kernel.
+    fn kill(&mut self) {
+        self.process.child.kill().unwrap();
+        self.process.child.wait().unwrap();
+    }
+}
+
+/// One HTTP/1.1 GET with a real hyper client: status and body.
+async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(StatusCode, String)> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn loopback(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// A port free on every address of `lasts` (127.0.0.x), for sidecars that share it as
+/// the endpoints of one name do.
+fn common_port(lasts: &[u8]) -> u16 {
+    'search: for _ in 0..50 {
+        let first = std::net::TcpListener::bind((loopback(lasts[0]), 0)).unwrap();
+        let port = first.local_addr().unwrap().port();
+        for &last in &lasts[1..] {
+            if std::net::TcpListener::bind((loopback(last), port)).is_err() {
+                continue 'search;
+            }
+        }
+        return port;
+    }
+    panic!("no port free on all of {lasts:?}");
+}
+
+/// A compressible KServe request.
+fn request() -> Bytes {
+    Bytes::from(kserve_request(smooth_f32(16 * 1024)).encode_to_vec())
+}
+
+/// One call through `channel`: the backend that answered, after checking the echo.
+async fn call(channel: &Channel, message: &Bytes, sleep_ms: u64) -> Result<String, tonic::Status> {
+    let mut request = tonic::Request::new(message.clone());
+    if sleep_ms > 0 {
+        request
+            .metadata_mut()
+            .insert("x-sleep-ms", sleep_ms.to_string().parse().unwrap());
+    }
+    let response = raw_unary_request(channel.clone(), MODEL_INFER, request).await?;
+    let backend = response
+        .metadata()
+        .get("x-backend")
+        .expect("x-backend")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let sent = ModelInferRequest::decode(message.clone()).unwrap();
+    let echoed = ModelInferResponse::decode(response.into_inner()).unwrap();
+    assert_eq!(echoed.raw_output_contents, sent.raw_input_contents);
+    Ok(backend)
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn endpoint_series(family: &str, ip: Ipv4Addr, port: u16) -> String {
+    format!("{family}{{listener=\"outbound\",endpoint=\"{ip}:{port}\"}}")
+}
+
+/// Waits until `done` holds, panicking after `limit`.
+async fn within(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_spread_over_a_names_endpoints_survive_a_kill_and_follow_dns() {
+    let lasts = [2u8, 3, 4, 5];
+    let port = common_port(&lasts);
+    let names = ["b2", "b3", "b4", "b5"];
+    let mut backends = Vec::new();
+    let mut inbounds = Vec::new();
+    for (&last, name) in lasts.iter().zip(names) {
+        let backend = start_backend("127.0.0.1:0".parse().unwrap(), name).await;
+        inbounds.push(Sidecar::inbound(
+            SocketAddr::new(IpAddr::V4(loopback(last)), port),
+            backend.addr,
+        ));
+        backends.push(backend);
+    }
+    let dns = Dns::start(&[loopback(2), loopback(3), loopback(4)]).await;
+    let outbound_addr = free_addr();
+    let mut outbound = Sidecar::outbound(outbound_addr, port, &dns);
+    for sidecar in inbounds.iter_mut().chain([&mut outbound]) {
+        sidecar.wait_ready().await;
+    }
+    // One client connection for the whole test.
+    let channel = channel(outbound_addr).await;
+    let message = request();
+
+    // (a) 300 calls one after another: each endpoint gets a third, within 15%.
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..300 {
+        let backend = call(&channel, &message, 0).await.unwrap();
+        *counts.entry(backend).or_default() += 1;
+    }
+    println!("(a) 300 calls over 3 endpoints: {counts:?}");
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (backend, &count) in &counts {
+        assert!((85..=115).contains(&count), "{backend}: {count} of 300");
+    }
+    let text = outbound.metrics().await;
+    for last in [2, 3, 4] {
+        let series = endpoint_series("bloscar_upstream_requests_total", loopback(last), port);
+        println!("    {series} {}", metric_value(&text, &series));
+    }
+    assert_eq!(
+        metric_value(&text, "bloscar_upstream_endpoints{listener=\"outbound\"}"),
+        3.0
+    );
+
+    // (b) Four callers with calls of 50 ms each; 127.0.0.4's sidecar is killed mid-run.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let after_kill: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (channel, message) = (channel.clone(), message.clone());
+        let (in_flight, done, failures) = (in_flight.clone(), done.clone(), failures.clone());
+        let (after_kill, killed) = (after_kill.clone(), killed.clone());
+        workers.push(tokio::spawn(async move {
+            for _ in 0..60 {
+                let started_after_kill = killed.load(Ordering::SeqCst);
+                in_flight.fetch_add(1, Ordering::SeqCst);
+                let result = call(&channel, &message, 50).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                match result {
+                    Ok(backend) if started_after_kill => {
+                        *after_kill.lock().unwrap().entry(backend).or_default() += 1;
+                    }
+                    Ok(_) => {}
+                    Err(status) => failures.lock().unwrap().push((
+                        started_after_kill,
+                        status.code(),
+                        status.message().to_owned(),
+                    )),
+                }
+            }
+        }));
+    }
+    while done.load(Ordering::SeqCst) < 80 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let b4 = &backends[2].recorder;
+    let b4_before = b4.completed.load(Ordering::SeqCst);
+    // Calls b4 has begun and not finished: on the endpoint when it goes.
+    let b4_open =
+        b4.headers.lock().unwrap().len() - b4_before - b4.cancelled.load(Ordering::SeqCst);
+    // Calls the client has open: an upper bound of those on the killed endpoint.
+    let open_at_kill = in_flight.load(Ordering::SeqCst);
+    inbounds[2].kill();
+    killed.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let after_kill = after_kill.lock().unwrap().clone();
+    println!(
+        "(b) 240 calls, 4 at a time; calls open at the kill: {open_at_kill} (at b4: \
+         {b4_open}); failed: {}; answered by b4 before the kill: {b4_before}; by backend \
+         after it: {after_kill:?}",
+        failures.len()
+    );
+    for failure in &failures {
+        println!("    failed: {failure:?}");
+    }
+    assert!(failures.len() <= open_at_kill, "{failures:?}");
+    assert!(
+        failures.iter().all(|(after, _, _)| !after),
+        "a call started after the kill failed: {failures:?}"
+    );
+    assert!(!after_kill.contains_key("b4"), "{after_kill:?}");
+    let text = outbound.metrics().await;
+    let ejections = metric_value(
+        &text,
+        &endpoint_series("bloscar_upstream_ejections_total", loopback(4), port),
+    );
+    println!("    ejections of 127.0.0.4: {ejections}");
+    assert!(ejections >= 1.0, "{text}");
+    // Later calls all succeed, on the two endpoints left.
+    for _ in 0..30 {
+        let backend = call(&channel, &message, 0).await.unwrap();
+        assert_ne!(backend, "b4");
+    }
+
+    // (c) The record set changes: 127.0.0.4 is replaced by 127.0.0.5.
+    dns.set(&[loopback(2), loopback(3), loopback(5)]).await;
+    let changed = Instant::now();
+    let mut seen_new = None;
+    let mut calls = 0;
+    while seen_new.is_none() {
+        calls += 1;
+        if call(&channel, &message, 0).await.unwrap() == "b5" {
+            seen_new = Some(changed.elapsed());
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "b5 got no call"
+        );
+    }
+    let seen_new = seen_new.unwrap();
+    println!(
+        "(c) first call to the new endpoint {seen_new:?} after the DNS change ({calls} calls)"
+    );
+    // TTL plus the resolution interval, and slack for a loaded machine.
+    assert!(seen_new < Duration::from_secs(2 * TTL_SECS as u64 + 3));
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..150 {
+        *counts
+            .entry(call(&channel, &message, 0).await.unwrap())
+            .or_default() += 1;
+    }
+    println!("    next 150 calls: {counts:?}");
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        ["b2", "b3", "b5"]
+    );
+    let text = outbound.metrics().await;
+    assert_eq!(
+        metric_value(&text, "bloscar_upstream_endpoints{listener=\"outbound\"}"),
+        3.0
+    );
+    // The removed endpoint's series are gone.
+    assert!(
+        !text.contains(&format!("endpoint=\"127.0.0.4:{port}\"")),
+        "{text}"
+    );
+    within(Duration::from_secs(5), "all calls done", async || {
+        outbound
+            .metrics()
+            .await
+            .contains("bloscar_streams_in_flight 0")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_adopted_name_gets_encoded_calls_on_adopted_endpoints_only() {
+    let lasts = [6u8, 7, 8];
+    let port = common_port(&lasts);
+    let b6 = start_backend("127.0.0.1:0".parse().unwrap(), "b6").await;
+    let b7 = start_backend("127.0.0.1:0".parse().unwrap(), "b7").await;
+    // No sidecar: the plain server itself is the endpoint.
+    let b8 = start_backend(SocketAddr::new(IpAddr::V4(loopback(8)), port), "b8").await;
+    let mut inbound6 = Sidecar::inbound(SocketAddr::new(IpAddr::V4(loopback(6)), port), b6.addr);
+    let mut inbound7 = Sidecar::inbound(SocketAddr::new(IpAddr::V4(loopback(7)), port), b7.addr);
+    let dns = Dns::start(&[loopback(6), loopback(7), loopback(8)]).await;
+    let outbound_addr = free_addr();
+    let mut outbound = Sidecar::outbound(outbound_addr, port, &dns);
+    for sidecar in [&mut inbound6, &mut inbound7, &mut outbound] {
+        sidecar.wait_ready().await;
+    }
+    let channel = channel(outbound_addr).await;
+    let message = request();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..150 {
+        // Every answer is checked: the echo equals the request.
+        let backend = call(&channel, &message, 0).await.unwrap();
+        *counts.entry(backend).or_default() += 1;
+    }
+    let decoded = |text: &str| {
+        metric_value(
+            text,
+            &format!(
+                "bloscar_messages_total{{direction=\"request\",outcome=\"decoded\",method=\"{MODEL_INFER}\"}}"
+            ),
+        ) as usize
+    };
+    let (decoded6, decoded7) = (
+        decoded(&inbound6.metrics().await),
+        decoded(&inbound7.metrics().await),
+    );
+    let encoded = metric_value(
+        &outbound.metrics().await,
+        &format!(
+            "bloscar_messages_total{{direction=\"request\",outcome=\"encoded\",method=\"{MODEL_INFER}\"}}"
+        ),
+    ) as usize;
+    let plain_seen_bloscar = b8
+        .recorder
+        .headers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.get("grpc-encoding").is_some_and(|v| v == "bloscar"))
+        .count();
+    println!(
+        "mixed adoption, 150 calls, all answered correctly: {counts:?}; requests decoded by \
+         the sidecar of b6: {decoded6}, of b7: {decoded7}; encoded by the outbound: {encoded}; \
+         bloscar requests reaching the plain b8: {plain_seen_bloscar}"
+    );
+    assert_eq!(counts.values().sum::<usize>(), 150);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    // Each adopted endpoint's first call goes plain while its capability is unknown;
+    // every later one is encoded.
+    assert_eq!(decoded6, counts["b6"] - 1);
+    assert_eq!(decoded7, counts["b7"] - 1);
+    assert_eq!(encoded, decoded6 + decoded7);
+    assert_eq!(plain_seen_bloscar, 0);
+    assert_eq!(b8.recorder.requests().len(), counts["b8"]);
+}
