@@ -84,7 +84,27 @@ for kube in 1.28 "$NEWEST"; do
     render_and_validate "native example" "$CHART" native "$kube" -f "$CHART/ci/native-example-values.yaml"
     render_and_validate "native example + PodMonitor" "$CHART" native "$kube" \
         -f "$CHART/ci/native-example-podmonitor-values.yaml"
+    render_and_validate "native example, headless Service" "$CHART" native "$kube" \
+        -f "$CHART/ci/headless-example-values.yaml"
 done
+headless_rendering() {
+    "$HELM" template bloscar-ci "$CHART" --namespace models -f "$CHART/ci/headless-example-values.yaml" |
+        "$TOOLS/python" -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+(svc,) = [d for d in docs if d["kind"] == "Service"]
+assert svc["spec"]["clusterIP"] == "None", svc["spec"]
+env = {}
+for d in docs:
+    for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", []):
+        env.update({e["name"]: e.get("value") for e in c.get("env", [])})
+forward = env["BLOSCAR_OUTBOUND_FORWARD"]
+assert forward == "bloscar-ci.models.svc:9440", forward
+assert env["BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS"] == "10", env
+print("headless Service; the client sidecar forwards to", forward)
+'
+}
+check "headless Service: clusterIP None, the outbound forwards to the pods' inbound port" headless_rendering
 for kube in 1.27 1.28 "$NEWEST"; do
     render_and_validate "classic example" "$CHART" classic "$kube" -f "$CHART/ci/classic-example-values.yaml"
     render_and_validate "existing workload (example off) + PodMonitor" "$CHART" none "$kube" \
@@ -177,6 +197,10 @@ must_fail "outbound role without a forward address" "sidecar.outbound.forward .*
     "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=outbound
 must_fail "a role the sidecar does not have" "role must be inbound, outbound or both" \
     "$HELM" template bloscar-ci "$ADOPTER" --set ciRole=sideways
+must_fail "a headless Service that is not ClusterIP" "service.headless needs service.type ClusterIP" \
+    "$HELM" template bloscar-ci "$CHART" -f "$CHART/ci/headless-example-values.yaml" --set service.type=NodePort
+must_fail "values: a name server that is not an address" "at '/sidecar/outbound/nameserver'" \
+    "$HELM" template bloscar-ci "$CHART" --set sidecar.outbound.nameserver=dns.example
 cat >"$WORK/wrong-type.yaml" <<'YAML'
 sidecar:
   ports:

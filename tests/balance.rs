@@ -466,6 +466,53 @@ async fn calls_spread_over_a_names_endpoints_survive_a_kill_and_follow_dns() {
         !text.contains(&format!("endpoint=\"127.0.0.4:{port}\"")),
         "{text}"
     );
+
+    // (d) An endpoint that leaves the answer with calls in flight: they finish, and no
+    // new call goes there.
+    let b3 = &backends[1].recorder;
+    let b3_done_before = b3.completed.load(Ordering::SeqCst);
+    let mut long_calls = Vec::new();
+    for _ in 0..6 {
+        let (channel, message) = (channel.clone(), message.clone());
+        long_calls.push(tokio::spawn(
+            async move { call(&channel, &message, 1500).await },
+        ));
+    }
+    within(Duration::from_secs(5), "a long call on b3", async || {
+        b3.headers.lock().unwrap().len() > b3_done_before + b3.cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    let b3_open = b3.headers.lock().unwrap().len() - b3_done_before;
+    dns.set(&[loopback(2), loopback(5)]).await;
+    within(Duration::from_secs(5), "127.0.0.3 removed", async || {
+        !outbound
+            .metrics()
+            .await
+            .contains(&format!("endpoint=\"127.0.0.3:{port}\""))
+    })
+    .await;
+    let mut results = Vec::new();
+    for long_call in long_calls {
+        results.push(long_call.await.unwrap());
+    }
+    let b3_finished = b3.completed.load(Ordering::SeqCst) - b3_done_before;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..40 {
+        *counts
+            .entry(call(&channel, &message, 0).await.unwrap())
+            .or_default() += 1;
+    }
+    println!(
+        "(d) 127.0.0.3 removed with {b3_open} calls open on it: {b3_finished} finished there; \
+         the 6 long calls: {:?}; next 40 calls: {counts:?}",
+        results
+            .iter()
+            .map(|r| r.as_ref().map_err(|s| s.code()))
+            .collect::<Vec<_>>()
+    );
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(b3_finished, b3_open);
+    assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), ["b2", "b5"]);
     within(Duration::from_secs(5), "all calls done", async || {
         outbound
             .metrics()

@@ -101,7 +101,9 @@ fn job_slots() -> usize {
 /// A tower layer that speaks the bloscar encoding on one side of a gRPC link.
 ///
 /// All services made by one layer share what was learned of the peer, so use one layer
-/// per upstream.
+/// per upstream; a proxy that spreads calls over several endpoints of the peer tells the
+/// layer which one each call goes to with a [`PeerEndpoint`] in the request's extensions,
+/// and what is learned is then kept per endpoint.
 #[derive(Clone)]
 pub struct BloscarLayer {
     shared: Arc<Shared>,

@@ -74,6 +74,12 @@ configured sidecar.type and nothing in the other:
       value: {{ printf "127.0.0.1:%d" (int $s.ports.outbound) | quote }}
     - name: BLOSCAR_OUTBOUND_FORWARD
       value: {{ $outboundForward | required "bloscar: sidecar.outbound.forward (host:port of the server's bloscar Service) is required for the outbound role" | quote }}
+    - name: BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS
+      value: {{ include "bloscar.envNumber" ($s.outbound.resolveIntervalSecs | default 30) | quote }}
+    {{- with $s.outbound.nameserver }}
+    - name: BLOSCAR_OUTBOUND_NAMESERVER
+      value: {{ . | quote }}
+    {{- end }}
     {{- end }}
     - name: BLOSCAR_ADMIN_LISTEN
       value: {{ printf "%s:%d" $bind (int $s.ports.admin) | quote }}

@@ -59,8 +59,8 @@ pub use self::body::{H2Body, UpstreamBody};
 use self::endpoints::{Endpoint, Endpoints};
 use self::h2_client::H2Client;
 pub use self::resolve::{ResolveError, ResolveSettings};
-use self::route::Chosen;
 pub use self::route::Route;
+use self::route::{Chosen, Unrouted};
 use super::headers::strip_hop_by_hop;
 use crate::error::BoxError;
 use crate::grpc::encoding::{BLOSCAR, GRPC_ENCODING};
@@ -287,10 +287,11 @@ impl Service<Request<BoxBody>> for Upstream {
                 return Box::pin(async move { Err(err) });
             }
             let chosen = parts.extensions.remove::<Chosen>();
+            let waited = parts.extensions.remove::<Unrouted>().is_some();
             let (h2, endpoints) = (Arc::clone(&self.h2), Arc::clone(&self.endpoints));
             return Box::pin(async move {
                 let request = Request::from_parts(parts, body);
-                let mut response = send_h2(&h2, &endpoints, chosen, request).await?;
+                let mut response = send_h2(&h2, &endpoints, chosen, waited, request).await?;
                 strip_hop_by_hop(response.headers_mut());
                 Ok(response.map(UpstreamBody::H2))
             });
@@ -320,12 +321,15 @@ async fn send_h2(
     h2: &Connections,
     endpoints: &Endpoints,
     chosen: Option<Chosen>,
+    waited: bool,
     request: Request<BoxBody>,
 ) -> Result<Response<H2Body>, BoxError> {
     let load = match chosen {
         Some(chosen) => chosen.0,
         None => {
-            endpoints.ready(CONNECT_TIMEOUT).await;
+            if !waited {
+                endpoints.ready(CONNECT_TIMEOUT).await;
+            }
             Arc::new(endpoints.choose(|_| true).ok_or(NoEndpoint)?)
         }
     };

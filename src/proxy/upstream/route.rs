@@ -21,6 +21,10 @@ use crate::layer::BoxBody;
 #[derive(Clone)]
 pub(super) struct Chosen(pub(super) Arc<InFlight>);
 
+/// A request that found no endpoint after waiting for the first ones.
+#[derive(Clone, Copy)]
+pub(super) struct Unrouted;
+
 /// `inner` with an endpoint chosen for each HTTP/2 request ([`super::Upstream::route`]).
 /// HTTP/1.1 requests pass as they are: their connections choose the endpoint.
 #[derive(Clone)]
@@ -66,6 +70,8 @@ where
                 endpoints.ready(CONNECT_TIMEOUT).await;
             }
             let Some(load) = endpoints.choose(|_| true).map(Arc::new) else {
+                // Waited for already: the upstream answers UNAVAILABLE at once.
+                request.extensions_mut().insert(Unrouted);
                 return inner.call(request).await;
             };
             let extensions = request.extensions_mut();
