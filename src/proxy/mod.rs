@@ -58,7 +58,6 @@ fn coalesced<T: tokio::io::AsyncWrite>(io: T) -> tokio::io::BufWriter<T> {
     tokio::io::BufWriter::with_capacity(WRITE_COALESCE, io)
 }
 pub use server::serve;
-pub use upstream::resolve::MIN_INTERVAL as MIN_RESOLVE_INTERVAL;
 pub use upstream::{
     H2Body, ResolveError, ResolveSettings, Route, Upstream, UpstreamBody, UpstreamError,
 };

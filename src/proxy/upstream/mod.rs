@@ -36,7 +36,7 @@ mod body;
 mod endpoints;
 mod h2_client;
 mod pump;
-pub mod resolve;
+mod resolve;
 mod route;
 
 use std::collections::HashMap;
