@@ -273,6 +273,10 @@ impl Endpoints {
     /// upstream whose every address fails is still tried.
     pub(crate) fn pick(&self, allowed: impl Fn(&Endpoint) -> bool) -> Option<Arc<Endpoint>> {
         let set = self.current();
+        // One address (an IP address, or a name with one): nothing to choose.
+        if let [only] = &*set {
+            return allowed(only).then(|| Arc::clone(only));
+        }
         let now = Instant::now();
         let allowed: Vec<&Arc<Endpoint>> = set.iter().filter(|e| allowed(e)).collect();
         let healthy: Vec<&Arc<Endpoint>> = allowed
