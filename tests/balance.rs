@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use bloscar::pb::inference::{ModelInferRequest, ModelInferResponse};
 use bytes::Bytes;
 use common::process::{PATIENCE, Process, free_addr, sidecar_command};
+// Addresses: 127.0.0.2-5 (first test), 6-8 (mixed adoption) are the endpoints; 9, 10
+// and 11 the outbound sidecars.
 use common::server::{EchoService, MODEL_INFER, Recorder};
 use common::{kserve_request, metric_value, raw_unary_request, smooth_f32};
 use hickory_server::Server;
@@ -146,8 +148,11 @@ struct Sidecar {
 }
 
 impl Sidecar {
-    fn start(env: &[(&str, String)]) -> Sidecar {
-        let admin = free_addr();
+    /// The binary with `env`, its admin listener on a free port of the IP `admin_ip`:
+    /// the test's own loopback addresses, where no other test's process takes the port
+    /// between its choice and the bind.
+    fn start(admin_ip: Ipv4Addr, env: &[(&str, String)]) -> Sidecar {
+        let admin = free_on(admin_ip);
         let mut env = env.to_vec();
         env.push(("BLOSCAR_LOG", "info".into()));
         // A fixed codec: every tensor is encoded, without waiting for the link to be
@@ -161,26 +166,38 @@ impl Sidecar {
 
     /// An inbound sidecar on `listen` in front of `backend`.
     fn inbound(listen: SocketAddr, backend: SocketAddr) -> Sidecar {
-        Sidecar::start(&[
-            ("BLOSCAR_MODE", "inbound".into()),
-            ("BLOSCAR_INBOUND_LISTEN", listen.to_string()),
-            ("BLOSCAR_INBOUND_FORWARD", backend.to_string()),
-        ])
+        let IpAddr::V4(ip) = listen.ip() else {
+            unreachable!("IPv4 loopback")
+        };
+        Sidecar::start(
+            ip,
+            &[
+                ("BLOSCAR_MODE", "inbound".into()),
+                ("BLOSCAR_INBOUND_LISTEN", listen.to_string()),
+                ("BLOSCAR_INBOUND_FORWARD", backend.to_string()),
+            ],
+        )
     }
 
     /// The outbound sidecar on `listen`, forwarding to [`NAME`] at `port`, resolved with
     /// `dns`.
     fn outbound(listen: SocketAddr, port: u16, dns: &Dns) -> Sidecar {
-        Sidecar::start(&[
-            ("BLOSCAR_MODE", "outbound".into()),
-            ("BLOSCAR_OUTBOUND_LISTEN", listen.to_string()),
-            ("BLOSCAR_OUTBOUND_FORWARD", format!("{NAME}:{port}")),
-            ("BLOSCAR_OUTBOUND_NAMESERVER", dns.addr.to_string()),
-            (
-                "BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS",
-                TTL_SECS.to_string(),
-            ),
-        ])
+        let IpAddr::V4(ip) = listen.ip() else {
+            unreachable!("IPv4 loopback")
+        };
+        Sidecar::start(
+            ip,
+            &[
+                ("BLOSCAR_MODE", "outbound".into()),
+                ("BLOSCAR_OUTBOUND_LISTEN", listen.to_string()),
+                ("BLOSCAR_OUTBOUND_FORWARD", format!("{NAME}:{port}")),
+                ("BLOSCAR_OUTBOUND_NAMESERVER", dns.addr.to_string()),
+                (
+                    "BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS",
+                    TTL_SECS.to_string(),
+                ),
+            ],
+        )
     }
 
     async fn wait_ready(&mut self) {
@@ -234,6 +251,14 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(StatusCode, Strin
 
 fn loopback(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// A free port on `ip`.
+fn free_on(ip: Ipv4Addr) -> SocketAddr {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// A port free on every address of `lasts` (127.0.0.x), for sidecars that share it as
@@ -317,7 +342,7 @@ async fn calls_spread_over_a_names_endpoints_survive_a_kill_and_follow_dns() {
         backends.push(backend);
     }
     let dns = Dns::start(&[loopback(2), loopback(3), loopback(4)]).await;
-    let outbound_addr = free_addr();
+    let outbound_addr = free_on(loopback(9));
     let mut outbound = Sidecar::outbound(outbound_addr, port, &dns);
     for sidecar in inbounds.iter_mut().chain([&mut outbound]) {
         sidecar.wait_ready().await;
@@ -532,7 +557,7 @@ async fn a_half_adopted_name_gets_encoded_calls_on_adopted_endpoints_only() {
     let mut inbound6 = Sidecar::inbound(SocketAddr::new(IpAddr::V4(loopback(6)), port), b6.addr);
     let mut inbound7 = Sidecar::inbound(SocketAddr::new(IpAddr::V4(loopback(7)), port), b7.addr);
     let dns = Dns::start(&[loopback(6), loopback(7), loopback(8)]).await;
-    let outbound_addr = free_addr();
+    let outbound_addr = free_on(loopback(10));
     let mut outbound = Sidecar::outbound(outbound_addr, port, &dns);
     for sidecar in [&mut inbound6, &mut inbound7, &mut outbound] {
         sidecar.wait_ready().await;
@@ -577,7 +602,13 @@ async fn a_half_adopted_name_gets_encoded_calls_on_adopted_endpoints_only() {
          bloscar requests reaching the plain b8: {plain_seen_bloscar}"
     );
     assert_eq!(counts.values().sum::<usize>(), 150);
-    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert_eq!(
+        counts.len(),
+        3,
+        "{counts:?}\noutbound:\n{}\ninbound 127.0.0.7:\n{}",
+        outbound.process.logs(),
+        inbound7.process.logs()
+    );
     // Each adopted endpoint's first call goes plain while its capability is unknown;
     // every later one is encoded.
     assert_eq!(decoded6, counts["b6"] - 1);
@@ -593,15 +624,18 @@ async fn a_name_with_one_address_works_as_an_address_does() {
     let backend = start_backend("127.0.0.1:0".parse().unwrap(), "only").await;
     let inbound_addr = free_addr();
     let mut inbound = Sidecar::inbound(inbound_addr, backend.addr);
-    let outbound_addr = free_addr();
-    let mut outbound = Sidecar::start(&[
-        ("BLOSCAR_MODE", "outbound".into()),
-        ("BLOSCAR_OUTBOUND_LISTEN", outbound_addr.to_string()),
-        (
-            "BLOSCAR_OUTBOUND_FORWARD",
-            format!("localhost:{}", inbound_addr.port()),
-        ),
-    ]);
+    let outbound_addr = free_on(loopback(11));
+    let mut outbound = Sidecar::start(
+        loopback(11),
+        &[
+            ("BLOSCAR_MODE", "outbound".into()),
+            ("BLOSCAR_OUTBOUND_LISTEN", outbound_addr.to_string()),
+            (
+                "BLOSCAR_OUTBOUND_FORWARD",
+                format!("localhost:{}", inbound_addr.port()),
+            ),
+        ],
+    );
     inbound.wait_ready().await;
     outbound.wait_ready().await;
     let channel = channel(outbound_addr).await;
