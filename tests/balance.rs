@@ -663,3 +663,50 @@ async fn a_name_with_one_address_works_as_an_address_does() {
         4.0
     );
 }
+
+/// A plain HTTP/1.1 server on `addr` that answers every request with its `name`.
+async fn start_http1_server(addr: SocketAddr, name: &'static str) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |_: http::Request<_>| async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(name.as_bytes()),
+                )))
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_requests_pass_through_to_the_names_endpoints() {
+    let lasts = [12u8, 13];
+    let port = common_port(&lasts);
+    start_http1_server(SocketAddr::new(IpAddr::V4(loopback(12)), port), "h12").await;
+    start_http1_server(SocketAddr::new(IpAddr::V4(loopback(13)), port), "h13").await;
+    let dns = Dns::start(&[loopback(12), loopback(13)]).await;
+    let outbound_addr = free_on(loopback(14));
+    let mut outbound = Sidecar::outbound(outbound_addr, port, &dns);
+    outbound.wait_ready().await;
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..20 {
+        // A connection per request: the outbound makes (or reuses) an upstream one each.
+        let (status, body) = get(outbound_addr, "/anything").await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        *answered.entry(body).or_default() += 1;
+    }
+    println!("HTTP/1.1 through the outbound to a name: {answered:?}");
+    assert_eq!(answered.values().sum::<usize>(), 20);
+    assert!(
+        answered.keys().all(|k| k == "h12" || k == "h13"),
+        "{answered:?}"
+    );
+}
