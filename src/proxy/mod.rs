@@ -16,6 +16,7 @@ mod linger;
 mod opening;
 mod resets;
 mod server;
+mod turn_write;
 mod upstream;
 
 use std::sync::Arc;
@@ -44,19 +45,6 @@ const MAX_FRAME: u32 = 256 << 10;
 /// keep a stream window's worth in flight, and what bounds the memory a client that does
 /// not read its responses can make one stream hold.
 const SEND_BUFFER: usize = 2 << 20;
-/// Frames smaller than this, written by one turn of a connection, leave in one write.
-///
-/// h2 writes a DATA frame of more than 256 bytes on its own (header and payload as one
-/// vectored write) and only then encodes the next frame, so a small gRPC response
-/// (HEADERS, DATA, trailers) took two writes, and the peer two wake-ups, at every hop.
-/// A `BufWriter` under h2 gathers them until h2 flushes; larger writes go straight
-/// through.
-const WRITE_COALESCE: usize = 64 << 10;
-
-/// `io` with its small writes gathered until the connection flushes.
-fn coalesced<T: tokio::io::AsyncWrite>(io: T) -> tokio::io::BufWriter<T> {
-    tokio::io::BufWriter::with_capacity(WRITE_COALESCE, io)
-}
 pub use server::serve;
 pub use upstream::{H2Body, Upstream, UpstreamBody};
 

@@ -213,9 +213,11 @@ async fn serve_connection(
         resets: resets.clone(),
         judge_peer_calls: shared.judge_peer_calls,
     };
-    let connection = shared.builder.serve_connection(
-        TokioIo::new(super::coalesced(Lingering::new(io))),
-        TowerToHyperService::new(service),
+    let (io, flusher) = super::turn_write::gathered(Lingering::new(io));
+    let connection = flusher.around(
+        shared
+            .builder
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
     );
     let mut connection = pin!(connection);
     let mut idle = pin!(activity.idle_for(shared.limits.idle_timeout));
@@ -226,7 +228,7 @@ async fn serve_connection(
             result = connection.as_mut() => break result,
             _ = draining.wait_for(|draining| *draining), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().connection().graceful_shutdown();
             }
             () = &mut idle, if !closing => {
                 closing = true;
@@ -234,7 +236,7 @@ async fn serve_connection(
                     .metrics
                     .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
                 tracing::debug!(client = %peer, "no call for the idle timeout: closing");
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().connection().graceful_shutdown();
             }
             () = &mut reset_flood, if !closing => {
                 closing = true;
@@ -245,7 +247,7 @@ async fn serve_connection(
                     role = shared.listener,
                     "most calls on this connection were cancelled before their answer: closing it"
                 );
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().connection().graceful_shutdown();
             }
         }
     };

@@ -82,19 +82,20 @@ impl H2Client {
 
     async fn connect(&self) -> Result<Live, BoxError> {
         let io = self.connector.clone().call(self.target.clone()).await?;
+        let (io, flusher) = super::super::turn_write::gathered(io.into_inner());
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(super::super::STREAM_WINDOW)
             .initial_connection_window_size(super::super::CONNECTION_WINDOW)
             .max_frame_size(super::super::MAX_FRAME)
             .max_send_buffer_size(super::super::SEND_BUFFER)
             .enable_push(false)
-            .handshake::<_, Bytes>(super::super::coalesced(io.into_inner()))
+            .handshake::<_, Bytes>(io)
             .await?;
         let closed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&closed);
         let target = self.target.clone();
         tokio::spawn(async move {
-            match connection.await {
+            match flusher.around(connection).await {
                 Ok(()) => tracing::debug!(forward = %target, "upstream connection closed"),
                 Err(err) => {
                     tracing::debug!(forward = %target, error = %err, "upstream connection failed")
