@@ -15,6 +15,7 @@ mod limits;
 mod linger;
 mod opening;
 mod resets;
+mod secure;
 mod server;
 mod upstream;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 use crate::MessageCodec;
 use crate::budget::MemoryBudget;
 use crate::layer::{Role, UnknownPeer};
+use crate::tls::HopTls;
 
 pub use connection::WithConnection;
 pub use headers::strip_hop_by_hop;
@@ -58,7 +60,7 @@ fn coalesced<T: tokio::io::AsyncWrite>(io: T) -> tokio::io::BufWriter<T> {
     tokio::io::BufWriter::with_capacity(WRITE_COALESCE, io)
 }
 pub use server::serve;
-pub use upstream::{H2Body, Upstream, UpstreamBody};
+pub use upstream::{DialTls, H2Body, Upstream, UpstreamBody};
 
 /// Everything one proxy listener needs.
 #[derive(Clone)]
@@ -82,4 +84,6 @@ pub struct ProxySettings {
     /// What the listener's calls may hold in flight: the process's one budget, which
     /// every downstream connection gets a share of.
     pub memory: MemoryBudget,
+    /// TLS on the hop side: the inbound listener serves it, the outbound dials it.
+    pub hop_tls: HopTls,
 }
