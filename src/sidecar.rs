@@ -66,6 +66,11 @@ impl Sidecar {
     /// roles first, then admin); fails on the first file or listener that cannot be used,
     /// before anything serves.
     pub async fn bind(config: &Config) -> Result<Sidecar, StartError> {
+        // The files first: an unusable one is a configuration error, reported alone.
+        let tls = [
+            (Role::Inbound, hop_tls(config, Role::Inbound)?),
+            (Role::Outbound, hop_tls(config, Role::Outbound)?),
+        ];
         let mut metrics = Metrics::new();
         let chooser: Arc<dyn Chooser> = match config.codec {
             CodecSetting::Auto => {
@@ -81,7 +86,9 @@ impl Sidecar {
         let mut proxies = Vec::new();
         let mut planned = proxies_of(config, codec, &memory);
         for (_, _, settings) in &mut planned {
-            settings.hop_tls = hop_tls(config, settings.role)?;
+            if let Some((_, hop)) = tls.iter().find(|(role, _)| *role == settings.role) {
+                settings.hop_tls = hop.clone();
+            }
         }
         let max_connections = max_connections(config, planned.len());
         for (variable, addr, mut settings) in planned {
