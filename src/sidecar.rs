@@ -190,9 +190,12 @@ impl Sidecar {
 }
 
 /// TLS on the hop side of `role`'s listener, from the files `config` names: the inbound
-/// serves it, the outbound dials it. Off unless configured.
+/// serves it, the outbound dials it. Off unless configured, or when the mode does not run
+/// `role` (its files are not read).
 pub fn hop_tls(config: &Config, role: Role) -> Result<HopTls, TlsError> {
     let tls = match role {
+        Role::Inbound if !config.mode.runs_inbound() => HopTls::Off,
+        Role::Outbound if !config.mode.runs_outbound() => HopTls::Off,
         Role::Inbound => match &config.inbound_tls {
             Some(tls) => HopTls::Serve(Arc::new(ServerTls::load(tls)?)),
             None => HopTls::Off,
