@@ -671,3 +671,98 @@ fn unusable_tls_settings_exit_78_naming_the_variable() {
         assert!(stderr.ends_with(" exit_code=78\n"), "{stderr}");
     }
 }
+
+/// A plain HTTP/1.1 app: answers 201 with the request body, and the HTTP version it saw
+/// in `x-app-saw`.
+async fn start_http1_app() -> SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                |request: http::Request<hyper::body::Incoming>| async move {
+                    let version = format!("{:?}", request.version());
+                    let body = request.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>(
+                        http::Response::builder()
+                            .status(201)
+                            .header("x-app-saw", version)
+                            .body(Full::new(body))
+                            .unwrap(),
+                    )
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_passes_through_over_mutual_tls() {
+    let app = start_http1_app().await;
+    let files = Files::new("http1");
+    let ca = Ca::new("bloscar test CA");
+    let server = ca.issue(&[INBOUND_NAME], &[]);
+    let client = ca.issue(&[], &[CLIENT_ID]);
+    let ca_file = files.write("ca.crt", &ca.pem());
+    let listen = free_addr();
+    let mut env = common_env();
+    env.extend([
+        ("BLOSCAR_MODE", "inbound".to_string()),
+        ("BLOSCAR_INBOUND_LISTEN", listen.to_string()),
+        ("BLOSCAR_INBOUND_FORWARD", app.to_string()),
+        (
+            "BLOSCAR_INBOUND_TLS_CERT",
+            files.write("tls.crt", &server.cert),
+        ),
+        (
+            "BLOSCAR_INBOUND_TLS_KEY",
+            files.write("tls.key", &server.key),
+        ),
+        ("BLOSCAR_INBOUND_TLS_CLIENT_CA", ca_file.clone()),
+    ]);
+    let inbound = Sidecar::start(env).await;
+    let (outbound, out) = outbound(
+        listen,
+        &[
+            ("BLOSCAR_OUTBOUND_TLS_CA", ca_file),
+            ("BLOSCAR_OUTBOUND_TLS_SERVER_NAME", INBOUND_NAME.into()),
+            (
+                "BLOSCAR_OUTBOUND_TLS_CERT",
+                files.write("client.crt", &client.cert),
+            ),
+            (
+                "BLOSCAR_OUTBOUND_TLS_KEY",
+                files.write("client.key", &client.key),
+            ),
+        ],
+    )
+    .await;
+    let mut stream = TcpStream::connect(out).await.unwrap();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: app.example\r\nContent-Length: 11\r\n\
+              Connection: close\r\n\r\nhello world",
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "{response}\n{}\n{}",
+        outbound.logs(),
+        inbound.logs()
+    );
+    assert!(response.contains("x-app-saw: HTTP/1.1"), "{response}");
+    assert!(response.ends_with("hello world"), "{response}");
+    assert_eq!(
+        inbound.metric("bloscar_tls_handshake_failures_total").await,
+        0.0
+    );
+}
