@@ -163,6 +163,10 @@ spec:
     - name: app
       image: registry.example.com/app:1.0
     {{- include "bloscar.containers" $bloscar | nindent 4 }}
+  {{- with include "bloscar.volumes" $bloscar | trim }}
+  volumes:
+    {{- . | nindent 4 }}
+  {{- end }}
 {{- end }}
 YAML
 render_and_validate "outbound role, native" "$ADOPTER" native "$NEWEST" \
