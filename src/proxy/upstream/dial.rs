@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 use tower_service::Service;
 
@@ -59,6 +60,13 @@ impl Dial {
             .call(self.target.clone())
             .await?
             .into_inner();
+        self.secure(tcp, alpn).await
+    }
+
+    /// `tcp`, a connection to the upstream, with TLS on it if the hop is TLS: the one
+    /// step every way of dialing the peer shares (whichever of its addresses `tcp` goes
+    /// to, the certificate is checked for the configured server name).
+    pub(super) async fn secure(&self, tcp: TcpStream, alpn: Alpn) -> Result<HopStream, BoxError> {
         let Some(tls) = &self.tls else {
             return Ok(HopStream::Plain(tcp));
         };
