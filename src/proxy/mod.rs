@@ -15,6 +15,7 @@ mod limits;
 mod linger;
 mod opening;
 mod resets;
+mod secure;
 mod server;
 mod turn_write;
 mod upstream;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use crate::MessageCodec;
 use crate::budget::MemoryBudget;
 use crate::layer::{Role, UnknownPeer};
+use crate::tls::HopTls;
 
 pub use connection::WithConnection;
 pub use headers::strip_hop_by_hop;
@@ -46,7 +48,7 @@ const MAX_FRAME: u32 = 256 << 10;
 /// not read its responses can make one stream hold.
 const SEND_BUFFER: usize = 2 << 20;
 pub use server::serve;
-pub use upstream::{H2Body, Upstream, UpstreamBody};
+pub use upstream::{DialTls, H2Body, Upstream, UpstreamBody};
 
 /// Everything one proxy listener needs.
 #[derive(Clone)]
@@ -70,4 +72,6 @@ pub struct ProxySettings {
     /// What the listener's calls may hold in flight: the process's one budget, which
     /// every downstream connection gets a share of.
     pub memory: MemoryBudget,
+    /// TLS on the hop side: the inbound listener serves it, the outbound dials it.
+    pub hop_tls: HopTls,
 }
