@@ -3,7 +3,8 @@
 //! 127.0.0.2, .3, ... all on one port, the outbound in front of one tonic client
 //! connection), real tonic servers that say which backend answered, and a real DNS
 //! server in the test (hickory-server) that the outbound resolves the name with and whose
-//! records the test changes.
+//! records the test changes. One test puts mutual TLS on the hop, with certificates
+//! made here with rcgen.
 
 mod common;
 
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 use bloscar::pb::inference::{ModelInferRequest, ModelInferResponse};
 use bytes::Bytes;
 use common::process::{PATIENCE, Process, free_addr, sidecar_command};
-// Addresses: 127.0.0.2-5 (first test), 6-8 (mixed adoption) are the endpoints; 9, 10
-// and 11 the outbound sidecars.
+// Addresses: 127.0.0.2-5 (first test), 6-8 (mixed adoption), 12-13 (HTTP/1.1) and
+// 15-17 (TLS) are the endpoints; 9, 10, 11, 14 and 18 the outbound sidecars.
 use common::server::{EchoService, MODEL_INFER, Recorder};
 use common::{kserve_request, metric_value, raw_unary_request, smooth_f32};
 use hickory_server::Server;
@@ -29,6 +30,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use prost::Message;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tonic::transport::Channel;
 
@@ -709,4 +711,169 @@ async fn http1_requests_pass_through_to_the_names_endpoints() {
         answered.keys().all(|k| k == "h12" || k == "h13"),
         "{answered:?}"
     );
+}
+
+/// PEM files in a directory of their own, removed at the end.
+struct PemFiles(std::path::PathBuf);
+
+impl PemFiles {
+    fn new(name: &str) -> PemFiles {
+        let dir =
+            std::env::temp_dir().join(format!("bloscar-balance-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        PemFiles(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for PemFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A leaf certificate for the DNS name `name`, signed by `ca`: its PEM and its key's.
+fn issue(ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (String, String) {
+    let params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_spread_over_a_names_endpoints_over_mutual_tls() {
+    let lasts = [15u8, 16, 17];
+    let port = common_port(&lasts);
+    let files = PemFiles::new("mtls");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "bloscar balance test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca_file = files.write("ca.crt", &ca.pem());
+    // The inbounds' certificate names the DNS name only, not their addresses: the
+    // outbound checks every endpoint for the host it forwards to.
+    let (server_cert, server_key) = issue(&ca, NAME.trim_end_matches('.'));
+    let (client_cert, client_key) = issue(&ca, "client.bloscar.test");
+    let server_tls = [
+        (
+            "BLOSCAR_INBOUND_TLS_CERT",
+            files.write("tls.crt", &server_cert),
+        ),
+        (
+            "BLOSCAR_INBOUND_TLS_KEY",
+            files.write("tls.key", &server_key),
+        ),
+        ("BLOSCAR_INBOUND_TLS_CLIENT_CA", ca_file.clone()),
+    ];
+    let names = ["t15", "t16", "t17"];
+    let mut backends = Vec::new();
+    let mut inbounds = Vec::new();
+    for (&last, name) in lasts.iter().zip(names) {
+        let backend = start_backend("127.0.0.1:0".parse().unwrap(), name).await;
+        let listen = SocketAddr::new(IpAddr::V4(loopback(last)), port);
+        let mut env = vec![
+            ("BLOSCAR_MODE", "inbound".to_string()),
+            ("BLOSCAR_INBOUND_LISTEN", listen.to_string()),
+            ("BLOSCAR_INBOUND_FORWARD", backend.addr.to_string()),
+        ];
+        env.extend(server_tls.iter().cloned());
+        inbounds.push(Sidecar::start(loopback(last), &env));
+        backends.push(backend);
+    }
+    let dns = Dns::start(&[loopback(15), loopback(16), loopback(17)]).await;
+    let outbound_addr = free_on(loopback(18));
+    let mut outbound = Sidecar::start(
+        loopback(18),
+        &[
+            ("BLOSCAR_MODE", "outbound".into()),
+            ("BLOSCAR_OUTBOUND_LISTEN", outbound_addr.to_string()),
+            ("BLOSCAR_OUTBOUND_FORWARD", format!("{NAME}:{port}")),
+            ("BLOSCAR_OUTBOUND_NAMESERVER", dns.addr.to_string()),
+            (
+                "BLOSCAR_OUTBOUND_RESOLVE_INTERVAL_SECS",
+                TTL_SECS.to_string(),
+            ),
+            ("BLOSCAR_OUTBOUND_TLS_CA", ca_file),
+            (
+                "BLOSCAR_OUTBOUND_TLS_CERT",
+                files.write("client.crt", &client_cert),
+            ),
+            (
+                "BLOSCAR_OUTBOUND_TLS_KEY",
+                files.write("client.key", &client_key),
+            ),
+        ],
+    );
+    for sidecar in inbounds.iter_mut().chain([&mut outbound]) {
+        sidecar.wait_ready().await;
+    }
+    let channel = channel(outbound_addr).await;
+    let message = request();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..90 {
+        // Every answer is checked: the echo equals the request.
+        let backend = call(&channel, &message, 0).await.unwrap();
+        *counts.entry(backend).or_default() += 1;
+    }
+    let text = outbound.metrics().await;
+    let mut decoded = Vec::new();
+    for inbound in &inbounds {
+        let text = inbound.metrics().await;
+        assert_eq!(
+            metric_value(&text, "bloscar_tls_handshake_failures_total"),
+            0.0,
+            "{}",
+            inbound.process.logs()
+        );
+        decoded.push(metric_value(
+            &text,
+            &format!(
+                "bloscar_messages_total{{direction=\"request\",outcome=\"decoded\",method=\"{MODEL_INFER}\"}}"
+            ),
+        ) as usize);
+    }
+    println!(
+        "90 calls over mutual TLS to 3 endpoints of one name: {counts:?}; decoded by each inbound: {decoded:?}"
+    );
+    for last in lasts {
+        let series = endpoint_series("bloscar_upstream_requests_total", loopback(last), port);
+        println!("    {series} {}", metric_value(&text, &series));
+    }
+    assert_eq!(
+        counts.len(),
+        3,
+        "{counts:?}\noutbound:\n{}",
+        outbound.process.logs()
+    );
+    for (backend, &count) in &counts {
+        assert!((25..=35).contains(&count), "{backend}: {count} of 90");
+    }
+    assert_eq!(
+        metric_value(
+            &text,
+            "bloscar_upstream_requests_total{listener=\"outbound\"}"
+        ),
+        90.0
+    );
+    assert_eq!(
+        metric_value(&text, "bloscar_tls_handshake_failures_total"),
+        0.0,
+        "{}",
+        outbound.process.logs()
+    );
+    // Each endpoint's first call goes plain while what it reads is unknown; every later
+    // one is encoded, and decoded by that endpoint's inbound.
+    for (name, decoded) in names.iter().zip(&decoded) {
+        assert_eq!(*decoded, counts[*name] - 1, "{name}");
+    }
+    for backend in &backends {
+        assert!(!backend.recorder.requests().is_empty());
+    }
 }

@@ -14,7 +14,9 @@
 //! through hyper's pooled client, each new connection to an endpoint chosen the same way.
 //! Connections are made to the endpoints only: the authority a client wrote travels on
 //! unchanged (`:authority`, `Host`) but never picks a connection, so distinct authorities
-//! cannot multiply upstream connections.
+//! cannot multiply upstream connections. When the hop is TLS ([`dial`]), every
+//! connection to an endpoint is TLS, and the certificate is checked for the configured
+//! server name (by default the forward address's host), never for the endpoint's address.
 //!
 //! Each downstream connection has upstream HTTP/2 connections of its own, one to each
 //! endpoint it has sent calls to, made when its first call there goes
@@ -33,6 +35,7 @@
 //! are done.
 
 mod body;
+mod dial;
 mod endpoints;
 mod h2_client;
 mod pump;
@@ -51,11 +54,13 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
 pub use self::body::{H2Body, UpstreamBody};
+pub use self::dial::DialTls;
+use self::dial::Dialer;
 use self::endpoints::{Endpoint, Endpoints};
 use self::h2_client::H2Client;
 pub use self::resolve::{ResolveError, ResolveSettings};
@@ -66,6 +71,7 @@ use crate::error::BoxError;
 use crate::grpc::encoding::{BLOSCAR, GRPC_ENCODING};
 use crate::layer::{BoxBody, UnknownPeer};
 use crate::metrics::Metrics;
+use crate::tls::{Alpn, HopStream};
 
 /// How long a connection attempt to the upstream may take before the call is UNAVAILABLE.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,32 +92,33 @@ const KEEP_ALIVE_RETRIES: u32 = 3;
 /// request's URI says.
 #[derive(Clone)]
 pub struct BalancedConnector {
-    inner: HttpConnector,
+    dialer: Dialer,
     endpoints: Arc<Endpoints>,
 }
 
 impl Service<Uri> for BalancedConnector {
-    type Response = <HttpConnector as Service<Uri>>::Response;
+    type Response = TokioIo<HopStream>;
     type Error = BoxError;
     type Future = BoxFuture<Result<Self::Response, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let (mut inner, endpoints) = (self.inner.clone(), Arc::clone(&self.endpoints));
+        let (dialer, endpoints) = (self.dialer.clone(), Arc::clone(&self.endpoints));
         Box::pin(async move {
             endpoints.ready(CONNECT_TIMEOUT).await;
             let endpoint = endpoints.pick(|_| true).ok_or(NoEndpoint)?;
-            match inner.call(endpoint.target().clone()).await {
+            let dial = dialer.to(endpoint.target().clone());
+            match dial.connect(Alpn::Http1).await {
                 Ok(io) => {
                     endpoints.connected(&endpoint);
-                    Ok(io)
+                    Ok(TokioIo::new(io))
                 }
                 Err(err) => {
                     endpoints.failed(&endpoint, &err);
-                    Err(err.into())
+                    Err(err)
                 }
             }
         })
@@ -136,7 +143,7 @@ pub enum UpstreamError {
 
 /// The HTTP/2 connections of one downstream connection: one per endpoint it has used.
 struct Connections {
-    connector: HttpConnector,
+    dialer: Dialer,
     clients: Mutex<Clients>,
 }
 
@@ -147,9 +154,9 @@ struct Clients {
 }
 
 impl Connections {
-    fn new(connector: HttpConnector) -> Connections {
+    fn new(dialer: Dialer) -> Connections {
         Connections {
-            connector,
+            dialer,
             clients: Mutex::new(Clients {
                 generation: 0,
                 by_addr: HashMap::new(),
@@ -169,12 +176,7 @@ impl Connections {
                 .retain(|addr, _| current.iter().any(|e| e.addr() == *addr));
             clients.generation = generation;
         }
-        let make = || {
-            Arc::new(H2Client::new(
-                self.connector.clone(),
-                endpoint.target().clone(),
-            ))
-        };
+        let make = || Arc::new(H2Client::new(self.dialer.to(endpoint.target().clone())));
         if endpoint.is_removed() {
             // Chosen just before it left: this call only.
             return make();
@@ -186,7 +188,7 @@ impl Connections {
 /// The tower service that sends requests to the upstream and returns its responses.
 #[derive(Clone)]
 pub struct Upstream {
-    connector: HttpConnector,
+    dialer: Dialer,
     endpoints: Arc<Endpoints>,
     h2: Arc<Connections>,
     h1: Client<BalancedConnector, BoxBody>,
@@ -195,15 +197,16 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for `forward` (`host:port`), whose name is resolved with `resolve`; an
-    /// endpoint's capability is `unknown` until its first answer, and `listener` names
-    /// the listener in the per-endpoint metrics kept in `metrics`. Must be called within
-    /// a tokio runtime (a name is resolved by a task).
+    /// A client for `forward` (`host:port`), whose name is resolved with `resolve`, over
+    /// TLS with `tls`; an endpoint's capability is `unknown` until its first answer, and
+    /// `listener` names the listener in the per-endpoint metrics kept in `metrics`. Must
+    /// be called within a tokio runtime (a name is resolved by a task).
     pub fn new(
         forward: &str,
         listener: &'static str,
         unknown: UnknownPeer,
         resolve: ResolveSettings,
+        tls: Option<DialTls>,
         metrics: Arc<Metrics>,
     ) -> Result<Upstream, UpstreamError> {
         let forward: Authority = forward.parse().map_err(http::Error::from)?;
@@ -220,16 +223,17 @@ impl Upstream {
         connector.set_keepalive(Some(KEEP_ALIVE_IDLE));
         connector.set_keepalive_interval(Some(KEEP_ALIVE_INTERVAL));
         connector.set_keepalive_retries(Some(KEEP_ALIVE_RETRIES));
+        let dialer = Dialer::new(connector, tls);
         Ok(Upstream {
-            h2: Arc::new(Connections::new(connector.clone())),
+            h2: Arc::new(Connections::new(dialer.clone())),
             h1: Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
                 .build(BalancedConnector {
-                    inner: connector.clone(),
+                    dialer: dialer.clone(),
                     endpoints: Arc::clone(&endpoints),
                 }),
-            connector,
+            dialer,
             endpoints,
             h1_slots: Arc::new(Semaphore::new(MAX_H1_IN_FLIGHT)),
             forward,
@@ -243,9 +247,9 @@ impl Upstream {
     /// flight over all of them.
     pub fn with_own_connections(&self) -> Upstream {
         Upstream {
-            h2: Arc::new(Connections::new(self.connector.clone())),
+            h2: Arc::new(Connections::new(self.dialer.clone())),
             h1: self.h1.clone(),
-            connector: self.connector.clone(),
+            dialer: self.dialer.clone(),
             endpoints: Arc::clone(&self.endpoints),
             h1_slots: Arc::clone(&self.h1_slots),
             forward: self.forward.clone(),
