@@ -3,16 +3,16 @@
 
 use std::io::Read;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::status::{Code, Status};
 
 /// The `grpc-encoding` token of the bloscar message encoding.
 pub const BLOSCAR: &str = "bloscar";
 /// Request/response header naming the encoding of compressed messages.
-pub const GRPC_ENCODING: &str = "grpc-encoding";
+pub const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 /// Header listing the encodings a peer can read.
-pub const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
+pub const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
 
 /// A message encoding named in `grpc-encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,12 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+
+/// The trailer (or trailers-only header) with the status code.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// The trailer with the status message.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The gRPC status codes a proxy produces or forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,15 +133,12 @@ impl Status {
 
     /// Writes `grpc-status` and (when not empty) `grpc-message` into `map`.
     pub fn add_to(&self, map: &mut HeaderMap) {
-        map.insert(
-            "grpc-status",
-            HeaderValue::from(u16::from(self.code.as_u8())),
-        );
+        map.insert(GRPC_STATUS, HeaderValue::from(u16::from(self.code.as_u8())));
         if !self.message.is_empty() {
             let encoded = percent_encode(&self.message);
             // Percent-encoding leaves only visible ASCII, which is always a valid value.
             if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(encoded)) {
-                map.insert("grpc-message", value);
+                map.insert(GRPC_MESSAGE, value);
             }
         }
     }
@@ -144,14 +146,14 @@ impl Status {
     /// The status carried in `map`, when it has a `grpc-status`.
     pub fn from_header_map(map: &HeaderMap) -> Option<Status> {
         let code = map
-            .get("grpc-status")?
+            .get(GRPC_STATUS)?
             .to_str()
             .ok()?
             .trim()
             .parse::<u8>()
             .ok()?;
         let message = map
-            .get("grpc-message")
+            .get(GRPC_MESSAGE)
             .map(|v| percent_decode(v.as_bytes()))
             .unwrap_or_default();
         Some(Status::new(Code::from_u8(code), message))

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use http::HeaderName;
+
 /// The header's name.
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Most digits the value may have.
 const MAX_DIGITS: usize = 8;

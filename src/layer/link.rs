@@ -18,16 +18,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::clock::{Clock, MIN_SAMPLE_BYTES};
 use crate::codec::tune::link::MIN_SAMPLE_SECS;
 
 /// Trailer the inbound adds to a response: how the request arrived, how the response was
 /// sent.
-pub const LINK_TRAILER: &str = "bloscar-link";
+pub const LINK_TRAILER: HeaderName = HeaderName::from_static("bloscar-link");
 /// Request header with the outbound's estimate of the link, bytes per second.
-pub const LINK_RATE_HEADER: &str = "bloscar-link-rate";
+pub const LINK_RATE_HEADER: HeaderName = HeaderName::from_static("bloscar-link-rate");
 
 /// A sender that stalled for less than this share of its sending span kept the link
 /// busy: the arrival rate is the link's.

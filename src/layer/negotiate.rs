@@ -8,6 +8,7 @@
 use http::{HeaderMap, HeaderValue};
 
 use crate::grpc::encoding::{self, BLOSCAR, Encoding, GRPC_ENCODING};
+use crate::grpc::status::GRPC_STATUS;
 
 /// What a body needs on its way through the layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub fn inbound_response(
     method_known: bool,
 ) -> BodyPlan {
     encoding::add_accept(headers, BLOSCAR);
-    let trailers_only = headers.contains_key("grpc-status");
+    let trailers_only = headers.contains_key(GRPC_STATUS);
     match Encoding::from_headers(headers) {
         Ok(source)
             if client_reads
