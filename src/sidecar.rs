@@ -278,6 +278,7 @@ pub fn proxies_of(
         forward: forward.clone(),
         codec: Arc::clone(&codec),
         max_message_bytes: config.max_message_bytes,
+        max_http_body_bytes: config.max_http_body_bytes,
         unknown_peer: config.unknown_peer,
         stream_idle_timeout: config.stream_idle_timeout,
         limits: listener_limits(config),

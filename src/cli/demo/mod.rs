@@ -128,6 +128,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         forward,
         codec: codec.clone(),
         max_message_bytes: config.max_message_bytes,
+        max_http_body_bytes: config.max_http_body_bytes,
         unknown_peer: UnknownPeer::Identity,
         stream_idle_timeout: config.stream_idle_timeout,
         limits: bloscar::sidecar::listener_limits(&config),
