@@ -2,10 +2,10 @@
 //! element type's size as the tuner chooses, or a JSON-only body compressed as a whole
 //! with zstd. The JSON header stays in the skeleton byte for byte.
 
-use crate::Error;
 use crate::codec::{Codec, CompressOptions, Shuffle};
 use crate::container::{self, PatchSpec};
 use crate::message::{Chooser, TensorInfo, TensorOutcome};
+use crate::{DType, Error};
 
 use super::layout::Layout;
 
@@ -20,6 +20,10 @@ const JSON_OPTIONS: CompressOptions = CompressOptions {
 /// JSON bodies smaller than this travel as they are: the container's header would eat
 /// most of the gain.
 const MIN_JSON_LEN: usize = 1024;
+
+/// The tensor name a JSON-only body is chosen for (no tensor has an empty name in
+/// KServe v2, so it cannot collide with one).
+const JSON_NAME: &str = "";
 
 /// What the encoder knows of the call.
 pub struct Context<'a> {
@@ -43,7 +47,18 @@ pub fn encode(
     let mut chosen = Vec::new();
     match layout {
         Layout::Json => {
-            if body.len() >= MIN_JSON_LEN.max(chooser.min_tensor_len()) {
+            // The chooser says whether compressing pays (the link, the data); the codec
+            // is zstd whatever it would pick for a tensor, since this is text.
+            let info = TensorInfo {
+                method: context.method,
+                name: JSON_NAME,
+                dtype: DType::Bytes,
+                elem_size: 1,
+                model: context.model,
+                link_bytes_per_sec: context.link_bytes_per_sec,
+                len: body.len(),
+            };
+            if body.len() >= MIN_JSON_LEN && chooser.choose(&info, body).is_some() {
                 specs.push(PatchSpec {
                     offset: 0,
                     len: body.len(),
@@ -99,7 +114,6 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DType;
     use crate::container::Limits;
     use crate::layer::rest::layout::BinaryTensor;
     use crate::message::FixedChooser;

@@ -45,7 +45,7 @@ pub(super) const DEFAULT_MAX_BODY: usize = 256 << 20;
 
 /// The method label of REST inference calls in metrics and for the tuner: one label for
 /// every model (the model has its own label), so REST adds one method series at most.
-pub const REST_INFER: &str = "/v2/models/{model}/infer";
+pub const REST_INFER: &str = "/v2/models/*/infer";
 
 static REFUSED: LogSite = LogSite::new("rest_refused");
 
