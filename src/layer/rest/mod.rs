@@ -15,6 +15,7 @@ mod encode;
 mod error;
 mod layout;
 mod negotiate;
+mod timed;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use self::error::{RestError, status_label};
 use self::layout::Layout;
 use self::negotiate::BodyCoding;
 use super::pipeline::run_blocking;
-use super::{BoxBody, Role, Shared, boxed};
+use super::{BoxBody, Role, Shared, boxed, link};
 use crate::error::BoxError;
 use crate::locate::Direction;
 use crate::log_limit::{LogSite, warn_limited};
@@ -142,11 +143,25 @@ impl Rest {
             }
         };
         negotiate::advertise(&mut parts.headers);
+        // The inbound compresses responses for the same link; only a peer sidecar reads
+        // the estimate.
+        if self.shared.rest_peer.reads_bloscar()
+            && let Some(value) = self
+                .shared
+                .link
+                .rate(Instant::now())
+                .and_then(link::rate_header)
+        {
+            parts.headers.insert(link::LINK_RATE_HEADER, value);
+        }
         let response = match send(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(err) => return self.refuse(RestError::Upstream(err.to_string())),
         };
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
+        if timed::take_held(&mut parts.headers) {
+            body = boxed(timed::Timed::new(body, Arc::clone(&self.shared)));
+        }
         let reads = negotiate::take_advertisement(&mut parts.headers);
         if self.shared.rest_peer.learn(reads) {
             tracing::info!(
@@ -176,6 +191,7 @@ impl Rest {
     async fn inbound(&self, send: Forward, request: Request<BoxBody>) -> Response<BoxBody> {
         let (mut parts, body) = request.into_parts();
         let reads = negotiate::take_advertisement(&mut parts.headers);
+        let link_rate = link::take_rate(&mut parts.headers);
         let body = if negotiate::coding(&parts.headers) == BodyCoding::Bloscar {
             match self
                 .decode(&mut parts.headers, body, Direction::Request)
@@ -202,7 +218,10 @@ impl Rest {
             self.record_passed(Direction::Response, &parts.headers);
             return Response::from_parts(parts, body);
         }
-        match self.encode_response(&mut parts.headers, body).await {
+        match self
+            .encode_response(&mut parts.headers, body, link_rate)
+            .await
+        {
             Ok(body) => Response::from_parts(parts, body),
             Err(err) => self.refuse_as(http::StatusCode::BAD_GATEWAY, err),
         }
@@ -222,7 +241,13 @@ impl Rest {
         let layout = layout::of_body(headers, Direction::Request, &data)?;
         let encode = self.shared.rest_peer.reads_bloscar();
         Ok(self
-            .maybe_encode(headers, data, layout, encode, Direction::Request)
+            .maybe_encode(
+                headers,
+                data,
+                layout,
+                encode.then_some(None),
+                Direction::Request,
+            )
             .await)
     }
 
@@ -232,6 +257,7 @@ impl Rest {
         &self,
         headers: &mut HeaderMap,
         body: BoxBody,
+        link_rate: Option<f64>,
     ) -> Result<BoxBody, RestError> {
         let data = match collect(body, self.shared.max_http_body_bytes).await? {
             Collected::Whole(data) => data,
@@ -243,6 +269,8 @@ impl Rest {
                 }));
             }
         };
+        // Sent from memory: the outbound may time it as the link's pace.
+        timed::mark_held(headers);
         let Ok(layout) = layout::of_body(headers, Direction::Response, &data) else {
             self.record(
                 Direction::Response,
@@ -254,26 +282,27 @@ impl Rest {
             return Ok(full(data));
         };
         Ok(self
-            .maybe_encode(headers, data, layout, true, Direction::Response)
+            .maybe_encode(headers, data, layout, Some(link_rate), Direction::Response)
             .await)
     }
 
-    /// `data` as a container when `encode` and it pays, with the headers to match.
+    /// `data` as a container when `encode` is given and it pays, with the headers to
+    /// match. `encode` holds the link rate the outbound told the inbound, if any.
     async fn maybe_encode(
         &self,
         headers: &mut HeaderMap,
         data: Bytes,
         layout: Layout,
-        encode: bool,
+        encode: Option<Option<f64>>,
         direction: Direction,
     ) -> BoxBody {
         let started = Instant::now();
-        let container = if encode {
+        let container = if let Some(told) = encode {
             let chooser = Arc::clone(self.shared.codec.chooser());
             let model = self.model.clone();
             let link = match self.shared.role {
                 Role::Outbound => self.shared.link.rate(started),
-                Role::Inbound => None,
+                Role::Inbound => told,
             };
             let plain = data.clone();
             let job = move || {
