@@ -272,6 +272,9 @@ def main() -> int:
     parser.add_argument("--metrics-out", help="keep each sidecar's /metrics after its cases in this directory")
     parser.add_argument("--no-link-guard", action="store_true", help="leave out the link guard")
     parser.add_argument("--throttle-mbit", type=float, default=40, help="the link guard's paced link (Mbit/s)")
+    parser.add_argument("--pace", action="append", default=[], metavar="SUITE=MBIT",
+                        help="pace SUITE's link between the sidecars (or to the server, with --direct) "
+                             "at MBIT Mbit/s each way; repeatable")
     args = parser.parse_args()
     if not args.direct and not args.bloscar:
         parser.error("--bloscar is required unless --direct")
@@ -322,7 +325,8 @@ def main() -> int:
             routes.append(f"app-guard-paced=127.0.0.1:{outbound['guard-paced']}")
         procs.start("relay", [sys.executable, "relay.py", "--ports-file", logdir / "relay.ports",
                               *[a for r in routes for a in ("--route", r)],
-                              *(["--rate", f"link-guard-paced={args.throttle_mbit:g}"] if link_guard else [])])
+                              *(["--rate", f"link-guard-paced={args.throttle_mbit:g}"] if link_guard else []),
+                              *[a for p in args.pace for a in ("--rate", f"link-{p}")]])
         relay = wait_for_file(logdir / "relay.ports", procs, 10)
 
         admin_in, admin_out = {}, {}

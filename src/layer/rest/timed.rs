@@ -92,6 +92,10 @@ impl Body for Timed {
                 if let Some(data) = frame.data_ref() {
                     this.clock.moved(data.len());
                 }
+                // A server that knows the length stops asking once it has it all.
+                if this.inner.is_end_stream() {
+                    this.record();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
@@ -108,5 +112,12 @@ impl Body for Timed {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        // What arrived before the body was dropped still shows the link's pace.
+        self.record();
     }
 }
