@@ -779,3 +779,89 @@ async fn bad_input_gets_an_http_error_with_a_json_body_and_the_proxy_keeps_servi
     let logs = setup.process.logs();
     assert!(logs.contains("REST inference call refused"), "{logs}");
 }
+
+/// One sidecar of `mode` (`outbound` or `inbound`) in front of the app, without its peer.
+async fn lone_sidecar(mode: &str) -> (SocketAddr, Log, Process) {
+    let (app, log) = start_app().await;
+    let listen = free_addr();
+    let admin = free_addr();
+    let upper = mode.to_uppercase();
+    let env = [
+        ("BLOSCAR_MODE", mode.to_owned()),
+        (&*format!("BLOSCAR_{upper}_LISTEN"), listen.to_string()),
+        (&*format!("BLOSCAR_{upper}_FORWARD"), app.to_string()),
+        ("BLOSCAR_CODEC", "lz4:5:byte".to_owned()),
+        ("BLOSCAR_MIN_TENSOR_BYTES", "1024".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v));
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let mut process = Process::spawn(sidecar_command(admin, &env));
+    let start = Instant::now();
+    while TcpStream::connect(admin).await.is_err() {
+        process.assert_running();
+        assert!(
+            start.elapsed() < PATIENCE,
+            "never listened:\n{}",
+            process.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (listen, log, process)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bloscar_never_reaches_an_app_or_a_client_without_a_sidecar() {
+    let tensors = tensors();
+    let (body, header_len) = binary_request(&tensors);
+    let binary: Vec<u8> = tensors.iter().flat_map(|t| t.data.clone()).collect();
+
+    // An outbound in front of a server without a sidecar: every request arrives as the
+    // client sent it (plus the advertisement the server does not understand).
+    let (outbound, log, _process) = lone_sidecar("outbound").await;
+    for http2 in [false, false, true, false] {
+        let response = send(
+            http2,
+            outbound,
+            Method::POST,
+            "/v2/models/m/infer",
+            &infer_headers(header_len),
+            Bytes::from(body.clone()),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(binary_part(&response), binary);
+        let seen = log.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(seen.body, body);
+        assert!(seen.headers.get("content-encoding").is_none());
+        assert!(seen.headers.get("bloscar-link-rate").is_none());
+        let accepted: Vec<_> = seen.headers.get_all("accept-encoding").iter().collect();
+        assert_eq!(accepted, ["bloscar"]);
+    }
+
+    // A client without a sidecar talking to an inbound: plain answers, no advertisement.
+    let (inbound, log, _process) = lone_sidecar("inbound").await;
+    for http2 in [false, true] {
+        let response = send(
+            http2,
+            inbound,
+            Method::POST,
+            "/v2/models/m/infer",
+            &infer_headers(header_len),
+            Bytes::from(body.clone()),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = log.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(seen.body, body);
+        let expected = answer(&seen)
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(response.body(), &expected);
+        for name in ["content-encoding", "accept-encoding", "bloscar-held"] {
+            assert!(response.headers().get(name).is_none(), "{name}");
+        }
+    }
+}
