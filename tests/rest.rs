@@ -181,6 +181,10 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[(&str, String)]) -> Setup {
         let (app, log) = start_app().await;
         let inbound = free_addr();
         let outbound = free_addr();
@@ -196,6 +200,7 @@ impl Setup {
             ("BLOSCAR_MIN_TENSOR_BYTES", "1024".to_owned()),
             ("BLOSCAR_MAX_HTTP_BODY_BYTES", LIMIT.to_string()),
         ];
+        let env: Vec<(&str, String)> = env.iter().chain(extra).cloned().collect();
         let mut process = Process::spawn(sidecar_command(admin, &env));
         let start = Instant::now();
         while TcpStream::connect(admin).await.is_err() {
@@ -864,4 +869,52 @@ async fn bloscar_never_reaches_an_app_or_a_client_without_a_sidecar() {
             assert!(response.headers().get(name).is_none(), "{name}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_held_whole_are_charged_to_the_memory_budget() {
+    // 8 MiB in all: 4 MiB per direction, so a 3 MiB body (held, and what it becomes)
+    // can never fit, whatever the REST limit says.
+    let setup = Setup::start_with(&[
+        ("BLOSCAR_MEMORY_BUDGET", "8MiB".to_owned()),
+        ("BLOSCAR_MAX_HTTP_BODY_BYTES", "64MiB".to_owned()),
+    ])
+    .await;
+    let big = Tensor {
+        name: "big",
+        datatype: "FP32",
+        shape: vec![3 << 18],
+        data: vec![1; 3 << 20],
+    };
+    let (body, header_len) = binary_request(&[big]);
+    let response = send(
+        false,
+        setup.outbound,
+        Method::POST,
+        "/v2/models/m/infer",
+        &infer_headers(header_len),
+        Bytes::from(body),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        error_of(&response).contains("memory budget"),
+        "{}",
+        error_of(&response)
+    );
+    assert!(setup.seen().is_empty());
+    // Smaller bodies still go through.
+    let tensors = tensors();
+    let (body, header_len) = binary_request(&tensors);
+    let response = send(
+        false,
+        setup.outbound,
+        Method::POST,
+        "/v2/models/m/infer",
+        &infer_headers(header_len),
+        Bytes::from(body.clone()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(setup.seen().pop().unwrap().body, body);
 }

@@ -43,6 +43,9 @@ pub enum RestError {
         /// The limit.
         limit: usize,
     },
+    /// The memory budget could not hold the body.
+    #[error("{0}")]
+    Budget(#[from] crate::budget::BudgetError),
     /// The body could not be read to its end.
     #[error("the body could not be read: {0}")]
     Body(String),
@@ -61,7 +64,12 @@ impl RestError {
     /// The HTTP status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            RestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RestError::TooLarge { .. }
+            | RestError::Budget(crate::budget::BudgetError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            // The budget is busy with other calls: worth retrying.
+            RestError::Budget(_) => StatusCode::SERVICE_UNAVAILABLE,
             RestError::Decode(err) => match err.kind() {
                 ErrorKind::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -36,6 +36,7 @@ use self::layout::Layout;
 use self::negotiate::BodyCoding;
 use super::pipeline::run_blocking;
 use super::{BoxBody, Role, Shared, boxed, link};
+use crate::budget::{Account, BudgetError, ConnectionShare};
 use crate::error::BoxError;
 use crate::locate::Direction;
 use crate::log_limit::{LogSite, warn_limited};
@@ -97,9 +98,14 @@ where
             Ok(response.map(boxed))
         }))
     });
+    let connection = request.extensions().get::<ConnectionShare>().cloned();
     let request = request.map(boxed);
     Box::pin(async move {
-        let rest = Rest { shared, model };
+        let rest = Rest {
+            shared,
+            model,
+            connection,
+        };
         let response = match rest.shared.role {
             Role::Outbound => rest.outbound(send, request).await,
             Role::Inbound => rest.inbound(send, request).await,
@@ -123,6 +129,8 @@ type Forward = Box<
 struct Rest {
     shared: Arc<Shared>,
     model: String,
+    /// The share of the downstream connection the call came on, if known.
+    connection: Option<ConnectionShare>,
 }
 
 impl Rest {
@@ -234,13 +242,14 @@ impl Rest {
         body: BoxBody,
     ) -> Result<BoxBody, RestError> {
         let limit = self.shared.max_http_body_bytes;
-        let data = match collect(body, limit).await? {
+        let mut account = self.account(Direction::Request);
+        let data = match collect(body, limit, &mut account).await? {
             Collected::Whole(data) => data,
             Collected::Over { .. } => return Err(RestError::TooLarge { limit }),
         };
         let layout = layout::of_body(headers, Direction::Request, &data)?;
         let encode = self.shared.rest_peer.reads_bloscar();
-        Ok(self
+        let body = self
             .maybe_encode(
                 headers,
                 data,
@@ -248,7 +257,8 @@ impl Rest {
                 encode.then_some(None),
                 Direction::Request,
             )
-            .await)
+            .await;
+        Ok(held(body, account))
     }
 
     /// The response body, as a container when it pays; a body over the limit, or one
@@ -259,7 +269,8 @@ impl Rest {
         body: BoxBody,
         link_rate: Option<f64>,
     ) -> Result<BoxBody, RestError> {
-        let data = match collect(body, self.shared.max_http_body_bytes).await? {
+        let mut account = self.account(Direction::Response);
+        let data = match collect(body, self.shared.max_http_body_bytes, &mut account).await? {
             Collected::Whole(data) => data,
             Collected::Over { prefix, rest } => {
                 self.record_passed(Direction::Response, headers);
@@ -279,11 +290,12 @@ impl Rest {
                 data.len(),
                 Duration::ZERO,
             );
-            return Ok(full(data));
+            return Ok(held(full(data), account));
         };
-        Ok(self
+        let body = self
             .maybe_encode(headers, data, layout, Some(link_rate), Direction::Response)
-            .await)
+            .await;
+        Ok(held(body, account))
     }
 
     /// `data` as a container when `encode` is given and it pays, with the headers to
@@ -362,7 +374,8 @@ impl Rest {
         direction: Direction,
     ) -> Result<BoxBody, RestError> {
         let limit = self.shared.max_http_body_bytes;
-        let wire = match collect(body, limit).await? {
+        let mut account = self.account(direction);
+        let wire = match collect(body, limit, &mut account).await? {
             Collected::Whole(wire) => wire,
             Collected::Over { .. } => return Err(RestError::TooLarge { limit }),
         };
@@ -377,6 +390,16 @@ impl Rest {
         .await
         .map_err(|status| RestError::Internal(status.message.to_string()))?
         .map_err(|err| RestError::Decode(err.into()))?;
+        // The restored body exists already (within the limit); it is held until sent.
+        let need = wire.len() + plain.len();
+        if need > account.limit() {
+            return Err(BudgetError::TooLarge {
+                need,
+                limit: account.limit(),
+            }
+            .into());
+        }
+        account.reserve(need).await?;
         headers.remove(CONTENT_ENCODING);
         set_length(headers, plain.len());
         self.record(
@@ -386,7 +409,14 @@ impl Rest {
             wire.len(),
             started.elapsed(),
         );
-        Ok(full(Bytes::from(plain)))
+        Ok(held(full(Bytes::from(plain)), account))
+    }
+
+    /// The call's account with the memory budget for a body of `direction`.
+    fn account(&self, direction: Direction) -> Account {
+        self.shared
+            .memory
+            .account(direction, self.connection.as_ref())
     }
 
     fn record(
@@ -461,8 +491,13 @@ enum Collected {
 }
 
 /// Reads `body` whole if it is at most `limit` bytes, never holding more than `limit`
-/// plus one frame. Trailers of a body held whole are dropped (REST bodies carry none).
-async fn collect(mut body: BoxBody, limit: usize) -> Result<Collected, RestError> {
+/// plus one frame, with twice what it holds reserved in `account` (the body, and what it
+/// becomes). Trailers of a body held whole are dropped (REST bodies carry none).
+async fn collect(
+    mut body: BoxBody,
+    limit: usize,
+    account: &mut Account,
+) -> Result<Collected, RestError> {
     if body.size_hint().lower() > limit as u64 {
         return Ok(Collected::Over {
             prefix: Bytes::new(),
@@ -482,9 +517,54 @@ async fn collect(mut body: BoxBody, limit: usize) -> Result<Collected, RestError
                 rest: body,
             });
         }
+        let need = 2 * (buf.len() + data.len());
+        // Reserved step by step, each step small: a body that could never fit as a
+        // whole must fail now rather than wait for permits that cannot come.
+        if need > account.limit() {
+            return Err(BudgetError::TooLarge {
+                need,
+                limit: account.limit(),
+            }
+            .into());
+        }
+        account.reserve(need).await?;
         buf.extend_from_slice(&data);
     }
     Ok(Collected::Whole(buf.freeze()))
+}
+
+/// `body` with the budget `account` holds for it, given back when the body is dropped
+/// (once sent, or abandoned).
+fn held(body: BoxBody, account: Account) -> BoxBody {
+    boxed(Held {
+        inner: body,
+        _account: account,
+    })
+}
+
+struct Held {
+    inner: BoxBody,
+    _account: Account,
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The bytes already read of a body, then the rest of it.
