@@ -12,6 +12,7 @@
 #   --json-out PATH      the figures as JSON too
 #   --codec SETTING      BLOSCAR_CODEC of the pairs (default: auto)
 #   --memory-budget SIZE BLOSCAR_MEMORY_BUDGET of the pairs in the memory cases
+#   --hop-tls            also each binary's pair with mutual TLS between the sidecars
 #
 # nginx is only needed by this benchmark, not by the tests: when it is missing, the
 # script installs Debian's nginx-light (root) or asks for it.

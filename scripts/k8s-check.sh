@@ -84,6 +84,8 @@ for kube in 1.28 "$NEWEST"; do
     render_and_validate "native example" "$CHART" native "$kube" -f "$CHART/ci/native-example-values.yaml"
     render_and_validate "native example + PodMonitor" "$CHART" native "$kube" \
         -f "$CHART/ci/native-example-podmonitor-values.yaml"
+    render_and_validate "native example, mutual TLS between the sidecars" "$CHART" native "$kube" \
+        -f "$CHART/ci/native-example-mtls-values.yaml"
 done
 for kube in 1.27 1.28 "$NEWEST"; do
     render_and_validate "classic example" "$CHART" classic "$kube" -f "$CHART/ci/classic-example-values.yaml"
@@ -161,12 +163,20 @@ spec:
     - name: app
       image: registry.example.com/app:1.0
     {{- include "bloscar.containers" $bloscar | nindent 4 }}
+  {{- with include "bloscar.volumes" $bloscar | trim }}
+  volumes:
+    {{- . | nindent 4 }}
+  {{- end }}
 {{- end }}
 YAML
 render_and_validate "outbound role, native" "$ADOPTER" native "$NEWEST" \
     --set ciRole=outbound --set ciForward=triton-bloscar.models.svc:9440
 render_and_validate "both roles in one sidecar, classic" "$ADOPTER" classic 1.27 \
     --set ciRole=both --set bloscar.sidecar.type=classic --set bloscar.sidecar.outbound.forward=peer-bloscar:9440
+render_and_validate "both roles with TLS both ways, classic" "$ADOPTER" classic "$NEWEST" \
+    --set ciRole=both --set bloscar.sidecar.type=classic --set bloscar.sidecar.outbound.forward=peer-bloscar:9440 \
+    --set bloscar.tls.inbound.secretName=server-tls --set bloscar.tls.outbound.secretName=peer-ca \
+    --set bloscar.tls.outbound.clientCert=true
 
 echo "== every rendered sidecar environment, through bloscar's own configuration parser"
 check "BLOSCAR_* environments parse (examples/config_check.rs)" \
@@ -197,6 +207,19 @@ must_fail "values: sidecar.type outside native|classic" "at '/sidecar/type'" \
     "$HELM" template bloscar-ci "$CHART" --set sidecar.type=sidecar
 must_fail "values: codec setting that bloscar cannot parse" "at '/config/codec'" \
     "$HELM" template bloscar-ci "$CHART" --set config.codec=lz4:11
+must_fail "TLS: allowed SANs without client certificates" "tls.inbound.allowedSans needs tls.inbound.clientAuth" \
+    "$HELM" template bloscar-ci "$CHART" -f "$CHART/ci/native-example-values.yaml" \
+    --set tls.inbound.secretName=server-tls --set 'tls.inbound.allowedSans={spiffe://td/ns/a/sa/b}'
+must_fail "TLS: a client certificate without the outbound Secret" "tls.outbound.clientCert needs tls.outbound.secretName" \
+    "$HELM" template bloscar-ci "$CHART" -f "$CHART/ci/native-example-values.yaml" --set tls.outbound.clientCert=true
+must_fail "values: TLS Secret name that is not a Secret name" "at '/tls/inbound/secretName'" \
+    "$HELM" template bloscar-ci "$CHART" --set tls.inbound.secretName=Server_TLS
+must_fail "values: allowed SAN list with a comma inside a name" "at '/tls/inbound/allowedSans/0'" \
+    "$HELM" template bloscar-ci "$CHART" --set-json 'tls.inbound.allowedSans=["a.example,b.example"]'
+"$HELM" template bloscar-ci "$CHART" -f "$CHART/ci/native-example-mtls-values.yaml" |
+    sed 's|mountPath: /etc/bloscar/tls/inbound|mountPath: /etc/bloscar/elsewhere|' >"$WORK/unmounted-tls.yaml"
+must_fail "chart rule: TLS files outside any mounted volume" "BLOSCAR_INBOUND_TLS_CERT .* is not under a mounted volume" \
+    "$TOOLS/python" scripts/k8s/validate.py --kube-version "$NEWEST" --sidecar-type native "$WORK/unmounted-tls.yaml"
 must_fail "PodMonitor without pods to select" "needs metrics.podMonitor.selector" \
     "$HELM" template bloscar-ci "$CHART" --set metrics.podMonitor.enabled=true
 "$HELM" template bloscar-ci "$CHART" --kube-version 1.27.0 -f "$CHART/ci/native-example-values.yaml" \

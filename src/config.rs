@@ -17,6 +17,9 @@ use serde::Deserialize;
 use crate::codec::CompressOptions;
 use crate::locate::TaggedRule;
 
+pub mod tls;
+pub use tls::{InboundTls, OutboundTls};
+
 /// The prefix every variable shares.
 pub const PREFIX: &str = "BLOSCAR_";
 
@@ -226,6 +229,14 @@ pub const VARIABLES: &[Variable] = &[
     MAX_CONNECTIONS,
     HANDSHAKE_TIMEOUT_SECS,
     CONNECTION_IDLE_TIMEOUT_SECS,
+    tls::INBOUND_CERT,
+    tls::INBOUND_KEY,
+    tls::INBOUND_CLIENT_CA,
+    tls::INBOUND_ALLOWED_SANS,
+    tls::OUTBOUND_CA,
+    tls::OUTBOUND_SERVER_NAME,
+    tls::OUTBOUND_CERT,
+    tls::OUTBOUND_KEY,
     LOG,
     LOG_FORMAT,
 ];
@@ -373,6 +384,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// A connection with no call open for this long is closed.
     pub idle_timeout: Duration,
+    /// TLS on the inbound listener; `None`: cleartext.
+    pub inbound_tls: Option<InboundTls>,
+    /// TLS to the peer sidecar; `None`: cleartext.
+    pub outbound_tls: Option<OutboundTls>,
     /// tracing filter directives.
     pub log: String,
     /// Log line format.
@@ -499,13 +514,20 @@ impl Config {
             .filter(|(k, _)| !VARIABLES.iter().any(|v| v.name == k))
             .map(|(k, _)| k.clone())
             .collect();
+        let tls: tls::RawTls = envy::prefixed(PREFIX)
+            .from_iter(vars.clone())
+            .map_err(|e| ConfigError::Env(e.to_string()))?;
         let raw: RawConfig = envy::prefixed(PREFIX)
             .from_iter(vars)
             .map_err(|e| ConfigError::Env(e.to_string()))?;
-        Config::validate(raw, ignored)
+        Config::validate(raw, tls, ignored)
     }
 
-    fn validate(raw: RawConfig, ignored: Vec<String>) -> Result<Config, ConfigError> {
+    fn validate(
+        raw: RawConfig,
+        mut tls: tls::RawTls,
+        ignored: Vec<String>,
+    ) -> Result<Config, ConfigError> {
         let mode = parse(MODE, raw.mode, |s| match s {
             "inbound" => Some(Mode::Inbound),
             "outbound" => Some(Mode::Outbound),
@@ -593,6 +615,8 @@ impl Config {
             raw.connection_idle_timeout_secs,
             positive_secs,
         )?;
+        let inbound_tls = tls.inbound()?;
+        let outbound_tls = tls.outbound()?;
         let log = parse(LOG, raw.log, parse_log_filter)?;
         let log_format = parse(LOG_FORMAT, raw.log_format, parse_log_format)?;
 
@@ -617,6 +641,8 @@ impl Config {
             max_connections,
             handshake_timeout,
             idle_timeout,
+            inbound_tls,
+            outbound_tls,
             log,
             log_format,
             ignored,

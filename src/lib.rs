@@ -27,6 +27,7 @@ pub mod pb;
 pub mod proxy;
 pub mod sidecar;
 pub mod stream_encoder;
+pub mod tls;
 pub mod trace;
 
 pub use budget::MemoryBudget;

@@ -25,6 +25,7 @@ use crate::locate::Locator;
 use crate::message::{Chooser, FixedChooser, MessageCodec};
 use crate::metrics::Metrics;
 use crate::proxy::{ListenerLimits, ProxySettings, RESERVED_DESCRIPTORS};
+use crate::tls::{ClientTls, HopTls, ServerTls, TlsError};
 
 /// A listener that could not be opened: one line naming the variable that set it.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,18 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// Why a sidecar could not start: a TLS file that cannot be used (a configuration
+/// error), or a listener that cannot be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A certificate, key or CA file named by a `BLOSCAR_*_TLS_*` variable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener address.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
 /// A sidecar whose listeners are all bound, ready to serve.
 pub struct Sidecar {
     proxies: Vec<(TcpListener, ProxySettings)>,
@@ -49,9 +62,15 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Binds every listener `config` asks for (proxy roles first, then admin); fails on
-    /// the first that cannot be bound, before anything serves.
-    pub async fn bind(config: &Config) -> Result<Sidecar, BindError> {
+    /// Reads the TLS files `config` names, then binds every listener it asks for (proxy
+    /// roles first, then admin); fails on the first file or listener that cannot be used,
+    /// before anything serves.
+    pub async fn bind(config: &Config) -> Result<Sidecar, StartError> {
+        // The files first: an unusable one is a configuration error, reported alone.
+        let tls = [
+            (Role::Inbound, hop_tls(config, Role::Inbound)?),
+            (Role::Outbound, hop_tls(config, Role::Outbound)?),
+        ];
         let mut metrics = Metrics::new();
         let chooser: Arc<dyn Chooser> = match config.codec {
             CodecSetting::Auto => {
@@ -65,7 +84,12 @@ impl Sidecar {
         let memory = memory_budget(config);
         metrics.register_collector(Box::new(memory.collector()));
         let mut proxies = Vec::new();
-        let planned = proxies_of(config, codec, &memory);
+        let mut planned = proxies_of(config, codec, &memory);
+        for (_, _, settings) in &mut planned {
+            if let Some((_, hop)) = tls.iter().find(|(role, _)| *role == settings.role) {
+                settings.hop_tls = hop.clone();
+            }
+        }
         let max_connections = max_connections(config, planned.len());
         for (variable, addr, mut settings) in planned {
             settings.limits.max_connections = max_connections;
@@ -163,6 +187,25 @@ impl Sidecar {
         tracing::info!("stopped");
         result
     }
+}
+
+/// TLS on the hop side of `role`'s listener, from the files `config` names: the inbound
+/// serves it, the outbound dials it. Off unless configured, or when the mode does not run
+/// `role` (its files are not read).
+pub fn hop_tls(config: &Config, role: Role) -> Result<HopTls, TlsError> {
+    let tls = match role {
+        Role::Inbound if !config.mode.runs_inbound() => HopTls::Off,
+        Role::Outbound if !config.mode.runs_outbound() => HopTls::Off,
+        Role::Inbound => match &config.inbound_tls {
+            Some(tls) => HopTls::Serve(Arc::new(ServerTls::load(tls)?)),
+            None => HopTls::Off,
+        },
+        Role::Outbound => match (&config.outbound_tls, &config.outbound_forward) {
+            (Some(tls), Some(forward)) => HopTls::Dial(Arc::new(ClientTls::load(tls, forward)?)),
+            _ => HopTls::Off,
+        },
+    };
+    Ok(tls)
 }
 
 /// The chooser of the codec setting: `auto` is a new [`Tuner`] (see [`tuner`]); a fixed
@@ -283,6 +326,7 @@ pub fn proxies_of(
         stream_idle_timeout: config.stream_idle_timeout,
         limits: listener_limits(config),
         memory: memory.clone(),
+        hop_tls: HopTls::Off,
     };
     if config.mode.runs_inbound() {
         out.push((

@@ -15,6 +15,9 @@
 //!   where the flow-control windows are per connection and what the proxies hold per
 //!   stream adds up (the case `BLOSCAR_MEMORY_BUDGET` bounds: try `--memory-budget`).
 //!
+//! `--hop-tls` adds, for each binary, a pair with mutual TLS between the sidecars (the
+//! default configuration otherwise), beside the same pair in cleartext.
+//!
 //! Every echo is checked bit for bit.
 
 mod bulk;
@@ -26,6 +29,7 @@ mod report;
 mod rss;
 mod sidecar;
 mod tensors;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,7 +82,7 @@ const RSS_CASES: [RssCase; 3] = [
 
 const USAGE: &str = "usage: bench_proxy [--bloscar PATH] [--baseline PATH] [--nginx PATH] \
     [--codec SETTING] [--cases latency,throughput,rss-1g,rss-64x64m,rss-100x60m-2conn] \
-    [--json-out PATH] [--memory-floor-mib N] [--memory-budget SIZE]";
+    [--json-out PATH] [--memory-floor-mib N] [--memory-budget SIZE] [--hop-tls]";
 
 struct Options {
     /// Binaries under test: (label, path); the baseline, if any, second.
@@ -90,6 +94,8 @@ struct Options {
     floor_mib: u64,
     /// `BLOSCAR_MEMORY_BUDGET` of the sidecar pairs in the memory cases, when given.
     memory_budget: Option<String>,
+    /// Also measure each binary's pair with mutual TLS on the hop.
+    hop_tls: bool,
 }
 
 fn options() -> Options {
@@ -105,6 +111,7 @@ fn options() -> Options {
     let mut json_out = None;
     let mut floor_mib = 2048;
     let mut memory_budget = None;
+    let mut hop_tls = false;
     let value = |name: &str, args: &mut std::iter::Skip<std::env::Args>| {
         args.next().unwrap_or_else(|| {
             eprintln!("{name} needs a value\n{USAGE}");
@@ -120,6 +127,7 @@ fn options() -> Options {
             "--cases" => cases = value(&arg, &mut args),
             "--json-out" => json_out = Some(value(&arg, &mut args).into()),
             "--memory-budget" => memory_budget = Some(value(&arg, &mut args)),
+            "--hop-tls" => hop_tls = true,
             "--memory-floor-mib" => {
                 floor_mib = value(&arg, &mut args).parse().unwrap_or_else(|_| {
                     eprintln!("--memory-floor-mib needs a whole number\n{USAGE}");
@@ -154,6 +162,7 @@ fn options() -> Options {
         json_out,
         floor_mib,
         memory_budget,
+        hop_tls,
     }
 }
 
@@ -168,6 +177,7 @@ async fn main() {
             .map(|(label, path)| json!({ "label": label, "path": path }))
             .collect::<Vec<_>>(),
         "nginx": options.nginx,
+        "hop_tls": options.hop_tls,
     });
     println!(
         "Proxy pairs on loopback, {cores} cores; client, proxies and server on the same \
@@ -225,6 +235,7 @@ struct Entry {
 /// was not asked for).
 async fn calls(options: &Options, latency: bool, throughput_case: bool) -> (Value, Value) {
     let server = echo::start().await;
+    let certificates = options.hop_tls.then(tls::HopCertificates::new);
     let mut entries = vec![Entry {
         label: "direct".into(),
         addr: server,
@@ -243,13 +254,18 @@ async fn calls(options: &Options, latency: bool, throughput_case: bool) -> (Valu
     }
     for (label, binary) in &options.binaries {
         let codec = ("BLOSCAR_CODEC", options.codec.clone());
-        let configurations = [
+        let mut configurations = vec![
             (
                 "compression off",
                 vec![codec.clone(), ("BLOSCAR_MIN_TENSOR_BYTES", NEVER.into())],
             ),
-            ("default", vec![codec]),
+            ("default", vec![codec.clone()]),
         ];
+        if let Some(certificates) = &certificates {
+            let mut env = vec![codec];
+            env.extend(certificates.env());
+            configurations.push(("default, mutual TLS on the hop", env));
+        }
         for (configuration, env) in configurations {
             let pair = SidecarPair::start(binary, server, &env).await;
             entries.push(Entry {

@@ -29,8 +29,10 @@ SIDECAR_IMAGE = re.compile(r"(^|/)bloscar[:@]")
 
 
 def known_variables():
-    """The BLOSCAR_* names of the configuration contract (src/config.rs)."""
-    return set(re.findall(r"\bBLOSCAR_[A-Z0-9_]*[A-Z0-9]\b", (REPO / "src/config.rs").read_text()))
+    """The BLOSCAR_* names of the configuration contract (src/config.rs and its modules,
+    such as src/config/tls.rs; not their tests)."""
+    sources = [REPO / "src/config.rs"] + [p for p in (REPO / "src/config").glob("*.rs") if p.name != "tests.rs"]
+    return {name for path in sources for name in re.findall(r"\bBLOSCAR_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
 
 
 def check_schema(doc, version):
@@ -105,6 +107,20 @@ def check_sidecar(pod, expected_type, variables):
                 found.append(f"{name}: the outbound listener must stay on loopback")
             if not env.get("BLOSCAR_OUTBOUND_FORWARD"):
                 found.append(f"{name}: BLOSCAR_OUTBOUND_FORWARD is empty")
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        for mount in c.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                found.append(f"{name}: volumeMount {mount['name']} has no volume in the pod")
+            elif "secret" in volume and not mount.get("readOnly"):
+                found.append(f"{name}: Secret volume {mount['name']} must be mounted readOnly")
+            if "subPath" in mount:
+                found.append(f"{name}: volumeMount {mount['name']} uses subPath, which never sees Secret updates")
+        for variable in ("BLOSCAR_INBOUND_TLS_CERT", "BLOSCAR_INBOUND_TLS_KEY", "BLOSCAR_INBOUND_TLS_CLIENT_CA",
+                         "BLOSCAR_OUTBOUND_TLS_CA", "BLOSCAR_OUTBOUND_TLS_CERT", "BLOSCAR_OUTBOUND_TLS_KEY"):
+            path = env.get(variable)
+            if path and not any(path.startswith(m["mountPath"].rstrip("/") + "/") for m in c.get("volumeMounts") or []):
+                found.append(f"{name}: {variable} {path!r} is not under a mounted volume")
         pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         grace = int(env.get("BLOSCAR_SHUTDOWN_GRACE_SECS") or 30)
         budget = pod.get("terminationGracePeriodSeconds", 30)

@@ -22,8 +22,10 @@ pub fn init(config: &Config) {
 pub fn init_with_traces(config: &Config, tracer: Option<Tracer>) {
     // The filter was validated with the configuration.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // h2 logs a warning per connection it closes for a protocol error: an attacker's loop
+    // of connections must not become a flood of lines.
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(DependencyWarnings::new(std::io::stderr))
         .with_ansi(std::io::stderr().is_terminal());
     let fmt = match config.log_format {
         LogFormat::Text => fmt.boxed(),
@@ -31,9 +33,6 @@ pub fn init_with_traces(config: &Config, tracer: Option<Tracer>) {
     };
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        // h2 logs a warning per connection it closes for a protocol error: an attacker's
-        // loop of connections must not become a flood of lines.
-        .with(DependencyWarnings::new())
         .with(super::traces::layer(tracer))
         .init();
 }

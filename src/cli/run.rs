@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use bloscar::config::Config;
 use bloscar::layer::Role;
-use bloscar::sidecar::Sidecar;
+use bloscar::sidecar::{Sidecar, StartError};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::traces::Traces;
@@ -92,7 +92,9 @@ async fn serve(config: Config) -> ExitCode {
     };
     let sidecar = match Sidecar::bind(&config).await {
         Ok(sidecar) => sidecar,
-        Err(e) => {
+        // A certificate file that cannot be used is a configuration error.
+        Err(StartError::Tls(e)) => return invalid_configuration(Some(e.variable()), &e),
+        Err(StartError::Bind(e)) => {
             // One line, in the log's format: the variable, the address and the cause.
             tracing::error!(
                 variable = e.variable,

@@ -509,13 +509,30 @@ fn every_variable_is_read() {
         ("BLOSCAR_MAX_CONNECTIONS", "7"),
         ("BLOSCAR_HANDSHAKE_TIMEOUT_SECS", "2"),
         ("BLOSCAR_CONNECTION_IDLE_TIMEOUT_SECS", "3"),
+        ("BLOSCAR_INBOUND_TLS_CERT", "/b/tls.crt"),
+        ("BLOSCAR_INBOUND_TLS_KEY", "/b/tls.key"),
+        ("BLOSCAR_INBOUND_TLS_CLIENT_CA", "/b/ca.crt"),
+        ("BLOSCAR_INBOUND_TLS_ALLOWED_SANS", "b.example"),
+        ("BLOSCAR_OUTBOUND_TLS_CA", "/b/peer-ca.crt"),
+        ("BLOSCAR_OUTBOUND_TLS_SERVER_NAME", "b.example"),
+        ("BLOSCAR_OUTBOUND_TLS_CERT", "/b/client.crt"),
+        ("BLOSCAR_OUTBOUND_TLS_KEY", "/b/client.key"),
         ("BLOSCAR_LOG", "warn"),
         ("BLOSCAR_LOG_FORMAT", "json"),
     ];
     assert_eq!(samples.len(), VARIABLES.len());
+    // TLS in full, so that each TLS variable can change alone and stay valid.
     let base = [
         ("BLOSCAR_OUTBOUND_FORWARD", "peer:1"),
         ("BLOSCAR_MODE", "both"),
+        ("BLOSCAR_INBOUND_TLS_CERT", "/a/tls.crt"),
+        ("BLOSCAR_INBOUND_TLS_KEY", "/a/tls.key"),
+        ("BLOSCAR_INBOUND_TLS_CLIENT_CA", "/a/ca.crt"),
+        ("BLOSCAR_INBOUND_TLS_ALLOWED_SANS", "a.example"),
+        ("BLOSCAR_OUTBOUND_TLS_CA", "/a/peer-ca.crt"),
+        ("BLOSCAR_OUTBOUND_TLS_SERVER_NAME", "a.example"),
+        ("BLOSCAR_OUTBOUND_TLS_CERT", "/a/client.crt"),
+        ("BLOSCAR_OUTBOUND_TLS_KEY", "/a/client.key"),
     ];
     let baseline = format!("{:?}", config(&base).unwrap());
     for (v, sample) in VARIABLES.iter().zip(samples) {

@@ -21,6 +21,9 @@ use prometheus_client::registry::Registry;
 
 pub mod exposition;
 pub mod process;
+mod tls;
+
+pub use tls::TlsFailure;
 
 /// Which way a message travels between the apps: the locator's direction, as a label.
 pub use crate::locate::Direction;
@@ -143,6 +146,7 @@ pub struct Metrics {
     connections_refused: Family<ListenerLabels, Counter>,
     connections_timed_out: Family<TimeoutLabels, Counter>,
     connections_reset_flood: Family<ListenerLabels, Counter>,
+    tls: tls::TlsMetrics,
     methods: Bounded,
     models: Bounded,
 }
@@ -299,6 +303,8 @@ impl Metrics {
              by the client before their answer (premature resets)",
             connections_reset_flood.clone(),
         );
+        let tls = tls::TlsMetrics::default();
+        tls.register(registry);
         Metrics {
             registry: root,
             messages,
@@ -314,6 +320,7 @@ impl Metrics {
             connections_refused,
             connections_timed_out,
             connections_reset_flood,
+            tls,
             methods: Bounded::new(MAX_METHOD_LABELS),
             models: Bounded::new(MAX_MODEL_LABELS),
         }
@@ -457,6 +464,22 @@ impl Metrics {
         self.connections_reset_flood
             .get_or_create(&ListenerLabels { listener })
             .inc();
+    }
+
+    /// Creates the TLS series of `listener` (`inbound` serving TLS, `outbound` dialing
+    /// it), so that they read 0 before anything happened.
+    pub fn tls_started(&self, listener: &'static str) {
+        self.tls.listener_started(listener);
+    }
+
+    /// Counts a TLS handshake of `listener` that failed for `reason`.
+    pub fn record_tls_handshake_failure(&self, listener: &'static str, reason: TlsFailure) {
+        self.tls.failure(listener, reason);
+    }
+
+    /// Counts a change of `listener`'s TLS files: taken into use (`ok`) or refused.
+    pub fn record_tls_reload(&self, listener: &'static str, ok: bool) {
+        self.tls.reload(listener, ok);
     }
 }
 

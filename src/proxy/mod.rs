@@ -15,7 +15,9 @@ mod limits;
 mod linger;
 mod opening;
 mod resets;
+mod secure;
 mod server;
+mod turn_write;
 mod upstream;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use crate::MessageCodec;
 use crate::budget::MemoryBudget;
 use crate::layer::{Role, UnknownPeer};
+use crate::tls::HopTls;
 
 pub use connection::WithConnection;
 pub use headers::strip_hop_by_hop;
@@ -44,21 +47,8 @@ const MAX_FRAME: u32 = 256 << 10;
 /// keep a stream window's worth in flight, and what bounds the memory a client that does
 /// not read its responses can make one stream hold.
 const SEND_BUFFER: usize = 2 << 20;
-/// Frames smaller than this, written by one turn of a connection, leave in one write.
-///
-/// h2 writes a DATA frame of more than 256 bytes on its own (header and payload as one
-/// vectored write) and only then encodes the next frame, so a small gRPC response
-/// (HEADERS, DATA, trailers) took two writes, and the peer two wake-ups, at every hop.
-/// A `BufWriter` under h2 gathers them until h2 flushes; larger writes go straight
-/// through.
-const WRITE_COALESCE: usize = 64 << 10;
-
-/// `io` with its small writes gathered until the connection flushes.
-fn coalesced<T: tokio::io::AsyncWrite>(io: T) -> tokio::io::BufWriter<T> {
-    tokio::io::BufWriter::with_capacity(WRITE_COALESCE, io)
-}
 pub use server::serve;
-pub use upstream::{H2Body, Upstream, UpstreamBody};
+pub use upstream::{DialTls, H2Body, Upstream, UpstreamBody};
 
 /// Everything one proxy listener needs.
 #[derive(Clone)]
@@ -84,4 +74,6 @@ pub struct ProxySettings {
     /// What the listener's calls may hold in flight: the process's one budget, which
     /// every downstream connection gets a share of.
     pub memory: MemoryBudget,
+    /// TLS on the hop side: the inbound listener serves it, the outbound dials it.
+    pub hop_tls: HopTls,
 }

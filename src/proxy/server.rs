@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -28,12 +29,13 @@ use super::limits::{self, ListenerLimits};
 use super::linger::Lingering;
 use super::opening::{Replay, read_opening};
 use super::resets::{CallWatch, ResetGuard};
-use super::upstream::Upstream;
+use super::upstream::{DialTls, Upstream};
 use crate::budget::MemoryBudget;
 use crate::grpc::encoding::{self, BLOSCAR};
 use crate::layer::{Bloscar, BloscarLayer, BoxBody, Role};
 use crate::log_limit::{LogSite, warn_limited};
 use crate::metrics::{ConnectionTimeout, Metrics};
+use crate::tls::{HopStream, HopTls, ServerTls};
 
 /// Every plain-HTTP call fails this way while the upstream is down: one line per call
 /// would flood the log.
@@ -93,6 +95,8 @@ struct Shared {
     /// [`Upstream::with_own_connections`]).
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    /// TLS served on accepted connections.
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting, sends GOAWAY on
@@ -104,7 +108,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
 ) -> io::Result<()> {
-    let upstream = Upstream::new(&settings.forward).map_err(|err| {
+    let dial_tls = match &settings.hop_tls {
+        HopTls::Dial(client) => Some(DialTls {
+            client: Arc::clone(client),
+            metrics: Arc::clone(&metrics),
+        }),
+        _ => None,
+    };
+    let upstream = Upstream::new(&settings.forward, dial_tls).map_err(|err| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("invalid forward address {:?}: {err}", settings.forward),
@@ -121,14 +132,22 @@ pub async fn serve(
         layer: layer(&settings, Arc::clone(&metrics)),
         upstream,
         metrics: Arc::clone(&metrics),
+        tls: match &settings.hop_tls {
+            HopTls::Serve(server) => Some(Arc::clone(server)),
+            _ => None,
+        },
     });
     let local = listener.local_addr()?;
     let mut admission = Admission::new(name, local, limits.max_connections, Arc::clone(&metrics));
     metrics.listener_started(name);
+    if !matches!(settings.hop_tls, HopTls::Off) {
+        metrics.tls_started(name);
+    }
     tracing::info!(
         %local,
         role = name,
         forward = %settings.forward,
+        hop_tls = ?settings.hop_tls,
         max_connections = limits.max_connections,
         handshake_timeout_secs = limits.handshake_timeout.as_secs(),
         idle_timeout_secs = limits.idle_timeout.as_secs(),
@@ -169,7 +188,7 @@ pub async fn serve(
 /// timeout, then HTTP until the client leaves, the connection stays idle too long, or the
 /// listener drains.
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     admitted: Admitted,
     shared: Arc<Shared>,
@@ -177,10 +196,25 @@ async fn serve_connection(
 ) {
     // Keeps the connection's place within the limit until it ends.
     let _admitted = admitted;
+    // The TLS handshake, if any, and the HTTP opening share the handshake timeout.
+    let deadline = Instant::now() + shared.limits.handshake_timeout;
+    let mut stream = match &shared.tls {
+        None => HopStream::Plain(stream),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                accepted = super::secure::accept(stream, tls, peer, shared.listener, &shared.metrics, deadline) => accepted,
+                _ = draining.wait_for(|draining| *draining) => return,
+            };
+            match accepted {
+                Some(stream) => stream,
+                None => return,
+            }
+        }
+    };
     // The stream stays here, not in the reading future, so that it is closed only after
     // the outcome is counted.
     let opening = tokio::select! {
-        opening = tokio::time::timeout(shared.limits.handshake_timeout, read_opening(&mut stream)) => opening,
+        opening = tokio::time::timeout_at(deadline, read_opening(&mut stream)) => opening,
         // A connection that has sent no request has nothing to finish.
         _ = draining.wait_for(|draining| *draining) => return,
     };
@@ -214,9 +248,11 @@ async fn serve_connection(
         resets: resets.clone(),
         judge_peer_calls: shared.judge_peer_calls,
     };
-    let connection = shared.builder.serve_connection(
-        TokioIo::new(super::coalesced(Lingering::new(io))),
-        TowerToHyperService::new(service),
+    let (io, flusher) = super::turn_write::gathered(Lingering::new(io));
+    let connection = flusher.around(
+        shared
+            .builder
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
     );
     let mut connection = pin!(connection);
     let mut idle = pin!(activity.idle_for(shared.limits.idle_timeout));
@@ -227,7 +263,7 @@ async fn serve_connection(
             result = connection.as_mut() => break result,
             _ = draining.wait_for(|draining| *draining), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().connection().graceful_shutdown();
             }
             () = &mut idle, if !closing => {
                 closing = true;
@@ -235,7 +271,7 @@ async fn serve_connection(
                     .metrics
                     .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
                 tracing::debug!(client = %peer, "no call for the idle timeout: closing");
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().connection().graceful_shutdown();
             }
             () = &mut reset_flood, if !closing => {
                 closing = true;
@@ -246,7 +282,7 @@ async fn serve_connection(
                     role = shared.listener,
                     "most calls on this connection were cancelled before their answer: closing it"
                 );
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().connection().graceful_shutdown();
             }
         }
     };

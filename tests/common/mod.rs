@@ -126,6 +126,7 @@ impl Proxy {
             stream_idle_timeout: None,
             limits,
             memory,
+            hop_tls: Default::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(bloscar::proxy::serve(

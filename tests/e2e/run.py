@@ -19,6 +19,12 @@ with the default configuration, one over a link the relay paces at --throttle-mb
 one over plain loopback. It checks the decisions the sidecars take from the link they
 measure: compress on the paced link, store on loopback.
 
+With --hop-tls the sidecars talk TLS to each other (the inbound serves a certificate of a
+CA made for the run with hop_certs.py, which the outbound checks); --hop-mtls adds mutual
+TLS (the outbound presents a client certificate, the inbound checks it and its SPIFFE ID).
+The link guard's pairs stay cleartext. After the cases, the inbound sidecars must show
+TLS handshakes counted and none failed.
+
 With --direct the sidecars are left out (the client talks to the link relay, which goes
 straight to the server): the same cases, as a baseline, and no link guard. Standard
 library only.
@@ -39,6 +45,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import hop_certs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -127,11 +135,12 @@ GUARD_PAIRS = {
 
 
 def start_pair(procs: "Processes", bloscar: str, name: str, inbound: int, outbound: int, link_port: int,
-               server_port: int) -> int:
+               server_port: int, hop_tls: tuple = ({}, {})) -> int:
     """An inbound sidecar in front of SERVER_PORT and an outbound one that forwards to
     LINK_PORT (the relay's route to the inbound), both in the default configuration;
     returns their admin ports (inbound, outbound) once both are ready. The link guard's pairs get
-    none of the caller's BLOSCAR_ settings (BLOSCAR_LOG aside): they must measure the link."""
+    none of the caller's BLOSCAR_ settings (BLOSCAR_LOG aside): they must measure the link.
+    HOP_TLS: the TLS variables of the inbound and of the outbound sidecar."""
     guard = name in GUARD_PAIRS
     common = {"BLOSCAR_LOG": os.environ.get("BLOSCAR_LOG", "warn")}
     admin_in, admin_out = free_port(), free_port()
@@ -141,6 +150,7 @@ def start_pair(procs: "Processes", bloscar: str, name: str, inbound: int, outbou
         "BLOSCAR_INBOUND_LISTEN": f"127.0.0.1:{inbound}",
         "BLOSCAR_INBOUND_FORWARD": f"127.0.0.1:{server_port}",
         "BLOSCAR_ADMIN_LISTEN": f"127.0.0.1:{admin_in}",
+        **hop_tls[0],
     }, inherit_bloscar=not guard)
     procs.start(f"bloscar-outbound-{name}", [bloscar], {
         **common,
@@ -148,6 +158,7 @@ def start_pair(procs: "Processes", bloscar: str, name: str, inbound: int, outbou
         "BLOSCAR_OUTBOUND_LISTEN": f"127.0.0.1:{outbound}",
         "BLOSCAR_OUTBOUND_FORWARD": f"127.0.0.1:{link_port}",
         "BLOSCAR_ADMIN_LISTEN": f"127.0.0.1:{admin_out}",
+        **hop_tls[1],
     }, inherit_bloscar=not guard)
     wait_ready(admin_in, procs)
     wait_ready(admin_out, procs)
@@ -182,6 +193,21 @@ def check_metrics(name: str, admin: dict, out: Path, min_models: int) -> list:
         if len(models - {"other"}) < min_models:
             failed.append(f"the {role} sidecar counted calls for {sorted(models)}: not per model")
     return failed
+
+
+def check_hop_tls(name: str, admin_in: int) -> list:
+    """The inbound sidecar of pair NAME served TLS (its TLS series exist) and refused no
+    handshake. Returns what failed."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_in}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    failures = re.findall(r'^bloscar_tls_handshake_failures_total\{listener="inbound",reason="([a-z_]+)"\} (\S+)$',
+                          body, re.M)
+    if not failures:
+        return [f"the inbound sidecar of {name} does not serve TLS (no TLS series in /metrics)"]
+    refused = {reason: float(value) for reason, value in failures if float(value) > 0}
+    if refused:
+        return [f"the inbound sidecar of {name} refused TLS handshakes: {refused}"]
+    return []
 
 
 def wait_for_file(path: Path, procs: Processes, timeout: float) -> dict:
@@ -275,7 +301,11 @@ def main() -> int:
     parser.add_argument("--pace", action="append", default=[], metavar="SUITE=MBIT",
                         help="pace SUITE's link between the sidecars (or to the server, with --direct) "
                              "at MBIT Mbit/s each way; repeatable")
+    parser.add_argument("--hop-tls", action="store_true", help="TLS between the sidecars")
+    parser.add_argument("--hop-mtls", action="store_true", help="mutual TLS between the sidecars")
     args = parser.parse_args()
+    if args.direct and (args.hop_tls or args.hop_mtls):
+        parser.error("--hop-tls and --hop-mtls need the sidecars (not --direct)")
     if not args.direct and not args.bloscar:
         parser.error("--bloscar is required unless --direct")
 
@@ -294,6 +324,10 @@ def main() -> int:
     records: list = []
     verdicts: list = []
     failed = []
+    hop_tls = ({}, {})
+    if args.hop_tls or args.hop_mtls:
+        hop_tls = hop_certs.sidecar_env(hop_certs.make(logdir / "certs"), mutual=args.hop_mtls)
+        log(f"{'mutual ' if args.hop_mtls else ''}TLS between the sidecars (certificates in {logdir / 'certs'})")
     try:
         log(f"starting {len(backends)} servers (logs in {logdir})")
         for name in backends:
@@ -337,7 +371,8 @@ def main() -> int:
             for name, server_port in pairs:
                 link_port = relay[f"link-{name}"] if f"link-{name}" in relay else inbound[name]
                 admin_in[name], admin_out[name] = start_pair(procs, args.bloscar, name, inbound[name],
-                                                             outbound[name], link_port, server_port)
+                                                             outbound[name], link_port, server_port,
+                                                             hop_tls if name in servers else ({}, {}))
             log("sidecars ready")
 
         for name in servers:
@@ -361,6 +396,8 @@ def main() -> int:
                 metrics_dir.mkdir(parents=True, exist_ok=True)
                 failed += check_metrics(name, {"inbound": admin_in[name], "outbound": admin_out[name]},
                                         metrics_dir, 2 if name.startswith("triton") else 1)
+                if hop_tls[0]:
+                    failed += check_hop_tls(name, admin_in[name])
         if link_guard:
             for guard, (expect, label) in GUARD_PAIRS.items():
                 log(f"running the link guard over {label}")
@@ -423,7 +460,8 @@ def main() -> int:
                 print("\n".join(lines))
     if not failed and not args.logdir:
         shutil.rmtree(logdir, ignore_errors=True)
-    print(f"e2e: {exact} passed, {len(records) - exact} failed")
+    hop = "mutual TLS" if args.hop_mtls else "TLS" if args.hop_tls else "cleartext"
+    print(f"e2e: {exact} passed, {len(records) - exact} failed ({'direct' if args.direct else 'hop: ' + hop})")
     return 1 if failed else 0
 
 

@@ -42,6 +42,7 @@ configured sidecar.type and nothing in the other:
 {{- $outbound := or (eq $role "outbound") (eq $role "both") -}}
 {{- $inboundForward := .inboundForward | default (and (eq $role "inbound") .forward) | default $s.inbound.forward -}}
 {{- $outboundForward := .outboundForward | default (and (eq $role "outbound") .forward) | default $s.outbound.forward -}}
+{{- $tls := include "bloscar.tls" (dict "values" $v "role" $role) | fromYaml -}}
 {{- $bind := $s.bindAddress -}}
 {{- if contains ":" $bind }}{{ $bind = printf "[%s]" $bind }}{{ end -}}
 - name: {{ $s.name }}
@@ -99,6 +100,34 @@ configured sidecar.type and nothing in the other:
       value: {{ $v.config.log | quote }}
     - name: BLOSCAR_LOG_FORMAT
       value: {{ $v.config.logFormat | quote }}
+    {{- if $tls.inbound }}
+    - name: BLOSCAR_INBOUND_TLS_CERT
+      value: {{ printf "%s/tls.crt" $tls.inbound | quote }}
+    - name: BLOSCAR_INBOUND_TLS_KEY
+      value: {{ printf "%s/tls.key" $tls.inbound | quote }}
+    {{- if $v.tls.inbound.clientAuth }}
+    - name: BLOSCAR_INBOUND_TLS_CLIENT_CA
+      value: {{ printf "%s/ca.crt" $tls.inbound | quote }}
+    {{- with $v.tls.inbound.allowedSans }}
+    - name: BLOSCAR_INBOUND_TLS_ALLOWED_SANS
+      value: {{ join "," . | quote }}
+    {{- end }}
+    {{- end }}
+    {{- end }}
+    {{- if $tls.outbound }}
+    - name: BLOSCAR_OUTBOUND_TLS_CA
+      value: {{ printf "%s/ca.crt" $tls.outbound | quote }}
+    {{- with $v.tls.outbound.serverName }}
+    - name: BLOSCAR_OUTBOUND_TLS_SERVER_NAME
+      value: {{ . | quote }}
+    {{- end }}
+    {{- if $v.tls.outbound.clientCert }}
+    - name: BLOSCAR_OUTBOUND_TLS_CERT
+      value: {{ printf "%s/tls.crt" $tls.outbound | quote }}
+    - name: BLOSCAR_OUTBOUND_TLS_KEY
+      value: {{ printf "%s/tls.key" $tls.outbound | quote }}
+    {{- end }}
+    {{- end }}
     {{- with $s.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -135,6 +164,21 @@ configured sidecar.type and nothing in the other:
   {{- end }}
   resources:
     {{- toYaml $s.resources | nindent 4 }}
+  {{- if or $tls.inbound $tls.outbound }}
+  # The whole Secret directory, not subPath files: Kubernetes updates a mounted Secret by
+  # swapping the directory, and bloscar re-reads the files for new handshakes.
+  volumeMounts:
+    {{- if $tls.inbound }}
+    - name: bloscar-tls-inbound
+      mountPath: {{ $tls.inbound }}
+      readOnly: true
+    {{- end }}
+    {{- if $tls.outbound }}
+    - name: bloscar-tls-outbound
+      mountPath: {{ $tls.outbound }}
+      readOnly: true
+    {{- end }}
+  {{- end }}
   securityContext:
     runAsNonRoot: true
     {{- if not (kindIs "invalid" $s.securityContext.runAsUser) }}
@@ -150,6 +194,55 @@ configured sidecar.type and nothing in the other:
         - ALL
     seccompProfile:
       type: RuntimeDefault
+{{- end }}
+
+{{/*
+Where the TLS Secrets of ROLE's sidecar are mounted, as YAML: inbound and outbound are
+each a directory, or empty when that side is cleartext (or the role does not run it).
+Fails on settings that cannot work.
+*/}}
+{{- define "bloscar.tls" -}}
+{{- $t := .values.tls -}}
+{{- $inbound := and (has .role (list "inbound" "both")) $t.inbound.secretName -}}
+{{- $outbound := and (has .role (list "outbound" "both")) $t.outbound.secretName -}}
+{{- if and $t.inbound.clientAuth (not $t.inbound.secretName) -}}
+{{- fail "bloscar: tls.inbound.clientAuth needs tls.inbound.secretName (the Secret's ca.crt checks client certificates)" -}}
+{{- end -}}
+{{- if and $t.inbound.allowedSans (not $t.inbound.clientAuth) -}}
+{{- fail "bloscar: tls.inbound.allowedSans needs tls.inbound.clientAuth" -}}
+{{- end -}}
+{{- if and $t.outbound.clientCert (not $t.outbound.secretName) -}}
+{{- fail "bloscar: tls.outbound.clientCert needs tls.outbound.secretName" -}}
+{{- end -}}
+{{- if and $t.outbound.serverName (not $t.outbound.secretName) -}}
+{{- fail "bloscar: tls.outbound.serverName needs tls.outbound.secretName" -}}
+{{- end -}}
+inbound: {{ if $inbound }}{{ printf "%s/inbound" $t.mountPath | quote }}{{ else }}""{{ end }}
+outbound: {{ if $outbound }}{{ printf "%s/outbound" $t.mountPath | quote }}{{ else }}""{{ end }}
+{{- end }}
+
+{{/*
+The pod volumes the sidecar's TLS Secrets need, as list items for the pod's volumes
+(nothing when the hop is cleartext). Same argument as bloscar.sidecar:
+
+  volumes:
+    - name: app-data
+      ...
+    {{- include "bloscar.volumes" $args | nindent 4 }}
+*/}}
+{{- define "bloscar.volumes" -}}
+{{- $v := .values | default .root.Values -}}
+{{- $tls := include "bloscar.tls" (dict "values" $v "role" (.role | default "inbound")) | fromYaml -}}
+{{- if $tls.inbound }}
+- name: bloscar-tls-inbound
+  secret:
+    secretName: {{ $v.tls.inbound.secretName }}
+{{- end }}
+{{- if $tls.outbound }}
+- name: bloscar-tls-outbound
+  secret:
+    secretName: {{ $v.tls.outbound.secretName }}
+{{- end }}
 {{- end }}
 
 {{/* The sidecar when sidecar.type is native (for initContainers), else nothing. */}}

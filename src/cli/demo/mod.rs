@@ -135,6 +135,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         stream_idle_timeout: config.stream_idle_timeout,
         limits: bloscar::sidecar::listener_limits(&config),
         memory: memory.clone(),
+        hop_tls: Default::default(),
     };
 
     eprintln!(

@@ -6,17 +6,16 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use h2::client::SendRequest;
-use http::{Request, Response, Uri};
-use http_body::Body;
-use hyper_util::client::legacy::connect::HttpConnector;
-use tower_service::Service;
-
 use super::body::H2Body;
+use super::dial::Dial;
 use super::pump::RequestPump;
 use crate::error::BoxError;
 use crate::layer::BoxBody;
+use crate::tls::Alpn;
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::{Request, Response};
+use http_body::Body;
 
 /// A live connection: where new streams go, and whether its driver has ended.
 #[derive(Clone)]
@@ -33,18 +32,16 @@ impl Live {
 
 /// Sends calls over one HTTP/2 connection to `target`.
 pub(super) struct H2Client {
-    connector: HttpConnector,
-    target: Uri,
+    dial: Dial,
     live: Mutex<Option<Live>>,
     /// One connection attempt at a time: calls that arrive meanwhile wait for it.
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl H2Client {
-    pub(super) fn new(connector: HttpConnector, target: Uri) -> H2Client {
+    pub(super) fn new(dial: Dial) -> H2Client {
         H2Client {
-            connector,
-            target,
+            dial,
             live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         }
@@ -81,20 +78,21 @@ impl H2Client {
     }
 
     async fn connect(&self) -> Result<Live, BoxError> {
-        let io = self.connector.clone().call(self.target.clone()).await?;
+        let io = self.dial.connect(Alpn::H2).await?;
+        let (io, flusher) = super::super::turn_write::gathered(io);
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(super::super::STREAM_WINDOW)
             .initial_connection_window_size(super::super::CONNECTION_WINDOW)
             .max_frame_size(super::super::MAX_FRAME)
             .max_send_buffer_size(super::super::SEND_BUFFER)
             .enable_push(false)
-            .handshake::<_, Bytes>(super::super::coalesced(io.into_inner()))
+            .handshake::<_, Bytes>(io)
             .await?;
         let closed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&closed);
-        let target = self.target.clone();
+        let target = self.dial.target().clone();
         tokio::spawn(async move {
-            match connection.await {
+            match flusher.around(connection).await {
                 Ok(()) => tracing::debug!(forward = %target, "upstream connection closed"),
                 Err(err) => {
                     tracing::debug!(forward = %target, error = %err, "upstream connection failed")
@@ -102,7 +100,7 @@ impl H2Client {
             }
             flag.store(true, Ordering::Release);
         });
-        tracing::debug!(forward = %self.target, "upstream connection open");
+        tracing::debug!(forward = %self.dial.target(), "upstream connection open");
         Ok(Live { send, closed })
     }
 

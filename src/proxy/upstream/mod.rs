@@ -18,6 +18,7 @@
 //! listener's connection limit.
 
 mod body;
+mod dial;
 mod h2_client;
 mod pump;
 
@@ -36,6 +37,8 @@ use tokio::sync::Semaphore;
 use tower_service::Service;
 
 pub use self::body::{H2Body, UpstreamBody};
+pub use self::dial::DialTls;
+use self::dial::{Dial, FixedConnector};
 use self::h2_client::H2Client;
 use super::headers::strip_hop_by_hop;
 use crate::error::BoxError;
@@ -56,32 +59,10 @@ const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_RETRIES: u32 = 3;
 
-/// Connects every request to one configured address, whatever its URI says.
-#[derive(Clone)]
-pub struct FixedConnector {
-    inner: HttpConnector,
-    target: Uri,
-}
-
-impl Service<Uri> for FixedConnector {
-    type Response = <HttpConnector as Service<Uri>>::Response;
-    type Error = <HttpConnector as Service<Uri>>::Error;
-    type Future = <HttpConnector as Service<Uri>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        self.inner.call(self.target.clone())
-    }
-}
-
 /// The tower service that sends requests to the upstream and returns its responses.
 #[derive(Clone)]
 pub struct Upstream {
-    connector: HttpConnector,
-    target: Uri,
+    dial: Dial,
     h2: Arc<H2Client>,
     h1: Client<FixedConnector, BoxBody>,
     h1_slots: Arc<Semaphore>,
@@ -89,8 +70,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for `forward` (`host:port`).
-    pub fn new(forward: &str) -> Result<Upstream, http::Error> {
+    /// A client for `forward` (`host:port`), over TLS with `tls`.
+    pub fn new(forward: &str, tls: Option<DialTls>) -> Result<Upstream, http::Error> {
         let forward: Authority = forward.parse()?;
         let target = Uri::builder()
             .scheme(Scheme::HTTP)
@@ -103,17 +84,14 @@ impl Upstream {
         connector.set_keepalive(Some(KEEP_ALIVE_IDLE));
         connector.set_keepalive_interval(Some(KEEP_ALIVE_INTERVAL));
         connector.set_keepalive_retries(Some(KEEP_ALIVE_RETRIES));
+        let dial = Dial::new(connector, target, tls);
         Ok(Upstream {
-            h2: Arc::new(H2Client::new(connector.clone(), target.clone())),
+            h2: Arc::new(H2Client::new(dial.clone())),
             h1: Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
-                .build(FixedConnector {
-                    inner: connector.clone(),
-                    target: target.clone(),
-                }),
-            connector,
-            target,
+                .build(FixedConnector { dial: dial.clone() }),
+            dial,
             h1_slots: Arc::new(Semaphore::new(MAX_H1_IN_FLIGHT)),
             forward,
         })
@@ -126,10 +104,9 @@ impl Upstream {
     /// flight over all of them.
     pub fn with_own_connections(&self) -> Upstream {
         Upstream {
-            h2: Arc::new(H2Client::new(self.connector.clone(), self.target.clone())),
+            h2: Arc::new(H2Client::new(self.dial.clone())),
             h1: self.h1.clone(),
-            connector: self.connector.clone(),
-            target: self.target.clone(),
+            dial: self.dial.clone(),
             h1_slots: Arc::clone(&self.h1_slots),
             forward: self.forward.clone(),
         }
