@@ -11,6 +11,8 @@
 #   gzip-direct  direct, with gzip requests (tritonclient) and compressed responses (Triton)
 #   gzip-pair    gzip-direct's apps, through a bloscar pair
 #   pair-off     the pair with compression off (BLOSCAR_MIN_TENSOR_BYTES=1GiB): proxy cost
+#   http-direct  tritonclient[http] (KServe v2 REST, binary tensors) -> link -> Triton
+#   http-pair    http-direct's client through a bloscar pair
 #
 # Needs root (ip netns, tc). Prints Markdown tables; docs/link-benchmark.md explains them.
 # Run with --help for the options.
@@ -25,8 +27,9 @@ Usage: scripts/bench-link.sh [options]
   --links LIST          links to measure, in order (default unshaped,1gbit,100mbit);
                         each is "unshaped" or a rate such as 100mbit, 2.5gbit
   --rounds N            measured rounds per link (default 15; --quick: 3)
-  --modes LIST          among direct,pair,baseline,gzip-direct,gzip-pair,pair-off
-                        (default: all of them; baseline only with --baseline)
+  --modes LIST          among direct,pair,baseline,gzip-direct,gzip-pair,pair-off,
+                        http-direct,http-pair (default: all but the http ones;
+                        baseline only with --baseline)
   --tensors LIST        among frames_u8,imagenet_f32,imagenet_f16,activations_f32,
                         masks_bool,superpixels_i32,classes_u8 (default: all)
   --bloscar PATH        the binary under test (default $CARGO_TARGET_DIR/release/bloscar,
@@ -40,6 +43,10 @@ Usage: scripts/bench-link.sh [options]
   --out DIR             tensors, logs and per-link records
                         (default $CARGO_TARGET_DIR/bench-link)
   --json-out FILE       every figure as JSON (default OUT/bench-link.json)
+  --netns-prefix P      names of the namespaces (P-client, P-server) and veths (P-c,
+                        P-s); default blink. A run deletes its own namespaces first and
+                        last, so two runs at once need different prefixes (at most 12
+                        characters)
   -h, --help            this text
 EOF
 }
@@ -60,6 +67,7 @@ baseline_link_mbps=auto
 quick=0
 out=$target_dir/bench-link
 json_out=
+netns_prefix=blink
 while (($#)); do
     case $1 in
         --links) links=${2:?}; shift 2 ;;
@@ -72,6 +80,7 @@ while (($#)); do
         --quick) quick=1; shift ;;
         --out) out=${2:?}; shift 2 ;;
         --json-out) json_out=${2:?}; shift 2 ;;
+        --netns-prefix) netns_prefix=${2:?}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
@@ -87,6 +96,7 @@ if [[ -z $modes ]]; then
 fi
 json_out=${json_out:-$out/bench-link.json}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds needs a whole number above 0"
+[[ $netns_prefix =~ ^[a-zA-Z0-9][a-zA-Z0-9_-]{0,11}$ ]] || die "--netns-prefix: 1 to 12 letters, digits, - or _"
 [[ $baseline_link_mbps =~ ^(auto|default|[0-9]+(\.[0-9]+)?)$ ]] || die "--baseline-link-mbps: auto, default or a number"
 
 IFS=, read -ra mode_list <<<"$modes"
@@ -97,10 +107,12 @@ has_mode() {
     return 1
 }
 for m in "${mode_list[@]}"; do
-    case $m in direct | pair | baseline | gzip-direct | gzip-pair | pair-off) ;; *) die "unknown mode $m" ;; esac
+    case $m in direct | pair | baseline | gzip-direct | gzip-pair | pair-off | http-direct | http-pair) ;;
+        *) die "unknown mode $m" ;;
+    esac
 done
 [[ $EUID -eq 0 ]] || die "needs root (ip netns, tc)"
-if has_mode pair || has_mode gzip-pair || has_mode pair-off; then
+if has_mode pair || has_mode gzip-pair || has_mode pair-off || has_mode http-pair; then
     [[ -x $bloscar ]] || die "no binary at $bloscar (cargo build --release --locked --bin bloscar, or --bloscar PATH)"
     bloscar=$(realpath "$bloscar")
 fi
@@ -123,13 +135,14 @@ for link in "${link_list[@]}"; do rate_mbps "$link" >/dev/null; done
 # A configuration inherited from the caller's shell would change what is measured.
 while read -r var; do unset "$var"; done < <(compgen -e | grep '^BLOSCAR_' || true)
 
-ns_client=blink-client
-ns_server=blink-server
-veth_client=blink-c
-veth_server=blink-s
+ns_client=$netns_prefix-client
+ns_server=$netns_prefix-server
+veth_client=$netns_prefix-c
+veth_server=$netns_prefix-s
 ip_client=10.77.0.1
 ip_server=10.77.0.2
-triton_port=8001     # Triton, no response compression (HTTP +1, metrics +2)
+triton_port=8001     # Triton, no response compression (HTTP/REST +1, metrics +2)
+triton_http_port=$((triton_port + 1))
 triton_rc_port=8011  # Triton with response compression, for the gzip modes
 mkdir -p "$out/logs"
 out=$(realpath "$out")
@@ -189,8 +202,9 @@ shape() {
 start_triton() {
     local name=$1 port=$2 compression=$3
     rm -f "$logs/$name.ready"
+    # HTTP/REST on all addresses too: the http modes reach it over the link.
     start "$name" "$ns_server" "$python" scripts/bench_link/server.py --manifest "$tensor_dir/manifest.json" \
-        --grpc-port "$port" --ready-file "$logs/$name.ready" --response-compression "$compression"
+        --grpc-port "$port" --http-address 0.0.0.0 --ready-file "$logs/$name.ready" --response-compression "$compression"
     local pid=$started_pid
     for ((i = 0; i < 600; i++)); do
         [[ -f $logs/$name.ready ]] && return 0
@@ -213,6 +227,7 @@ declare -A pair_ports=(
     [gzip-pair]="9442 9443 $triton_rc_port"
     [baseline]="9444 9445 $triton_port"
     [pair-off]="9446 9447 $triton_port"
+    [http-pair]="9448 9449 $triton_http_port"
 )
 
 # start_pair MODE LINK: starts MODE's inbound (server ns) and outbound (client ns) sidecar.
@@ -265,6 +280,7 @@ for link in "${link_list[@]}"; do
         case $mode in
             direct) client_args+=(--mode "direct=$ip_server:$triton_port") ;;
             gzip-direct) client_args+=(--mode "gzip-direct=$ip_server:$triton_rc_port,gzip") ;;
+            http-direct) client_args+=(--mode "http-direct=http://$ip_server:$triton_http_port") ;;
             *)
                 start_pair "$mode" "$link"
                 read -r in_port out_port _ <<<"${pair_ports[$mode]}"
@@ -272,6 +288,7 @@ for link in "${link_list[@]}"; do
                 wait_ready "$ns_client" $((out_port + 100)) "$mode-outbound-$link"
                 target=127.0.0.1:$out_port
                 [[ $mode == gzip-pair ]] && target+=,gzip
+                [[ $mode == http-pair ]] && target=http://$target
                 client_args+=(--mode "$mode=$target"
                     --metrics "$mode outbound=http://127.0.0.1:$((out_port + 100))/metrics"
                     --metrics "$mode inbound=http://$ip_server:$((in_port + 100))/metrics")

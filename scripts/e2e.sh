@@ -5,9 +5,10 @@
 #   scripts/e2e.sh            build bloscar, make the Python venvs, run every case
 #   scripts/e2e.sh --direct   the same cases without sidecars (the baseline)
 #
-# Without arguments, the Triton cases then run a second time with mutual TLS between the
-# sidecars (--hop-mtls; certificates made for the run with the openssl command line):
-# TLS must not change a byte the apps see, and the inbound must refuse no handshake.
+# Without arguments, the Triton cases (gRPC and KServe v2 REST) then run a second time with
+# mutual TLS between the sidecars (--hop-mtls; certificates made for the run with the
+# openssl command line): TLS must not change a byte the apps see, and the inbound must
+# refuse no handshake.
 #
 # Extra arguments go to tests/e2e/run.py (see its --help). The sidecars are a release
 # build, as deployed: the auto setting times real compression to decide whether it pays,
@@ -35,4 +36,4 @@ fi
 # Only the Triton cases, without the link guard: TLS is a property of the hop, which one
 # server shows as well as four.
 .venvs/pytriton/bin/python tests/e2e/run.py --bloscar "$bloscar" \
-    --servers triton,triton-rc --no-link-guard --hop-mtls
+    --servers triton,triton-rc,triton-http --no-link-guard --hop-mtls

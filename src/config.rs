@@ -127,6 +127,14 @@ const MAX_MESSAGE_BYTES: Variable = var(
     "largest gRPC message accepted, after any decompression (messages stream through, \
      so the default is gRPC's own maximum); larger ones fail with RESOURCE_EXHAUSTED",
 );
+const MAX_HTTP_BODY_BYTES: Variable = var(
+    "BLOSCAR_MAX_HTTP_BODY_BYTES",
+    "268435456",
+    "a size from 1 byte to 4 GiB - 1: bytes, or a number with KiB, MiB or GiB",
+    "largest KServe v2 REST inference body (`POST /v2/models/{name}/infer`) held whole to \
+     compress or restore it (its JSON header must be read before its tensors can be found); \
+     a larger request fails with HTTP 413, a larger response passes as it is",
+);
 const MEMORY_BUDGET: Variable = var(
     "BLOSCAR_MEMORY_BUDGET",
     "(half the container's memory limit, else 1 GiB)",
@@ -230,6 +238,7 @@ pub const VARIABLES: &[Variable] = &[
     CODEC,
     MIN_TENSOR_BYTES,
     MAX_MESSAGE_BYTES,
+    MAX_HTTP_BODY_BYTES,
     MEMORY_BUDGET,
     UNKNOWN_PEER,
     LINK_MBPS,
@@ -375,6 +384,8 @@ pub struct Config {
     pub min_tensor_bytes: usize,
     /// Largest gRPC message buffered, after decompression.
     pub max_message_bytes: usize,
+    /// Largest KServe v2 REST inference body held whole.
+    pub max_http_body_bytes: usize,
     /// Message bytes held in flight at most; `None`: derived from the container's memory
     /// limit when the sidecar starts ([`crate::budget::host::default_budget`]).
     pub memory_budget: Option<usize>,
@@ -494,6 +505,7 @@ struct RawConfig {
     codec: Option<String>,
     min_tensor_bytes: Option<String>,
     max_message_bytes: Option<String>,
+    max_http_body_bytes: Option<String>,
     memory_budget: Option<String>,
     unknown_peer: Option<String>,
     link_mbps: Option<String>,
@@ -581,6 +593,9 @@ impl Config {
         let max_message_bytes = parse(MAX_MESSAGE_BYTES, raw.max_message_bytes, |s| {
             parse_size(s).filter(|&n| (1..=u32::MAX as usize).contains(&n))
         })?;
+        let max_http_body_bytes = parse(MAX_HTTP_BODY_BYTES, raw.max_http_body_bytes, |s| {
+            parse_size(s).filter(|&n| (1..=u32::MAX as usize).contains(&n))
+        })?;
         let memory_budget = match raw.memory_budget {
             None => None,
             Some(value) => Some(parse(MEMORY_BUDGET, Some(value), |s| {
@@ -653,6 +668,7 @@ impl Config {
             codec,
             min_tensor_bytes,
             max_message_bytes,
+            max_http_body_bytes,
             memory_budget,
             unknown_peer,
             link_mbps,

@@ -321,6 +321,7 @@ pub fn proxies_of(
         forward: forward.clone(),
         codec: Arc::clone(&codec),
         max_message_bytes: config.max_message_bytes,
+        max_http_body_bytes: config.max_http_body_bytes,
         unknown_peer: config.unknown_peer,
         // The outbound's peer may be a headless Service; the inbound's app is local, and
         // its name (if any) is resolved the same way with the system's configuration.

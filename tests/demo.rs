@@ -36,11 +36,17 @@ fn demo_succeeds_and_compressible_tensors_use_fewer_link_bytes() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    // Progress goes to stderr, one line per tensor and path.
-    assert_eq!(stderr.matches("through bloscar...").count(), 4, "{stderr}");
+    // Progress goes to stderr, one line per tensor, path and protocol.
+    assert_eq!(stderr.matches("through bloscar...").count(), 8, "{stderr}");
 
+    // One row per tensor over gRPC, and one over HTTP (KServe v2 REST).
     let rows = rows(&stdout);
-    assert_eq!(rows.len(), 4, "{stdout}");
+    assert_eq!(rows.len(), 8, "{stdout}");
+    assert_eq!(
+        rows.iter().filter(|r| r[0].ends_with("(HTTP)")).count(),
+        4,
+        "{stdout}"
+    );
     let mb = |cell: &str| {
         cell.parse::<f64>()
             .unwrap_or_else(|_| panic!("not a number: {cell:?}"))

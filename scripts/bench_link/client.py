@@ -1,8 +1,11 @@
-"""The link benchmark's client: real tritonclient[grpc] ModelInfer round trips, one tensor
-per request, echoed back by Triton, in several modes (paths to Triton) on one link.
+"""The link benchmark's client: real tritonclient ModelInfer round trips, one tensor per
+request, echoed back by Triton, in several modes (paths to Triton) on one link.
 
-Each mode is a gRPC address and a request compression:
+Each mode is a gRPC address and a request compression, or (http://) the address of
+Triton's KServe v2 HTTP/REST endpoint, called by tritonclient[http] with the tensors in
+the binary extension both ways:
   MODE=HOST:PORT[,gzip]     e.g. direct=10.77.0.2:8001  pair=127.0.0.1:9441
+  MODE=http://HOST:PORT     e.g. http-direct=http://10.77.0.2:8002
 Rounds interleave the modes (for each round, each tensor, every mode once, in an order
 that rotates round by round) so all modes see the same machine load. Before the rounds,
 unmeasured calls per tensor and mode warm the connections, let the outbound sidecar
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import np_to_triton_dtype
 
 
@@ -40,9 +44,19 @@ class Mismatch(Exception):
 def parse_mode(text: str) -> tuple:
     name, _, target = text.partition("=")
     address, _, compression = target.partition(",")
-    if not name or not address or compression not in ("", "gzip"):
-        raise argparse.ArgumentTypeError(f"expected MODE=HOST:PORT[,gzip], got {text!r}")
+    http = address.startswith("http://")
+    if not name or not address or compression not in ("", "gzip") or (http and compression):
+        raise argparse.ArgumentTypeError(f"expected MODE=HOST:PORT[,gzip] or MODE=http://HOST:PORT, got {text!r}")
     return name, address, compression or None
+
+
+def connect(address: str):
+    """A tritonclient for ADDRESS: HTTP/REST for http://HOST:PORT, gRPC otherwise."""
+    if address.startswith("http://"):
+        # One connection: the calls are sequential, as the gRPC client's are on its channel.
+        return httpclient.InferenceServerClient(url=address.removeprefix("http://"), concurrency=1,
+                                                network_timeout=600.0, connection_timeout=600.0)
+    return grpcclient.InferenceServerClient(url=address)
 
 
 def parse_label(text: str) -> tuple:
@@ -62,6 +76,14 @@ def link_bytes(veth: str | None) -> int:
 
 def round_trip(client, name: str, array: np.ndarray, compression) -> tuple:
     """One ModelInfer of tensor NAME; returns (seconds, the answer)."""
+    if isinstance(client, httpclient.InferenceServerClient):
+        request = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        request.set_data_from_numpy(array, binary_data=True)
+        wanted = [httpclient.InferRequestedOutput(f"{name}_echo", binary_data=True)]
+        start = time.perf_counter()
+        result = client.infer(name, [request], outputs=wanted)
+        elapsed = time.perf_counter() - start
+        return elapsed, result.as_numpy(f"{name}_echo")
     request = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
     request.set_data_from_numpy(array)
     wanted = [grpcclient.InferRequestedOutput(f"{name}_echo")]
@@ -111,7 +133,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown tensors {unknown}; known: {', '.join(manifest)}")
     arrays = {n: np.load(args.tensors_dir / f"{n}.npy") for n in names}
-    clients = {mode: grpcclient.InferenceServerClient(url=address) for mode, address, _ in args.modes}
+    clients = {mode: connect(address) for mode, address, _ in args.modes}
     compression = {mode: algorithm for mode, _, algorithm in args.modes}
     modes = list(clients)
 

@@ -4,7 +4,8 @@ and one JSON file.
 Usage: python report.py --json-out ALL.json LINK.json...      (standard library only)
 
 Per link: one row per tensor with its size, the median round trip per mode, the
-speed-ups of pair over direct and over baseline, then the link bytes per call per mode,
+speed-ups of pair over direct and over baseline (and of http-pair over http-direct when
+both ran), then the link bytes per call per mode,
 then the pass total (sum of the per-tensor medians) per mode, and the sidecars' metrics.
 """
 
@@ -41,16 +42,20 @@ def link_report(record: dict) -> str:
     tensors = record["tensors"]
     out = [f"### Link: {record['link']} ({record['rounds']} rounds, median ms per ModelInfer round trip)", ""]
 
-    head = ["tensor", "MB", *modes, "pair vs direct", "pair vs baseline"]
+    # (faster, slower reference): the speed-up columns.
+    versus = [("pair", "direct"), ("pair", "baseline")]
+    if "http-pair" in modes and "http-direct" in modes:
+        versus.append(("http-pair", "http-direct"))
+    head = ["tensor", "MB", *modes, *(f"{a} vs {b}" for a, b in versus)]
     rows = []
     for name, t in tensors.items():
         ms = t["median_ms"]
         rows.append([name, f"{t['bytes'] / 1e6:.2f}", *(f"{ms[m]:.1f}" for m in modes),
-                     ratio(ms.get("direct"), ms.get("pair")), ratio(ms.get("baseline"), ms.get("pair"))])
+                     *(ratio(ms.get(b), ms.get(a)) for a, b in versus)])
     totals = {m: sum(t["median_ms"][m] for t in tensors.values()) for m in modes}
     rows.append(["**pass total**", f"{sum(t['bytes'] for t in tensors.values()) / 1e6:.2f}",
                  *(f"{totals[m]:.1f}" for m in modes),
-                 ratio(totals.get("direct"), totals.get("pair")), ratio(totals.get("baseline"), totals.get("pair"))])
+                 *(ratio(totals.get(b), totals.get(a)) for a, b in versus)])
     out.append(markdown(head, rows))
 
     if all(t.get("link_bytes_per_call") for t in tensors.values()):

@@ -2,8 +2,8 @@
 tensor: model NAME takes input NAME (its dtype, any shape of its rank) and returns it
 unchanged as NAME_echo, so the client can check every answer bit for bit.
 
-Serves gRPC on --grpc-address:--grpc-port (HTTP and metrics on 127.0.0.1, the ports
-after it), writes {"pid": ...} to --ready-file once the models are loaded, and serves
+Serves gRPC on --grpc-address:--grpc-port, KServe v2 HTTP/REST on --http-address
+(default 127.0.0.1) at the port after it, metrics on 127.0.0.1 at the next; writes {"pid": ...} to --ready-file once the models are loaded, and serves
 until SIGTERM/SIGINT. --response-compression sets Triton's
 grpc_infer_response_compression_level, the only response compression setting Triton has
 (gRPC core turns the level into an algorithm among those the client accepts; tritonclient
@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--manifest", required=True, help="manifest.json written by tensors.py")
     parser.add_argument("--grpc-address", default="0.0.0.0")
     parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-address", default="127.0.0.1",
+                        help="the HTTP/REST listener's address (its port: --grpc-port + 1)")
     parser.add_argument("--ready-file", required=True)
     parser.add_argument("--response-compression", default="none", choices=["none", "low", "medium", "high"])
     args = parser.parse_args()
@@ -47,7 +49,7 @@ def main() -> int:
     config = TritonConfig(
         grpc_address=args.grpc_address,
         grpc_port=args.grpc_port,
-        http_address="127.0.0.1",
+        http_address=args.http_address,
         http_port=args.grpc_port + 1,
         metrics_address="127.0.0.1",
         metrics_port=args.grpc_port + 2,

@@ -23,6 +23,7 @@ fn defaults_serve_an_inbound_sidecar() {
     assert_eq!(c.codec, CodecSetting::Auto);
     assert_eq!(c.min_tensor_bytes, 10 * 1024);
     assert_eq!(c.max_message_bytes, u32::MAX as usize);
+    assert_eq!(c.max_http_body_bytes, 256 << 20);
     assert_eq!(c.memory_budget, None);
     assert_eq!(c.unknown_peer, UnknownPeer::Identity);
     assert_eq!(c.link_mbps, None);
@@ -499,6 +500,7 @@ fn every_variable_is_read() {
         ("BLOSCAR_CODEC", "zstd:1:bit"),
         ("BLOSCAR_MIN_TENSOR_BYTES", "1"),
         ("BLOSCAR_MAX_MESSAGE_BYTES", "2"),
+        ("BLOSCAR_MAX_HTTP_BODY_BYTES", "1MiB"),
         ("BLOSCAR_MEMORY_BUDGET", "64MiB"),
         ("BLOSCAR_UNKNOWN_PEER", "encode"),
         ("BLOSCAR_LINK_MBPS", "10"),

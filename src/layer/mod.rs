@@ -28,6 +28,7 @@ pub mod link;
 pub mod negotiate;
 mod peer;
 mod pipeline;
+mod rest;
 mod role;
 mod whole;
 
@@ -78,7 +79,13 @@ struct Shared {
     role: Role,
     codec: Arc<MessageCodec>,
     max_message_bytes: usize,
+    /// Largest KServe v2 REST inference body held whole.
+    max_http_body_bytes: usize,
     peer: PeerCapability,
+    /// Outbound: whether the peer reads `Content-Encoding: bloscar` on REST bodies,
+    /// learned from its REST responses only (a peer whose sidecar predates REST support
+    /// advertises `bloscar` for gRPC alone).
+    rest_peer: PeerCapability,
     metrics: Arc<Metrics>,
     /// Bounds the Blosc jobs running at once across all streams of the layer.
     jobs: Arc<Semaphore>,
@@ -119,7 +126,9 @@ impl BloscarLayer {
                 role,
                 codec,
                 max_message_bytes: u32::MAX as usize,
+                max_http_body_bytes: rest::DEFAULT_MAX_BODY,
                 peer: PeerCapability::new(UnknownPeer::default()),
+                rest_peer: PeerCapability::new(UnknownPeer::Identity),
                 metrics: Arc::new(Metrics::new()),
                 jobs: Arc::new(Semaphore::new(job_slots())),
                 link: Arc::new(LinkEstimator::new()),
@@ -144,6 +153,12 @@ impl BloscarLayer {
     /// Largest gRPC message accepted, after any decompression.
     pub fn max_message_bytes(self, max: usize) -> Self {
         self.with(|s| s.max_message_bytes = max)
+    }
+
+    /// Largest KServe v2 REST inference body held whole to compress or restore it: a
+    /// larger request fails with HTTP 413, a larger response passes as it is.
+    pub fn max_http_body_bytes(self, max: usize) -> Self {
+        self.with(|s| s.max_http_body_bytes = max)
     }
 
     /// How the outbound side treats a peer whose capability it has not seen yet.
@@ -184,7 +199,9 @@ impl BloscarLayer {
             role: shared.role,
             codec: Arc::clone(&shared.codec),
             max_message_bytes: shared.max_message_bytes,
+            max_http_body_bytes: shared.max_http_body_bytes,
             peer: PeerCapability::new(UnknownPeer::default()),
+            rest_peer: PeerCapability::new(UnknownPeer::Identity),
             metrics: Arc::clone(&shared.metrics),
             jobs: Arc::clone(&shared.jobs),
             link: Arc::new(LinkEstimator::new()),
@@ -247,6 +264,9 @@ where
         // The service polled ready takes this call; a fresh clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if let Some(model) = rest::infer_model(&request) {
+            return rest::call(Arc::clone(&self.shared), inner, request, model);
+        }
         if !grpc::is_grpc(request.headers()) {
             let future = inner.call(request.map(boxed));
             return Box::pin(future.map(|result| {

@@ -64,6 +64,8 @@ pub struct ProxySettings {
     pub codec: Arc<MessageCodec>,
     /// Largest gRPC message buffered, after any decompression.
     pub max_message_bytes: usize,
+    /// Largest KServe v2 REST inference body held whole.
+    pub max_http_body_bytes: usize,
     /// Outbound: how to treat a peer whose capability is not known yet.
     pub unknown_peer: UnknownPeer,
     /// How the forward address's name is resolved into endpoints.

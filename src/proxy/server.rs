@@ -47,6 +47,7 @@ static RESET_FLOOD: LogSite = LogSite::new("proxy_reset_flood");
 fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
     BloscarLayer::new(settings.role, Arc::clone(&settings.codec))
         .max_message_bytes(settings.max_message_bytes)
+        .max_http_body_bytes(settings.max_http_body_bytes)
         .unknown_peer(settings.unknown_peer)
         .stream_idle_timeout(settings.stream_idle_timeout)
         .peer_name(&settings.forward)

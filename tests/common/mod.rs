@@ -121,6 +121,7 @@ impl Proxy {
             forward: forward.to_string(),
             codec: codec(),
             max_message_bytes: MAX_MESSAGE,
+            max_http_body_bytes: MAX_MESSAGE,
             unknown_peer,
             resolve: Default::default(),
             stream_idle_timeout: None,

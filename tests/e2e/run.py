@@ -9,8 +9,10 @@ The relay (relay.py) counts the bytes on every hop: "app bytes" are what the cli
 exchanged with its sidecar, "link bytes" what crossed between the sidecars, "server bytes"
 what the inbound sidecar exchanged with the server (smaller than app bytes when the server
 compresses its responses: the sidecars decode them and the client gets identity). Servers: Triton (nvidia-
-pytriton) without and with its response compression, and a TF Serving Predict echo server
-without and with gzip responses. Each client prints one JSON line per case.
+pytriton) without and with its response compression, Triton's HTTP endpoint (KServe v2
+REST: tritonclient[http] with binary and JSON tensors, with and without its own request and
+response compression, and a client that writes the binary extension by hand), and a TF
+Serving Predict echo server without and with gzip responses. Each client prints one JSON line per case.
 
 Then the link guard (link_cases.py): two more sidecar pairs in front of the Triton server,
 with the default configuration, one over a link the relay paces at --throttle-mbit and
@@ -57,7 +59,11 @@ SERVERS = {
     "triton-rc": ("triton_server.py", PYTRITON, "high", "triton_cases.py"),
     "tfs": ("tfs_echo_server.py", TFS, "none", "tfs_cases.py"),
     "tfs-rc": ("tfs_echo_server.py", TFS, "gzip", "tfs_cases.py"),
+    "triton-http": ("triton_server.py", PYTRITON, "none", "triton_http_cases.py"),
 }
+# Suites that talk to another suite's server on another of its ports (Triton serves
+# KServe v2 over HTTP beside gRPC): name -> (server, key in its ports file).
+VIEWS = {"triton-http": ("triton", "http")}
 
 
 def free_port() -> int:
@@ -292,6 +298,9 @@ def main() -> int:
     parser.add_argument("--metrics-out", help="keep each sidecar's /metrics after its cases in this directory")
     parser.add_argument("--no-link-guard", action="store_true", help="leave out the link guard")
     parser.add_argument("--throttle-mbit", type=float, default=40, help="the link guard's paced link (Mbit/s)")
+    parser.add_argument("--pace", action="append", default=[], metavar="SUITE=MBIT",
+                        help="pace SUITE's link between the sidecars (or to the server, with --direct) "
+                             "at MBIT Mbit/s each way; repeatable")
     parser.add_argument("--hop-tls", action="store_true", help="TLS between the sidecars")
     parser.add_argument("--hop-mtls", action="store_true", help="mutual TLS between the sidecars")
     args = parser.parse_args()
@@ -308,7 +317,10 @@ def main() -> int:
     servers = [s for s in args.servers.split(",") if s]
     link_guard = not args.direct and not args.no_link_guard
     # The link guard talks to Triton (without response compression) through its own pairs.
-    backends = servers + (["triton"] if link_guard and "triton" not in servers else [])
+    backends = [s for s in servers if s not in VIEWS]
+    backends += [VIEWS[s][0] for s in servers if s in VIEWS and VIEWS[s][0] not in backends]
+    if link_guard and "triton" not in backends:
+        backends.append("triton")
     records: list = []
     verdicts: list = []
     failed = []
@@ -322,7 +334,9 @@ def main() -> int:
             script, python, rc, _ = SERVERS[name]
             procs.start(name, [python, script, "--ports-file", logdir / f"{name}.ports",
                                "--response-compression", rc])
-        backend = {name: wait_for_file(logdir / f"{name}.ports", procs, 300)["grpc"] for name in backends}
+        ports = {name: wait_for_file(logdir / f"{name}.ports", procs, 300) for name in backends}
+        backend = {name: ports[name]["grpc"] for name in backends}
+        backend.update({name: ports[server][key] for name, (server, key) in VIEWS.items() if name in servers})
         log("servers ready: " + ", ".join(f"{n}=:{p}" for n, p in backend.items()))
 
         inbound = {name: free_port() for name in servers}
@@ -345,7 +359,8 @@ def main() -> int:
             routes.append(f"app-guard-paced=127.0.0.1:{outbound['guard-paced']}")
         procs.start("relay", [sys.executable, "relay.py", "--ports-file", logdir / "relay.ports",
                               *[a for r in routes for a in ("--route", r)],
-                              *(["--rate", f"link-guard-paced={args.throttle_mbit:g}"] if link_guard else [])])
+                              *(["--rate", f"link-guard-paced={args.throttle_mbit:g}"] if link_guard else []),
+                              *[a for p in args.pace for a in ("--rate", f"link-{p}")]])
         relay = wait_for_file(logdir / "relay.ports", procs, 10)
 
         admin_in, admin_out = {}, {}
@@ -380,7 +395,7 @@ def main() -> int:
                 metrics_dir = Path(args.metrics_out or logdir)
                 metrics_dir.mkdir(parents=True, exist_ok=True)
                 failed += check_metrics(name, {"inbound": admin_in[name], "outbound": admin_out[name]},
-                                        metrics_dir, 2 if name == "triton" else 1)
+                                        metrics_dir, 2 if name.startswith("triton") else 1)
                 if hop_tls[0]:
                     failed += check_hop_tls(name, admin_in[name])
         if link_guard:

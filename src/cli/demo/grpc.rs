@@ -127,18 +127,22 @@ impl Client {
 type EchoBody =
     StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
-/// Serves the identity model on `listener`: every ModelInfer request comes back as the
-/// response carrying its inputs as outputs.
+/// Serves the identity model on `listener`: every ModelInfer request (gRPC) or REST
+/// inference request (HTTP/1.1) comes back as the response carrying its inputs as outputs.
 pub async fn serve_echo(listener: TcpListener) {
     while let Ok((stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            // HTTP/1.1 too: the model answers KServe v2 REST as well.
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http2()
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(8 << 20)
-                .max_frame_size(1 << 20)
-                .serve_connection(TokioIo::new(stream), service_fn(echo));
-            let _ = builder.await;
+                .max_frame_size(1 << 20);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service_fn(echo))
+                .await;
         });
     }
 }
@@ -164,6 +168,16 @@ fn grpc_response(data: Option<Bytes>, status: u32, message: &str) -> Response<Ec
 }
 
 async fn echo(request: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
+    if request.uri().path().starts_with("/v2/") {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let response = super::rest::respond(parts.uri.path(), &parts.headers, &body);
+        return Ok(response
+            .map(|body| StreamBody::new(futures_util::stream::iter(vec![Ok(Frame::data(body))]))));
+    }
     if request.uri().path() != kserve::MODEL_INFER {
         return Ok(grpc_response(
             None,

@@ -7,14 +7,16 @@
 //!
 //! An identity model (KServe v2 ModelInfer echo), both sidecars, two links throttled to
 //! the same bandwidth (one direct, one between the sidecars) and a client that sends
-//! realistic tensors both ways and checks every response bit for bit. Prints the bytes
-//! each link carried, latency and the codec chosen per tensor.
+//! realistic tensors both ways and checks every response bit for bit, over gRPC and over
+//! HTTP/1.1 (KServe v2 REST with the binary tensor extension). Prints the bytes each
+//! link carried, latency and the codec chosen per tensor and protocol.
 
 mod grpc;
 mod kserve;
 mod link;
 mod recording;
 mod report;
+mod rest;
 mod tensors;
 
 use std::future::pending;
@@ -128,6 +130,7 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         forward,
         codec: codec.clone(),
         max_message_bytes: config.max_message_bytes,
+        max_http_body_bytes: config.max_http_body_bytes,
         unknown_peer: UnknownPeer::Identity,
         resolve: Default::default(),
         stream_idle_timeout: config.stream_idle_timeout,
@@ -174,6 +177,9 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         .await
         .map_err(|e| e.to_string())?;
 
+    let mut direct_http = rest::Client::connect(direct.addr()).await?;
+    let mut bloscar_http = rest::Client::connect(outbound_addr).await?;
+
     let all = tensors::all(args.scale);
     let mut rows = Vec::new();
     for (i, tensor) in all.iter().enumerate() {
@@ -187,10 +193,12 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
         let request = kserve::infer_request("echo", &i.to_string(), tensor);
         let expected = kserve::echo_response(&request).map_err(|e| e.to_string())?;
         let direct_run = measure(
-            &mut direct_client,
+            Call::Grpc {
+                client: &mut direct_client,
+                request: &request,
+                expected: &expected,
+            },
             &direct,
-            &request,
-            &expected,
             args.rounds,
             None,
         )
@@ -202,16 +210,56 @@ async fn run(args: &DemoArgs) -> Result<Vec<Row>, String> {
             tensor.label
         );
         let bloscar_run = measure(
-            &mut bloscar_client,
+            Call::Grpc {
+                client: &mut bloscar_client,
+                request: &request,
+                expected: &expected,
+            },
             &between,
-            &request,
-            &expected,
             args.rounds,
             tuner.clone(),
         )
         .await?;
         rows.push(Row {
-            label: tensor.label,
+            label: tensor.label.to_owned(),
+            tensor_bytes: tensor.data.len() as u64,
+            direct: direct_run,
+            bloscar: bloscar_run,
+            codec: chooser.pick(tensor.name),
+        });
+        eprintln!(
+            "[{}/{}] {} over HTTP: direct, then through bloscar...",
+            i + 1,
+            all.len(),
+            tensor.label
+        );
+        // Its own model name: the tuner keys its choices by model, so the REST row
+        // shows the REST call's own pick.
+        let model = format!("echo-http-{i}");
+        let direct_run = measure(
+            Call::Rest {
+                client: &mut direct_http,
+                model: &model,
+                tensor,
+            },
+            &direct,
+            args.rounds,
+            None,
+        )
+        .await?;
+        let bloscar_run = measure(
+            Call::Rest {
+                client: &mut bloscar_http,
+                model: &model,
+                tensor,
+            },
+            &between,
+            args.rounds,
+            tuner.clone(),
+        )
+        .await?;
+        rows.push(Row {
+            label: format!("{} (HTTP)", tensor.label),
             tensor_bytes: tensor.data.len() as u64,
             direct: direct_run,
             bloscar: bloscar_run,
@@ -228,17 +276,48 @@ pub struct Measured {
     pub latency: Duration,
 }
 
+/// One timed call of the demo, by protocol.
+enum Call<'a> {
+    /// KServe v2 ModelInfer over gRPC.
+    Grpc {
+        client: &'a mut Client,
+        request: &'a [u8],
+        expected: &'a [u8],
+    },
+    /// KServe v2 REST inference with the binary tensor extension over HTTP/1.1.
+    Rest {
+        client: &'a mut rest::Client,
+        model: &'a str,
+        tensor: &'a tensors::DemoTensor,
+    },
+}
+
+impl Call<'_> {
+    async fn once(&mut self) -> Result<(), String> {
+        match self {
+            Call::Grpc {
+                client,
+                request,
+                expected,
+            } => call(client, request, expected).await,
+            Call::Rest {
+                client,
+                model,
+                tensor,
+            } => client.infer(model, tensor).await,
+        }
+    }
+}
+
 async fn measure(
-    client: &mut Client,
+    mut one: Call<'_>,
     link: &Link,
-    request: &[u8],
-    expected: &[u8],
     rounds: u32,
     tuner: Option<Arc<Tuner>>,
 ) -> Result<Measured, String> {
     // Warm-up: lets the outbound sidecar learn that its peer reads bloscar, and the
     // tuner search the tensor.
-    call(client, request, expected).await?;
+    one.once().await?;
     if let Some(tuner) = tuner {
         tokio::task::spawn_blocking(move || tuner.wait_idle())
             .await
@@ -248,7 +327,7 @@ async fn measure(
     let mut latencies = Vec::with_capacity(rounds as usize);
     for _ in 0..rounds {
         let start = Instant::now();
-        call(client, request, expected).await?;
+        one.once().await?;
         latencies.push(start.elapsed());
     }
     latencies.sort();

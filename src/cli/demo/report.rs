@@ -6,7 +6,7 @@ use super::{DemoArgs, Measured};
 
 /// One tensor's results.
 pub struct Row {
-    pub label: &'static str,
+    pub label: String,
     pub tensor_bytes: u64,
     pub direct: Measured,
     pub bloscar: Measured,
@@ -39,7 +39,7 @@ pub fn table(rows: &[Row], args: &DemoArgs) -> String {
         .iter()
         .map(|r| {
             [
-                r.label.to_owned(),
+                r.label.clone(),
                 mb(r.tensor_bytes),
                 mb(r.direct.link_bytes),
                 mb(r.bloscar.link_bytes),
