@@ -3,7 +3,8 @@
 # repository. Idempotent: an environment whose packages import is left alone. Quiet
 # unless it fails.
 #
-#   .venvs/pytriton  nvidia-pytriton (a real Triton server) + tritonclient[grpc,http] + numpy.
+#   .venvs/pytriton  nvidia-pytriton (a real Triton server) + tritonclient[grpc,http] + numpy,
+#                    and requests for the REST cases' hand-written client.
 #                    Built from Debian's /usr/bin/python3.11: Triton's Python backend stub
 #                    links against Debian's libpython3.11.so (package libpython3.11).
 #   .venvs/tfs       min-tfs-client + protobuf 3.20.3 + numpy (TF Serving stubs and
@@ -16,6 +17,6 @@ source scripts/make-venv.sh
 triton_python=${BLOSCAR_TRITON_PYTHON:-/usr/bin/python3.11}
 
 make_venv "$triton_python" pytriton \
-    "import pytriton.triton, tritonclient.grpc, tritonclient.http, numpy" \
-    nvidia-pytriton "tritonclient[grpc,http]" numpy
+    "import pytriton.triton, tritonclient.grpc, tritonclient.http, numpy, requests" \
+    nvidia-pytriton "tritonclient[grpc,http]" numpy requests
 bash scripts/venvs.sh

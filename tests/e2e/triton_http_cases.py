@@ -2,20 +2,20 @@
 
 Two clients: the real Triton client (tritonclient[http]), with tensors as binary data
 (the binary tensor extension) or as JSON, each with and without the client's own request
-and response compression; and a plain HTTP client (the standard library's http.client)
-that writes the binary extension by hand: the JSON header, Inference-Header-Content-Length
+and response compression; and a plain HTTP client (requests) that writes the binary
+extension by hand: the JSON header, Inference-Header-Content-Length
 and the raw tensor bytes, and reads the response's the same way. Every case checks that
 the identity models returned the tensors bit for bit and prints one JSON line with the
 bytes the relay (tests/e2e/relay.py) counted. Run with the interpreter of .venvs/pytriton.
 """
 
 import argparse
-import http.client
 import json
 import sys
 import traceback
 
 import numpy as np
+import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor, triton_to_np_dtype
 
@@ -64,7 +64,7 @@ def raw_bytes(array: np.ndarray) -> bytes:
     return array.tobytes()
 
 
-def raw_infer(conn: http.client.HTTPConnection, model: str, arrays: dict, expected: dict) -> bool:
+def raw_infer(session: requests.Session, base: str, model: str, arrays: dict, expected: dict) -> bool:
     """The binary extension written and read by hand."""
     header = {
         "inputs": [
@@ -76,17 +76,18 @@ def raw_infer(conn: http.client.HTTPConnection, model: str, arrays: dict, expect
     }
     head = json.dumps(header).encode()
     body = head + b"".join(raw_bytes(a) for a in arrays.values())
-    conn.request("POST", f"/v2/models/{model}/infer", body=body, headers={
+    # identity: the body is read as it crossed, so its headers can be checked against it.
+    response = session.post(f"{base}/v2/models/{model}/infer", data=body, timeout=60, headers={
         "Content-Type": "application/octet-stream",
         "Inference-Header-Content-Length": str(len(head)),
+        "Accept-Encoding": "identity",
     })
-    response = conn.getresponse()
-    data = response.read()
-    if response.status != 200:
-        raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
-    if response.getheader("Content-Encoding") or int(response.getheader("Content-Length")) != len(data):
+    data = response.content
+    if response.status_code != 200:
+        raise RuntimeError(f"HTTP {response.status_code}: {data[:200]!r}")
+    if response.headers.get("Content-Encoding") or int(response.headers["Content-Length"]) != len(data):
         raise RuntimeError("the response's headers do not describe its body")
-    header_len = int(response.getheader("Inference-Header-Content-Length"))
+    header_len = int(response.headers["Inference-Header-Content-Length"])
     answer = json.loads(data[:header_len])
     offset = header_len
     ok = True
@@ -124,8 +125,8 @@ def main() -> int:
     args = parser.parse_args()
 
     client = httpclient.InferenceServerClient(url=args.url)
-    host, port = args.url.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    session = requests.Session()
+    base = f"http://{args.url}"
     rng = np.random.default_rng(7)
     all_cases = list(cases(rng))
 
@@ -170,9 +171,9 @@ def main() -> int:
                                               response_compression))
         record = {"suite": "http-by-hand", "tensor": label, "mode": "binary", "request_compression": "none",
                   "response_compression": "none"}
-        run(record, lambda: raw_infer(conn, model, arrays, expected))
+        run(record, lambda: raw_infer(session, base, model, arrays, expected))
     client.close()
-    conn.close()
+    session.close()
     return 1 if failures else 0
 
 
