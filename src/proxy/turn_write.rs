@@ -28,6 +28,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Largest write that is gathered; larger ones are written at once. A small message's
 /// frames are far below it; a bulk transfer's frames (up to 256 KiB) are not copied.
 pub(super) const GATHER_LIMIT: usize = 64 << 10;
+/// Room for held bytes kept between turns: a few small messages' frames. A bulk
+/// transfer's larger room is given back once written, so that thousands of idle
+/// connections do not each keep [`GATHER_LIMIT`].
+const KEPT_ROOM: usize = 8 << 10;
 
 /// `io` split into the half that h2 writes to and the half that writes out at the end
 /// of the driving task's turn; wrap the connection's future with the second.
@@ -78,6 +82,10 @@ impl<T: AsyncWrite + Unpin> Held<T> {
         self.buf.drain(..written);
         if self.buf.is_empty() {
             self.flush_asked = false;
+            // An idle connection keeps no more than a small message's room.
+            if self.buf.capacity() > KEPT_ROOM {
+                self.buf = Vec::new();
+            }
         }
         result
     }
