@@ -39,6 +39,7 @@ mod dial;
 mod endpoints;
 mod h2_client;
 mod pump;
+mod replay;
 mod resolve;
 mod route;
 
@@ -342,6 +343,17 @@ async fn send_h2(
         .get(GRPC_ENCODING)
         .is_some_and(|v| v.as_bytes() == BLOSCAR.as_bytes());
     let (listener, metrics) = (endpoints.listener(), endpoints.metrics().upstream());
+    // What a second attempt needs: the head (extensions are the layer's, not sent) and
+    // the body as recorded while it is sent.
+    let (parts, body) = request.into_parts();
+    let (method, uri, version, headers) = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.version,
+        parts.headers.clone(),
+    );
+    let (body, mut recording) = replay::record(body);
+    let mut request = Request::from_parts(parts, body);
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         let endpoint = load.endpoint();
@@ -350,21 +362,40 @@ async fn send_h2(
             Ok(send) => {
                 endpoints.connected(&endpoint);
                 metrics.record_request(listener, endpoint.name());
-                return match H2Client::send(send, request).await {
+                match H2Client::send(send, request).await {
                     Ok(mut response) => {
+                        recording.discard();
                         // The layer learns what the endpoint that answered reads.
                         response.extensions_mut().insert(endpoint.peer().clone());
-                        Ok(response)
+                        return Ok(response);
                     }
                     Err(err) => {
                         metrics.record_error(listener, endpoint.name());
-                        Err(err)
+                        // Sent on a connection that broke before any answer: again,
+                        // elsewhere, when the whole request is in hand.
+                        let again = replay::connection_broke(&err)
+                            .then(|| recording.replay())
+                            .flatten();
+                        let Some(body) = again else {
+                            return Err(err);
+                        };
+                        let (body, next_recording) = replay::record(body);
+                        recording = next_recording;
+                        let mut head = Request::new(body);
+                        *head.method_mut() = method.clone();
+                        *head.uri_mut() = uri.clone();
+                        *head.version_mut() = version;
+                        *head.headers_mut() = headers.clone();
+                        request = head;
+                        err
                     }
-                };
+                }
             }
-            Err(err) => err,
+            Err(err) => {
+                metrics.record_error(listener, endpoint.name());
+                err
+            }
         };
-        metrics.record_error(listener, endpoint.name());
         endpoints.failed(&endpoint, &err);
         tried.push(endpoint.addr());
         let next = endpoints.pick(|e| {
@@ -372,7 +403,7 @@ async fn send_h2(
         });
         match next {
             Some(next) => {
-                tracing::debug!(from = %endpoint.addr(), to = %next.addr(), "call moved to another upstream endpoint");
+                tracing::debug!(from = %endpoint.addr(), to = %next.addr(), error = %err, "call moved to another upstream endpoint");
                 load.move_to(next);
             }
             None => return Err(err),
