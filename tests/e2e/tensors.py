@@ -49,6 +49,47 @@ def int64(rng: np.random.Generator) -> np.ndarray:
     return ids
 
 
+def fp64(rng: np.random.Generator) -> np.ndarray:
+    """A simulation field in double precision, with the values that only survive exact."""
+    field = smooth_image(rng, 2, 96).astype(np.float64).ravel()
+    field += rng.normal(0, 1e-9, field.shape)
+    field[:5] = np.array([-0.0, np.inf, np.nan, 5e-324, 1.7976931348623157e308])
+    return field
+
+
+def int8(rng: np.random.Generator) -> np.ndarray:
+    """Quantised activations: a smooth field scaled to the int8 range."""
+    return (smooth_image(rng, 8, 64) * 90).clip(-128, 127).astype(np.int8).ravel()
+
+
+def int16(rng: np.random.Generator) -> np.ndarray:
+    """A second of 16 kHz PCM audio: a few tones and a little noise."""
+    t = np.arange(16000) / 16000
+    wave = sum(np.sin(2 * np.pi * f * t) for f in (220, 440, 660)) * 6000
+    return (wave + rng.normal(0, 50, t.shape)).clip(-32768, 32767).astype(np.int16)
+
+
+def int32(rng: np.random.Generator) -> np.ndarray:
+    """A superpixel label map: region ids constant over blocks of pixels."""
+    y, x = np.mgrid[0:192, 0:192]
+    return ((y // 12) * 16 + (x // 12) + int(rng.integers(0, 1000))).astype(np.int32).ravel()
+
+
+def uint16(rng: np.random.Generator) -> np.ndarray:
+    """A depth map in millimetres."""
+    return (smooth_image(rng, 1, 160) * 1500 + 2000).clip(0, 65535).astype(np.uint16).ravel()
+
+
+def uint32(rng: np.random.Generator) -> np.ndarray:
+    """Per-bin event counts: a histogram with a long tail."""
+    return rng.poisson(np.linspace(1, 5000, 20000)).astype(np.uint32)
+
+
+def uint64(rng: np.random.Generator) -> np.ndarray:
+    """Record ids (below 2**53, so that JSON carries them exactly), sorted as an index is."""
+    return np.sort(rng.integers(0, 2**53, 8192, dtype=np.uint64))
+
+
 def byte_strings(rng: np.random.Generator) -> np.ndarray:
     """Text records, as a BYTES tensor (object array of bytes)."""
     labels = [b"cat", b"dog", b"car", b"tree", b"person"]
@@ -65,6 +106,13 @@ SINGLE = {
     "UINT8": ("identity_uint8", uint8),
     "BOOL": ("identity_bool", boolean),
     "INT64": ("identity_int64", int64),
+    "FP64": ("identity_fp64", fp64),
+    "INT8": ("identity_int8", int8),
+    "INT16": ("identity_int16", int16),
+    "INT32": ("identity_int32", int32),
+    "UINT16": ("identity_uint16", uint16),
+    "UINT32": ("identity_uint32", uint32),
+    "UINT64": ("identity_uint64", uint64),
     "BYTES": ("identity_bytes", byte_strings),
 }
 

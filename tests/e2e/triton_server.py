@@ -26,6 +26,13 @@ SINGLE_INPUT_MODELS = {
     "identity_uint8": np.uint8,
     "identity_bool": np.bool_,
     "identity_int64": np.int64,
+    "identity_fp64": np.float64,
+    "identity_int8": np.int8,
+    "identity_int16": np.int16,
+    "identity_int32": np.int32,
+    "identity_uint16": np.uint16,
+    "identity_uint32": np.uint32,
+    "identity_uint64": np.uint64,
     "identity_bytes": np.bytes_,
 }
 
