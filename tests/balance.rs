@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bloscar::pb::inference::{ModelInferRequest, ModelInferResponse};
 use bytes::Bytes;
+use common::http1::get;
 use common::process::{PATIENCE, Process, free_addr, sidecar_command};
 // Addresses: 127.0.0.2-5 (first test), 6-8 (mixed adoption), 12-13 (HTTP/1.1) and
 // 15-17 (TLS) are the endpoints; 9, 10, 11, 14 and 18 the outbound sidecars.
@@ -27,11 +28,10 @@ use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKe
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use http::StatusCode;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tonic::transport::Channel;
 
 /// The name the outbound forwards to, fully qualified so no search domain is tried.
@@ -224,31 +224,6 @@ impl Sidecar {
         self.process.child.kill().unwrap();
         self.process.child.wait().unwrap();
     }
-}
-
-/// One HTTP/1.1 GET with a real hyper client: status and body.
-async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(StatusCode, String)> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(std::io::Error::other)?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(std::io::Error::other)?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn loopback(last: u8) -> Ipv4Addr {

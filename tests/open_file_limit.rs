@@ -4,19 +4,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bloscar::proxy::{ListenerLimits, connection_limit};
-use bytes::Bytes;
+use common::http1::get;
 use common::metric_value;
 use common::opening::{Reception, open_h2};
 use common::process::{BIN, PATIENCE, Process, free_addr};
 use http::StatusCode;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 /// The open-file limit the sidecar runs under.
 const OPEN_FILES: u64 = 128;
@@ -31,31 +27,6 @@ fn start_limited(env: &[(&str, String)]) -> Process {
         .env_clear()
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     Process::spawn(command)
-}
-
-/// One HTTP/1.1 GET with a real hyper client: status and body.
-async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(StatusCode, String)> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(std::io::Error::other)?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(std::io::Error::other)?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -367,6 +367,34 @@ fn binary_part(response: &Response<Bytes>) -> &[u8] {
     &response.body()[len..]
 }
 
+/// A POST of `body` to the inference path of model `m`.
+async fn infer(
+    http2: bool,
+    addr: SocketAddr,
+    headers: &[(&str, String)],
+    body: impl Into<Bytes>,
+) -> Response<Bytes> {
+    send(
+        http2,
+        addr,
+        Method::POST,
+        "/v2/models/m/infer",
+        headers,
+        body.into(),
+    )
+    .await
+}
+
+/// `response` is a refusal with `status` and a JSON error that mentions `needle`.
+fn assert_refused(response: &Response<Bytes>, status: StatusCode, needle: &str) {
+    assert_eq!(response.status(), status);
+    assert!(
+        error_of(response).contains(needle),
+        "{}",
+        error_of(response)
+    );
+}
+
 fn error_of(response: &Response<Bytes>) -> String {
     assert_eq!(response.headers()["content-type"], "application/json");
     let value: Value = serde_json::from_slice(response.body()).unwrap();
@@ -462,11 +490,9 @@ async fn json_bodies_are_compressed_whole_and_the_apps_gzip_is_left_alone() {
     let json_headers = vec![("content-type", "application/json".to_owned())];
     for http2 in [false, false, true] {
         let before = setup.relay.counts();
-        let response = send(
+        let response = infer(
             http2,
             setup.outbound,
-            Method::POST,
-            "/v2/models/m/infer",
             &json_headers,
             Bytes::from(body.clone()),
         )
@@ -487,11 +513,9 @@ async fn json_bodies_are_compressed_whole_and_the_apps_gzip_is_left_alone() {
         );
     }
     let before = setup.relay.counts();
-    let _ = send(
+    let _ = infer(
         false,
         setup.outbound,
-        Method::POST,
-        "/v2/models/m/infer",
         &json_headers,
         Bytes::from(body.clone()),
     )
@@ -504,15 +528,7 @@ async fn json_bodies_are_compressed_whole_and_the_apps_gzip_is_left_alone() {
     let mut headers = json_headers.clone();
     headers.push(("content-encoding", "gzip".into()));
     headers.push(("accept-encoding", "gzip, deflate".into()));
-    let response = send(
-        false,
-        setup.outbound,
-        Method::POST,
-        "/v2/models/m/infer",
-        &headers,
-        Bytes::from(gz.clone()),
-    )
-    .await;
+    let response = infer(false, setup.outbound, &headers, Bytes::from(gz.clone())).await;
     let seen = setup.seen().pop().unwrap();
     assert_eq!(seen.body, gz);
     assert_eq!(seen.headers["content-encoding"], "gzip");
@@ -526,15 +542,7 @@ async fn json_bodies_are_compressed_whole_and_the_apps_gzip_is_left_alone() {
         ("content-type", "application/json".to_owned()),
         ("accept-encoding", "gzip".to_owned()),
     ];
-    let response = send(
-        true,
-        setup.outbound,
-        Method::POST,
-        "/v2/models/m/infer",
-        &headers,
-        Bytes::from(body.clone()),
-    )
-    .await;
+    let response = infer(true, setup.outbound, &headers, Bytes::from(body.clone())).await;
     assert_eq!(response.headers()["content-encoding"], "gzip");
     let seen = setup.seen().pop().unwrap();
     assert_eq!(seen.body, body);
@@ -631,15 +639,7 @@ async fn bad_input_gets_an_http_error_with_a_json_body_and_the_proxy_keeps_servi
         let headers = infer_headers(header_len);
         let addr = setup.outbound;
         async move {
-            let response = send(
-                http2,
-                addr,
-                Method::POST,
-                "/v2/models/m/infer",
-                &headers,
-                body.clone(),
-            )
-            .await;
+            let response = infer(http2, addr, &headers, body.clone()).await;
             assert_eq!(response.status(), StatusCode::OK);
             response
         }
@@ -652,21 +652,14 @@ async fn bad_input_gets_an_http_error_with_a_json_body_and_the_proxy_keeps_servi
     // binary_data_size values that overrun the body.
     let mut short = body.clone();
     short.truncate(body.len() - 10);
-    let response = send(
+    let response = infer(
         false,
         setup.outbound,
-        Method::POST,
-        "/v2/models/m/infer",
         &infer_headers(header_len),
         Bytes::from(short),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        error_of(&response).contains("binary_data_size"),
-        "{}",
-        error_of(&response)
-    );
+    assert_refused(&response, StatusCode::BAD_REQUEST, "binary_data_size");
 
     // A wrong Inference-Header-Content-Length: beyond the body, inside the JSON, junk.
     for (len, expect) in [
@@ -675,34 +668,13 @@ async fn bad_input_gets_an_http_error_with_a_json_body_and_the_proxy_keeps_servi
         ("twelve".to_owned(), "not a byte count"),
     ] {
         let headers = vec![("inference-header-content-length", len)];
-        let response = send(
-            true,
-            setup.outbound,
-            Method::POST,
-            "/v2/models/m/infer",
-            &headers,
-            Bytes::from(body.clone()),
-        )
-        .await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        assert!(
-            error_of(&response).contains(expect),
-            "{}",
-            error_of(&response)
-        );
+        let response = infer(true, setup.outbound, &headers, Bytes::from(body.clone())).await;
+        assert_refused(&response, StatusCode::BAD_REQUEST, expect);
     }
 
     // A body over the limit.
     let big = vec![7u8; LIMIT + 1];
-    let response = send(
-        false,
-        setup.outbound,
-        Method::POST,
-        "/v2/models/m/infer",
-        &infer_headers(0),
-        Bytes::from(big),
-    )
-    .await;
+    let response = infer(false, setup.outbound, &infer_headers(0), Bytes::from(big)).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(error_of(&response).contains("limit"));
 
@@ -754,21 +726,8 @@ async fn bad_input_gets_an_http_error_with_a_json_body_and_the_proxy_keeps_servi
         let mut headers = infer_headers(header_len);
         headers.push(("content-encoding", "bloscar".into()));
         headers.push(("accept-encoding", "bloscar".into()));
-        let response = send(
-            false,
-            setup.inbound,
-            Method::POST,
-            "/v2/models/m/infer",
-            &headers,
-            Bytes::from(corrupt),
-        )
-        .await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        assert!(
-            error_of(&response).contains("bloscar body"),
-            "{}",
-            error_of(&response)
-        );
+        let response = infer(false, setup.inbound, &headers, Bytes::from(corrupt)).await;
+        assert_refused(&response, StatusCode::BAD_REQUEST, "bloscar body");
     }
 
     // Nothing wrong reached the app, and the proxy still serves both protocols.
@@ -824,11 +783,9 @@ async fn bloscar_never_reaches_an_app_or_a_client_without_a_sidecar() {
     // client sent it (plus the advertisement the server does not understand).
     let (outbound, log, _process) = lone_sidecar("outbound").await;
     for http2 in [false, false, true, false] {
-        let response = send(
+        let response = infer(
             http2,
             outbound,
-            Method::POST,
-            "/v2/models/m/infer",
             &infer_headers(header_len),
             Bytes::from(body.clone()),
         )
@@ -846,11 +803,9 @@ async fn bloscar_never_reaches_an_app_or_a_client_without_a_sidecar() {
     // A client without a sidecar talking to an inbound: plain answers, no advertisement.
     let (inbound, log, _process) = lone_sidecar("inbound").await;
     for http2 in [false, true] {
-        let response = send(
+        let response = infer(
             http2,
             inbound,
-            Method::POST,
-            "/v2/models/m/infer",
             &infer_headers(header_len),
             Bytes::from(body.clone()),
         )
@@ -887,30 +842,21 @@ async fn bodies_held_whole_are_charged_to_the_memory_budget() {
         data: vec![1; 3 << 20],
     };
     let (body, header_len) = binary_request(&[big]);
-    let response = send(
+    let response = infer(
         false,
         setup.outbound,
-        Method::POST,
-        "/v2/models/m/infer",
         &infer_headers(header_len),
         Bytes::from(body),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(
-        error_of(&response).contains("memory budget"),
-        "{}",
-        error_of(&response)
-    );
+    assert_refused(&response, StatusCode::PAYLOAD_TOO_LARGE, "memory budget");
     assert!(setup.seen().is_empty());
     // Smaller bodies still go through.
     let tensors = tensors();
     let (body, header_len) = binary_request(&tensors);
-    let response = send(
+    let response = infer(
         false,
         setup.outbound,
-        Method::POST,
-        "/v2/models/m/infer",
         &infer_headers(header_len),
         Bytes::from(body.clone()),
     )

@@ -4,6 +4,7 @@
 
 pub mod h2call;
 pub mod h2server;
+pub mod http1;
 pub mod opening;
 pub mod process;
 pub mod raw;

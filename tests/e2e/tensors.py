@@ -127,6 +127,16 @@ def multi(rng: np.random.Generator) -> dict:
     }
 
 
+def triton_cases(rng: np.random.Generator):
+    """The cases of the Triton identity models: (tensor label, model, inputs, {output name:
+    expected array})."""
+    for label, (model, make) in SINGLE.items():
+        array = make(rng)
+        yield label, model, {"INPUT": array}, {"OUTPUT": array}
+    arrays = multi(rng)
+    yield "MULTI(FP32+UINT8+INT64+BYTES)", "identity_multi", arrays, {f"{k}_out": v for k, v in arrays.items()}
+
+
 def same(a: np.ndarray, b: np.ndarray) -> bool:
     """Bit-for-bit equality (dtype, shape and every byte; element-wise for BYTES)."""
     if a is None or b is None or a.shape != b.shape:

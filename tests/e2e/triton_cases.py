@@ -61,15 +61,6 @@ def stream(client, model: str, arrays: dict, expected: dict, compression) -> boo
         client.stop_stream()
 
 
-def cases(rng):
-    """(tensor label, model, inputs, {output name: expected array})."""
-    for label, (model, make) in tensors.SINGLE.items():
-        array = make(rng)
-        yield label, model, {"INPUT": array}, {"OUTPUT": array}
-    arrays = tensors.multi(rng)
-    yield "MULTI(FP32+UINT8+INT64+BYTES)", "identity_multi", arrays, {f"{k}_out": v for k, v in arrays.items()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True, help="host:port the client connects to")
@@ -83,7 +74,7 @@ def main() -> int:
 
     client = grpcclient.InferenceServerClient(url=args.url)
     rng = np.random.default_rng(7)
-    all_cases = list(cases(rng))
+    all_cases = list(tensors.triton_cases(rng))
 
     # Lets the outbound sidecar learn from a response that its peer reads bloscar.
     for _ in range(args.warmup):

@@ -104,15 +104,6 @@ def raw_infer(session: requests.Session, base: str, model: str, arrays: dict, ex
     return ok and offset == len(data) and {o["name"] for o in answer["outputs"]} == set(expected)
 
 
-def cases(rng):
-    """(tensor label, model, inputs, {output name: expected array})."""
-    for label, (model, make) in tensors.SINGLE.items():
-        array = make(rng)
-        yield label, model, {"INPUT": array}, {"OUTPUT": array}
-    arrays = tensors.multi(rng)
-    yield "MULTI(FP32+UINT8+INT64+BYTES)", "identity_multi", arrays, {f"{k}_out": v for k, v in arrays.items()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True, help="host:port the client connects to")
@@ -128,7 +119,7 @@ def main() -> int:
     session = requests.Session()
     base = f"http://{args.url}"
     rng = np.random.default_rng(7)
-    all_cases = list(cases(rng))
+    all_cases = list(tensors.triton_cases(rng))
 
     # Lets the outbound sidecar learn from a response that its peer reads bloscar.
     for _ in range(args.warmup):

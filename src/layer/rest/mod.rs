@@ -35,7 +35,7 @@ use self::error::{RestError, status_label};
 use self::layout::Layout;
 use self::negotiate::BodyCoding;
 use super::pipeline::run_blocking;
-use super::{BoxBody, Role, Shared, boxed, link};
+use super::{BoxBody, Role, Shared, boxed, keeping, link};
 use crate::budget::{Account, BudgetError, ConnectionShare};
 use crate::error::BoxError;
 use crate::locate::Direction;
@@ -258,7 +258,7 @@ impl Rest {
                 Direction::Request,
             )
             .await;
-        Ok(held(body, account))
+        Ok(keeping(body, account))
     }
 
     /// The response body, as a container when it pays; a body over the limit, or one
@@ -290,12 +290,12 @@ impl Rest {
                 data.len(),
                 Duration::ZERO,
             );
-            return Ok(held(full(data), account));
+            return Ok(keeping(full(data), account));
         };
         let body = self
             .maybe_encode(headers, data, layout, Some(link_rate), Direction::Response)
             .await;
-        Ok(held(body, account))
+        Ok(keeping(body, account))
     }
 
     /// `data` as a container when `encode` is given and it pays, with the headers to
@@ -409,7 +409,7 @@ impl Rest {
             wire.len(),
             started.elapsed(),
         );
-        Ok(held(full(Bytes::from(plain)), account))
+        Ok(keeping(full(Bytes::from(plain)), account))
     }
 
     /// The call's account with the memory budget for a body of `direction`.
@@ -531,40 +531,6 @@ async fn collect(
         buf.extend_from_slice(&data);
     }
     Ok(Collected::Whole(buf.freeze()))
-}
-
-/// `body` with the budget `account` holds for it, given back when the body is dropped
-/// (once sent, or abandoned).
-fn held(body: BoxBody, account: Account) -> BoxBody {
-    boxed(Held {
-        inner: body,
-        _account: account,
-    })
-}
-
-struct Held {
-    inner: BoxBody,
-    _account: Account,
-}
-
-impl Body for Held {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// The bytes already read of a body, then the rest of it.

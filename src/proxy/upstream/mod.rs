@@ -343,17 +343,13 @@ async fn send_h2(
         .get(GRPC_ENCODING)
         .is_some_and(|v| v.as_bytes() == BLOSCAR.as_bytes());
     let (listener, metrics) = (endpoints.listener(), endpoints.metrics().upstream());
-    // What a second attempt needs: the head (extensions are the layer's, not sent) and
-    // the body as recorded while it is sent.
-    let (parts, body) = request.into_parts();
-    let (method, uri, version, headers) = (
-        parts.method.clone(),
-        parts.uri.clone(),
-        parts.version,
-        parts.headers.clone(),
-    );
-    let (body, mut recording) = replay::record(body);
-    let mut request = Request::from_parts(parts, body);
+    // With one endpoint there is nowhere else to send a call again: nothing to keep.
+    let (mut request, mut replay) = if endpoints.current().len() > 1 {
+        let (request, replay) = replay::Replay::record(request);
+        (request, Some(replay))
+    } else {
+        (request, None)
+    };
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         let endpoint = load.endpoint();
@@ -364,7 +360,9 @@ async fn send_h2(
                 metrics.record_request(listener, endpoint.name());
                 match H2Client::send(send, request).await {
                     Ok(mut response) => {
-                        recording.discard();
+                        if let Some(replay) = &replay {
+                            replay.discard();
+                        }
                         // The layer learns what the endpoint that answered reads.
                         response.extensions_mut().insert(endpoint.peer().clone());
                         return Ok(response);
@@ -374,19 +372,12 @@ async fn send_h2(
                         // Sent on a connection that broke before any answer: again,
                         // elsewhere, when the whole request is in hand.
                         let again = replay::connection_broke(&err)
-                            .then(|| recording.replay())
+                            .then(|| replay.as_mut().and_then(replay::Replay::again))
                             .flatten();
-                        let Some(body) = again else {
+                        let Some(again) = again else {
                             return Err(err);
                         };
-                        let (body, next_recording) = replay::record(body);
-                        recording = next_recording;
-                        let mut head = Request::new(body);
-                        *head.method_mut() = method.clone();
-                        *head.uri_mut() = uri.clone();
-                        *head.version_mut() = version;
-                        *head.headers_mut() = headers.clone();
-                        request = head;
+                        request = again;
                         err
                     }
                 }

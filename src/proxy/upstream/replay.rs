@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::error::BoxError;
@@ -50,9 +50,52 @@ struct Tape {
     bytes: usize,
 }
 
+/// What a second attempt of a request needs: its head (the extensions are the layer's,
+/// not sent) and its body as recorded while it is sent.
+pub(super) struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    recording: Recording,
+}
+
+impl Replay {
+    /// `request`, with its body recorded while it passes.
+    pub(super) fn record(request: Request<BoxBody>) -> (Request<BoxBody>, Replay) {
+        let (parts, body) = request.into_parts();
+        let (body, recording) = record(body);
+        let replay = Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            recording,
+        };
+        (Request::from_parts(parts, body), replay)
+    }
+
+    /// The request again, recorded again, if its body was kept whole.
+    pub(super) fn again(&mut self) -> Option<Request<BoxBody>> {
+        let (body, recording) = record(self.recording.replay()?);
+        self.recording = recording;
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        Some(request)
+    }
+
+    /// Lets go of what is kept: the call no longer needs a second attempt.
+    pub(super) fn discard(&self) {
+        self.recording.discard();
+    }
+}
+
 /// The record of a body that [`Recorded`] passes on.
 #[derive(Clone)]
-pub(super) struct Recording(Arc<Mutex<Tape>>);
+struct Recording(Arc<Mutex<Tape>>);
 
 impl Recording {
     fn lock(&self) -> MutexGuard<'_, Tape> {
@@ -60,7 +103,7 @@ impl Recording {
     }
 
     /// The whole body again, if it was kept whole.
-    pub(super) fn replay(&self) -> Option<BoxBody> {
+    fn replay(&self) -> Option<BoxBody> {
         let tape = self.lock();
         matches!(tape.state, State::Complete).then(|| {
             BoxBody::new(Replayed {
@@ -69,8 +112,8 @@ impl Recording {
         })
     }
 
-    /// Lets go of what is kept: the call no longer needs a second attempt.
-    pub(super) fn discard(&self) {
+    /// Lets go of what is kept.
+    fn discard(&self) {
         let mut tape = self.lock();
         tape.state = State::Lost;
         tape.frames = Vec::new();
@@ -78,7 +121,7 @@ impl Recording {
 }
 
 /// `body`, recorded while it passes.
-pub(super) fn record(body: BoxBody) -> (BoxBody, Recording) {
+fn record(body: BoxBody) -> (BoxBody, Recording) {
     let state = if body.is_end_stream() {
         State::Complete
     } else {

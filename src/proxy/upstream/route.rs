@@ -7,15 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response, Version};
-use http_body::{Body, Frame, SizeHint};
 use tower_service::Service;
 
 use super::CONNECT_TIMEOUT;
 use super::endpoints::{Endpoints, InFlight};
-use crate::error::BoxError;
-use crate::layer::BoxBody;
+use crate::layer::{BoxBody, keeping};
 
 /// The endpoint chosen for a request, in its extensions, for the upstream.
 #[derive(Clone)]
@@ -78,38 +75,8 @@ where
             extensions.insert(load.endpoint().peer().clone());
             extensions.insert(Chosen(Arc::clone(&load)));
             let response = inner.call(request).await?;
-            Ok(response.map(|body| {
-                BoxBody::new(Held {
-                    inner: body,
-                    _load: load,
-                })
-            }))
+            // The request counts in flight until its response body is done.
+            Ok(response.map(|body| keeping(body, load)))
         })
-    }
-}
-
-/// A response body that keeps its request counted in flight until it is done.
-struct Held {
-    inner: BoxBody,
-    _load: Arc<InFlight>,
-}
-
-impl Body for Held {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
