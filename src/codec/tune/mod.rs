@@ -101,7 +101,9 @@ pub struct TunerConfig {
     /// Relative change of the observed ratio (0.25 = 25%) that triggers a new search.
     pub drift: f64,
     /// Compression must beat storing by this fraction of the store time, so that a
-    /// marginal gain does not cost CPU on both sides.
+    /// marginal gain does not cost CPU on both sides. It is wider than the error of the
+    /// estimates it compares: a link rate or a codec speed measured on a busy host can
+    /// be off by a tenth, and a pick that wins by less may well lose.
     pub min_gain: f64,
     /// Keys remembered at most; beyond that, one remembered key is forgotten per new key.
     pub max_entries: usize,
@@ -128,7 +130,7 @@ impl Default for TunerConfig {
             search_threads: 1,
             search_queue: 8,
             drift: 0.25,
-            min_gain: 0.03,
+            min_gain: 0.10,
             max_entries: 4096,
             fallback_backoff: 16,
             fallback_backoff_max: 4096,
