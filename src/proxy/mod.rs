@@ -1,4 +1,5 @@
-//! The sidecar: hyper HTTP/2 listeners and the upstream client around the bloscar layer.
+//! The sidecar: listeners (HTTP/2 on h2, HTTP/1.1 on hyper) and the upstream client
+//! around the bloscar layer.
 //!
 //! Contract:
 //! `pub async fn serve(listener: tokio::net::TcpListener, settings: ProxySettings,
@@ -10,10 +11,12 @@
 mod accept;
 mod activity;
 mod connection;
+mod h2_server;
 mod headers;
 mod limits;
 mod linger;
 mod opening;
+mod pump;
 mod resets;
 mod secure;
 mod server;

@@ -12,9 +12,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -25,12 +24,15 @@ use tower_service::Service;
 use super::ProxySettings;
 use super::accept::{Admission, Admitted};
 use super::activity::{Activity, Counted};
-use super::limits::{self, ListenerLimits};
+use super::h2_server::{self, H2Connection};
+use super::limits::ListenerLimits;
 use super::linger::Lingering;
-use super::opening::{Replay, read_opening};
+use super::opening::{Protocol, Replay, read_opening};
 use super::resets::{CallWatch, ResetGuard};
+use super::turn_write::AfterTurn;
 use super::upstream::{DialTls, Route, Upstream};
 use crate::budget::MemoryBudget;
+use crate::error::BoxError;
 use crate::grpc::encoding::{self, BLOSCAR};
 use crate::layer::{Bloscar, BloscarLayer, BoxBody, Role};
 use crate::log_limit::{LogSite, warn_limited};
@@ -55,29 +57,15 @@ fn layer(settings: &ProxySettings, metrics: Arc<Metrics>) -> BloscarLayer {
         .metrics(metrics)
 }
 
-/// The HTTP/1 and HTTP/2 server settings of a listener with `limits`.
-fn builder(limits: &ListenerLimits, role: Role) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The timer bounds how long an HTTP/1 client may take to send each request's headers
-    // (including the wait for the next request on a kept-alive connection), and drives
-    // HTTP/2 keep-alive pings that notice clients that vanished.
+/// The HTTP/1 server settings of a listener with `limits` (HTTP/2 is served on h2
+/// directly: see [`h2_server`](super::h2_server)).
+fn http1_builder(limits: &ListenerLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    // The timer bounds how long a client may take to send each request's headers
+    // (including the wait for the next request on a kept-alive connection).
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.handshake_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(super::STREAM_WINDOW)
-        .initial_connection_window_size(super::CONNECTION_WINDOW)
-        .max_frame_size(super::MAX_FRAME)
-        .max_send_buf_size(super::SEND_BUFFER)
-        .max_concurrent_streams(limits::MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(limits::max_pending_accept_reset_streams(role))
-        .max_local_error_reset_streams(limits::MAX_LOCAL_ERROR_RESET_STREAMS)
-        .max_header_list_size(limits::MAX_HEADER_LIST_SIZE)
-        .keep_alive_interval(limits::KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(limits::KEEP_ALIVE_TIMEOUT);
     builder
 }
 
@@ -89,7 +77,8 @@ struct Shared {
     judge_peer_calls: bool,
     memory: MemoryBudget,
     limits: ListenerLimits,
-    builder: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: h2::server::Builder,
     layer: BloscarLayer,
     /// The upstream client that every connection's own client copies (see
     /// [`Upstream::with_own_connections`]).
@@ -136,7 +125,8 @@ pub async fn serve(
         judge_peer_calls: settings.role == Role::Outbound,
         memory: settings.memory.clone(),
         limits,
-        builder: builder(&limits, settings.role),
+        http1: http1_builder(&limits),
+        http2: h2_server::builder(settings.role),
         layer: layer(&settings, Arc::clone(&metrics)),
         upstream,
         metrics: Arc::clone(&metrics),
@@ -226,10 +216,10 @@ async fn serve_connection(
         // A connection that has sent no request has nothing to finish.
         _ = draining.wait_for(|draining| *draining) => return,
     };
-    let io = match opening {
+    let (protocol, io) = match opening {
         Ok(Ok((protocol, read))) => {
             tracing::trace!(client = %peer, protocol = protocol.name(), "connection opened");
-            Replay::new(read, stream)
+            (protocol, Replay::new(read, stream))
         }
         Ok(Err(err)) => {
             tracing::debug!(client = %peer, error = %err, "connection ended before it opened");
@@ -259,45 +249,116 @@ async fn serve_connection(
         judge_peer_calls: shared.judge_peer_calls,
     };
     let (io, flusher) = super::turn_write::gathered(Lingering::new(io));
-    let connection = flusher.around(
-        shared
-            .builder
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
-    );
-    let mut connection = pin!(connection);
-    let mut idle = pin!(activity.idle_for(shared.limits.idle_timeout));
-    let mut reset_flood = pin!(resets.tripped());
-    let mut closing = false;
-    let result = loop {
-        tokio::select! {
-            result = connection.as_mut() => break result,
-            _ = draining.wait_for(|draining| *draining), if !closing => {
-                closing = true;
-                connection.as_mut().connection().graceful_shutdown();
-            }
-            () = &mut idle, if !closing => {
-                closing = true;
-                shared
-                    .metrics
-                    .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
-                tracing::debug!(client = %peer, "no call for the idle timeout: closing");
-                connection.as_mut().connection().graceful_shutdown();
-            }
-            () = &mut reset_flood, if !closing => {
-                closing = true;
-                shared.metrics.record_connection_reset_flood(shared.listener);
-                warn_limited!(
-                    RESET_FLOOD,
-                    client = %peer,
-                    role = shared.listener,
-                    "most calls on this connection were cancelled before their answer: closing it"
-                );
-                connection.as_mut().connection().graceful_shutdown();
-            }
-        }
+    let watched = Watched {
+        peer,
+        shared: &shared,
+        draining,
+        activity,
+        resets,
     };
-    if let Err(err) = result {
-        tracing::debug!(client = %peer, error = %err, "connection ended with an error");
+    match protocol {
+        Protocol::Http2 => {
+            // The preface and SETTINGS are in hand: the handshake only answers them.
+            let connection = match H2Connection::handshake(io, &shared.http2, service).await {
+                Ok(connection) => connection,
+                Err(err) => {
+                    tracing::debug!(client = %peer, error = %err, "HTTP/2 handshake failed");
+                    return;
+                }
+            };
+            watched.drive(flusher.around(connection)).await;
+        }
+        Protocol::Http1 => {
+            let connection = shared
+                .http1
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            watched.drive(flusher.around(connection)).await;
+        }
+    }
+}
+
+/// A connection's future that can be asked to finish its open calls and end.
+trait Graceful: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<T, S> Graceful for H2Connection<T, S>
+where
+    H2Connection<T, S>: Future,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: Unpin,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        H2Connection::graceful_shutdown(self.get_mut());
+    }
+}
+
+impl<I> Graceful for http1::Connection<I, TowerToHyperService<ProxyService>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+/// What ends a served connection besides its client: the listener's drain, the idle
+/// timeout, and a flood of cancelled calls.
+struct Watched<'a> {
+    peer: SocketAddr,
+    shared: &'a Shared,
+    draining: watch::Receiver<bool>,
+    activity: Activity,
+    resets: ResetGuard,
+}
+
+impl Watched<'_> {
+    /// Drives `connection` until it ends, asking it to finish gracefully when the
+    /// listener drains, no call came for the idle timeout, or its calls were mostly
+    /// cancelled.
+    async fn drive<C, T, E>(mut self, connection: AfterTurn<C, T>)
+    where
+        C: Graceful<Output = Result<(), E>>,
+        T: tokio::io::AsyncWrite + Unpin,
+        E: std::fmt::Display,
+    {
+        let shared = self.shared;
+        let peer = self.peer;
+        let mut connection = pin!(connection);
+        let mut idle = pin!(self.activity.idle_for(shared.limits.idle_timeout));
+        let mut reset_flood = pin!(self.resets.tripped());
+        let mut closing = false;
+        let result = loop {
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                _ = self.draining.wait_for(|draining| *draining), if !closing => {
+                    closing = true;
+                    connection.as_mut().connection().graceful_shutdown();
+                }
+                () = &mut idle, if !closing => {
+                    closing = true;
+                    shared
+                        .metrics
+                        .record_connection_timeout(shared.listener, ConnectionTimeout::Idle);
+                    tracing::debug!(client = %peer, "no call for the idle timeout: closing");
+                    connection.as_mut().connection().graceful_shutdown();
+                }
+                () = &mut reset_flood, if !closing => {
+                    closing = true;
+                    shared.metrics.record_connection_reset_flood(shared.listener);
+                    warn_limited!(
+                        RESET_FLOOD,
+                        client = %peer,
+                        role = shared.listener,
+                        "most calls on this connection were cancelled before their answer: closing it"
+                    );
+                    connection.as_mut().connection().graceful_shutdown();
+                }
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(client = %peer, error = %err, "connection ended with an error");
+        }
     }
 }
 
@@ -315,7 +376,7 @@ struct ProxyService {
 
 impl ProxyService {
     /// Starts watching a call for a premature reset.
-    fn watch(&self, request: &Request<Incoming>) -> CallWatch {
+    fn watch<B>(&self, request: &Request<B>) -> CallWatch {
         let from_peer = encoding::accepts(request.headers(), BLOSCAR);
         self.resets
             .call_started(self.judge_peer_calls || !from_peer)
@@ -324,7 +385,14 @@ impl ProxyService {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-impl Service<Request<Incoming>> for ProxyService {
+impl<B> Service<Request<B>> for ProxyService
+where
+    super::WithConnection<Route<Bloscar<Upstream>>>:
+        Service<Request<B>, Response = Response<BoxBody>, Error = BoxError>,
+    <super::WithConnection<Route<Bloscar<Upstream>>> as Service<Request<B>>>::Future:
+        Send + 'static,
+    B: Send + 'static,
+{
     type Response = Response<BoxBody>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Response<BoxBody>, Infallible>>;
@@ -332,20 +400,21 @@ impl Service<Request<Incoming>> for ProxyService {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The upstream client queues requests itself and never refuses readiness; a
         // failure would surface again from `call` and become a 502 there.
-        Service::<Request<Incoming>>::poll_ready(&mut self.inner, cx).map(|_| Ok(()))
+        Service::<Request<B>>::poll_ready(&mut self.inner, cx).map(|_| Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let call = self.activity.call_started();
         let watch = self.watch(&request);
         // The service polled ready takes this call; a fresh clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            // hyper looks for the client's RST_STREAM only once this future is pending.
-            // A client that opened and reset the stream at once (rapid reset) has done
-            // both before the call is first polled: one yield lets hyper drop the call
-            // before it opens a stream on the upstream connection that all clients share.
+            // The connection looks for the client's RST_STREAM only once this future is
+            // pending. A client that opened and reset the stream at once (rapid reset)
+            // has done both before the call is first polled: one yield lets the
+            // connection drop the call before it opens a stream on the upstream
+            // connection that all clients share.
             tokio::task::yield_now().await;
             let response = inner.call(request).await;
             watch.answered();

@@ -5,7 +5,7 @@
 //! frame that ends it (an empty DATA with END_STREAM, or the trailers) so left in two
 //! writes at every hop, and each woke the next process twice, even when both were in
 //! hand in the same turn. The same happens when the frame that ends a stream is handed
-//! to h2 by another task (hyper's server feeds each response from a task of its own):
+//! to h2 by another task (the upstream connection's frames come from the calls' tasks):
 //! h2 has flushed what it had before that task runs.
 //!
 //! [`gathered`] splits an I/O object in two: [`GatheredIo`] for h2 (or hyper), which

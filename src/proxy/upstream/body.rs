@@ -11,8 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::pump::RequestPump;
 use crate::error::BoxError;
+use crate::proxy::pump::BodyPump;
 
 /// A response body from the upstream.
 pub enum UpstreamBody {
@@ -27,13 +27,13 @@ pub enum UpstreamBody {
 /// sent whole before the response began (streaming calls).
 pub struct H2Body {
     recv: RecvStream,
-    pump: Option<RequestPump>,
+    pump: Option<BodyPump>,
     data_done: bool,
     finished: bool,
 }
 
 impl H2Body {
-    pub(super) fn new(recv: RecvStream, pump: Option<RequestPump>) -> H2Body {
+    pub(in crate::proxy) fn new(recv: RecvStream, pump: Option<BodyPump>) -> H2Body {
         H2Body {
             recv,
             pump,

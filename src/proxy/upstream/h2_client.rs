@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use super::body::H2Body;
 use super::dial::Dial;
-use super::pump::RequestPump;
 use crate::error::BoxError;
 use crate::layer::BoxBody;
+use crate::proxy::pump::BodyPump;
 use crate::tls::Alpn;
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -130,7 +130,7 @@ impl H2Client {
         let end = body.is_end_stream();
         let head = Request::from_parts(parts, ());
         let (response, send) = send.send_request(head, end)?;
-        let mut pump = (!end).then(|| RequestPump::new(body, send));
+        let mut pump = (!end).then(|| BodyPump::new(body, send));
         let mut response = pin!(response);
         // A unary server answers only once it has the whole request: send it meanwhile.
         let head = poll_fn(|cx| {

@@ -38,7 +38,6 @@ mod body;
 mod dial;
 mod endpoints;
 mod h2_client;
-mod pump;
 mod replay;
 mod resolve;
 mod route;

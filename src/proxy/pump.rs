@@ -1,8 +1,10 @@
-//! Moves a request body into its upstream HTTP/2 stream from the call's own task.
+//! Moves a body into its HTTP/2 stream from the call's own task: a request into its
+//! upstream stream, a response into the client's.
 //!
-//! hyper's client hands each request body to a task of its own; here the call that waits
-//! for the response (and then reads the response body) also feeds the request, so a
-//! small call costs no extra task and its frames leave in one write.
+//! hyper hands each body to a task of its own; here the call that waits for the response
+//! (and then reads the response body) also feeds the request, and the task of a
+//! downstream connection feeds its responses, so a small call costs no extra task and
+//! its frames leave in one write.
 
 use std::task::{Context, Poll, ready};
 
@@ -18,8 +20,8 @@ use crate::layer::BoxBody;
 /// three writes (and wake the peer three times) instead of one.
 const UNGRANTED_ALLOWANCE: usize = 65_535;
 
-/// A request body on its way into the upstream stream.
-pub(super) struct RequestPump {
+/// A body on its way into its HTTP/2 stream.
+pub(in crate::proxy) struct BodyPump {
     body: BoxBody,
     send: SendStream<Bytes>,
     /// What is left of [`UNGRANTED_ALLOWANCE`].
@@ -27,10 +29,10 @@ pub(super) struct RequestPump {
     done: bool,
 }
 
-impl RequestPump {
+impl BodyPump {
     /// A pump from `body` into `send`.
-    pub(super) fn new(body: BoxBody, send: SendStream<Bytes>) -> RequestPump {
-        RequestPump {
+    pub(in crate::proxy) fn new(body: BoxBody, send: SendStream<Bytes>) -> BodyPump {
+        BodyPump {
             body,
             send,
             allowance: UNGRANTED_ALLOWANCE,
@@ -40,14 +42,14 @@ impl RequestPump {
 
     /// Moves every frame that is ready now. `Ready` once the body has ended (its end
     /// handed to h2) or the upstream stream is gone; the pump is finished then.
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(in crate::proxy) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.done {
-            // The upstream may have reset the stream (e.g. it answered before reading
-            // the whole request): nothing more can be sent.
+            // The peer may have reset the stream (an upstream that answered before
+            // reading the whole request, a client that gave up): nothing more can be sent.
             if let Poll::Ready(reason) = self.send.poll_reset(cx) {
                 tracing::debug!(
                     reason = %reason.map_or_else(|e| e.to_string(), |r| r.to_string()),
-                    "upstream stream reset while sending the request"
+                    "stream reset while sending its body"
                 );
                 self.done = true;
                 break;
@@ -68,9 +70,9 @@ impl RequestPump {
             let frame = match ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(Ok(frame)) => frame,
                 Some(Err(err)) => {
-                    // The layer has recorded the call's status; the upstream learns only
-                    // that the request broke off.
-                    tracing::debug!(error = %err, "request body failed; resetting the upstream stream");
+                    // The layer has recorded the call's status; the peer learns only that
+                    // the body broke off.
+                    tracing::debug!(error = %err, "body failed; resetting its stream");
                     self.send.send_reset(Reason::CANCEL);
                     self.done = true;
                     break;
@@ -102,7 +104,7 @@ impl RequestPump {
     }
 
     /// Whether the whole body has been handed over (or can no longer be).
-    pub(super) fn is_done(&self) -> bool {
+    pub(in crate::proxy) fn is_done(&self) -> bool {
         self.done
     }
 
@@ -110,7 +112,7 @@ impl RequestPump {
     /// or by a stream that can take nothing more.
     fn sent(&mut self, end: bool, sent: Result<(), h2::Error>) {
         if let Err(err) = &sent {
-            tracing::debug!(error = %err, "upstream stream closed while sending the request");
+            tracing::debug!(error = %err, "stream closed while sending its body");
         }
         self.done |= end || sent.is_err();
     }
