@@ -15,7 +15,8 @@ use bloscar::proxy::ListenerLimits;
 use bloscar::sidecar::Sidecar;
 use bytes::Bytes;
 use common::opening::{
-    GOAWAY, H2_OPENING, Reception, SETTINGS, goaway_code, next_frame, open_h2, ping, until_closed,
+    GOAWAY, H2_OPENING, PING, Reception, SETTINGS, goaway_code, next_frame, open_h2, ping,
+    until_closed,
 };
 use common::server::{MODEL_INFER, MODEL_STREAM_INFER};
 use common::*;
@@ -190,6 +191,47 @@ async fn a_connection_without_calls_gets_goaway_after_the_idle_timeout() {
         1.0
     );
     // The connection's place is given back once its task has ended.
+    wait_until(|| proxy.metric("bloscar_connections_open{listener=\"inbound\"}") == 0.0).await;
+}
+
+/// The frames of `stream` until the server closes it, answering nothing (a client that
+/// vanished without closing its socket).
+async fn frames_unanswered(stream: &mut TcpStream) -> Vec<(u8, u8)> {
+    use tokio::io::AsyncReadExt;
+    let mut frames = Vec::new();
+    let mut header = [0u8; 9];
+    while stream.read_exact(&mut header).await.is_ok() {
+        let len =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        frames.push((header[3], header[4]));
+    }
+    frames
+}
+
+// Paused time: the runtime jumps to the next timer whenever every task waits.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_does_not_answer_keep_alive_pings_is_disconnected() {
+    let server = start_server().await;
+    let proxy = Proxy::start_limited(Role::Inbound, server.addr, limits(10_000, 3_600_000)).await;
+    let Reception::Served(mut stream) = open_h2(proxy.addr).await else {
+        panic!("a connection within the limit was closed");
+    };
+    let opened = tokio::time::Instant::now();
+    let frames = frames_unanswered(&mut stream).await;
+    let lasted = opened.elapsed();
+    assert!(
+        frames.contains(&(PING, 0)),
+        "a keep-alive PING before the close: {frames:?}"
+    );
+    // 60 s until the PING, 20 s for its answer.
+    assert!(
+        (Duration::from_secs(80)..Duration::from_secs(90)).contains(&lasted),
+        "closed after {lasted:?}"
+    );
     wait_until(|| proxy.metric("bloscar_connections_open{listener=\"inbound\"}") == 0.0).await;
 }
 
