@@ -266,13 +266,13 @@ async fn serve_connection(
                     return;
                 }
             };
-            watched.drive(flusher.around(connection)).await;
+            watched.drive(flusher.around_own_calls(connection)).await;
         }
         Protocol::Http1 => {
             let connection = shared
                 .http1
                 .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-            watched.drive(flusher.around(connection)).await;
+            watched.drive(flusher.around_own_calls(connection)).await;
         }
     }
 }
@@ -409,13 +409,9 @@ where
         // The service polled ready takes this call; a fresh clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // A client that opened and reset the stream at once (rapid reset) never gets
+        // here: the HTTP/2 connection looks at the reset before it first polls the call.
         Box::pin(async move {
-            // The connection looks for the client's RST_STREAM only once this future is
-            // pending. A client that opened and reset the stream at once (rapid reset)
-            // has done both before the call is first polled: one yield lets the
-            // connection drop the call before it opens a stream on the upstream
-            // connection that all clients share.
-            tokio::task::yield_now().await;
             let response = inner.call(request).await;
             watch.answered();
             let response = response.unwrap_or_else(|err| {

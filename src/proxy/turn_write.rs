@@ -107,12 +107,26 @@ pub(super) struct Flusher<T> {
 }
 
 impl<T> Flusher<T> {
-    /// `connection`, writing out what it flushed one turn after the flush.
+    /// `connection`, writing out what it flushed one turn after the flush: for a
+    /// connection whose frames other tasks hand to it (the upstream client's calls).
     pub(super) fn around<F: Future>(self, connection: F) -> AfterTurn<F, T> {
         AfterTurn {
             connection,
             shared: self.shared,
             looked_once: false,
+            wait_a_turn: true,
+        }
+    }
+
+    /// `connection`, writing out what it flushed at the end of the same turn: for a
+    /// connection whose future runs its calls itself, so that every frame of the turn
+    /// is in hand by then.
+    pub(super) fn around_own_calls<F: Future>(self, connection: F) -> AfterTurn<F, T> {
+        AfterTurn {
+            connection,
+            shared: self.shared,
+            looked_once: false,
+            wait_a_turn: false,
         }
     }
 }
@@ -125,6 +139,8 @@ pin_project! {
         shared: Arc<Mutex<Held<T>>>,
         // Whether a turn has ended with flushed bytes held: the next turn writes them.
         looked_once: bool,
+        // Whether flushed bytes wait for the next turn at all.
+        wait_a_turn: bool,
     }
 }
 
@@ -146,7 +162,7 @@ impl<F: Future, T: AsyncWrite + Unpin> Future for AfterTurn<F, T> {
             *this.looked_once = false;
             return output;
         }
-        if !*this.looked_once && output.is_pending() {
+        if *this.wait_a_turn && !*this.looked_once && output.is_pending() {
             // Let the tasks this turn woke add their frames first.
             *this.looked_once = true;
             cx.waker().wake_by_ref();
