@@ -266,13 +266,13 @@ async fn serve_connection(
                     return;
                 }
             };
-            watched.drive(flusher.around_own_calls(connection)).await;
+            watched.drive(flusher.around(connection)).await;
         }
         Protocol::Http1 => {
             let connection = shared
                 .http1
                 .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-            watched.drive(flusher.around_own_calls(connection)).await;
+            watched.drive(flusher.around(connection)).await;
         }
     }
 }

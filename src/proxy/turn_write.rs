@@ -4,17 +4,17 @@
 //! the connection before it encodes the next frame. A small gRPC message's DATA and the
 //! frame that ends it (an empty DATA with END_STREAM, or the trailers) so left in two
 //! writes at every hop, and each woke the next process twice, even when both were in
-//! hand in the same turn. The same happens when the frame that ends a stream is handed
-//! to h2 by another task (the upstream connection's frames come from the calls' tasks):
-//! h2 has flushed what it had before that task runs.
+//! hand in the same turn.
 //!
 //! [`gathered`] splits an I/O object in two: [`GatheredIo`] for h2 (or hyper), which
 //! keeps small writes and takes a flush as "this may go now", and [`AfterTurn`] around
-//! the future that drives the connection, which writes what was flushed once that
-//! future has had one more turn after the flush. That turn comes after the tasks the
-//! first one woke (the stream that adds the end of its message), so frames that are
-//! ready together leave in one write. Writes bigger than [`GATHER_LIMIT`] go straight
-//! through, after what is held.
+//! the future that drives the connection, which writes what was flushed when that
+//! future's turn ends. Every frame of a turn is in hand by then: a downstream
+//! connection's future runs its calls itself, and an upstream connection belongs to one
+//! downstream connection, whose turn hands it every frame before the upstream's own
+//! turn comes. So frames that are ready together leave in one write, without waiting
+//! for another turn. Writes bigger than [`GATHER_LIMIT`] go straight through, after
+//! what is held.
 
 use std::future::Future;
 use std::io;
@@ -107,40 +107,21 @@ pub(super) struct Flusher<T> {
 }
 
 impl<T> Flusher<T> {
-    /// `connection`, writing out what it flushed one turn after the flush: for a
-    /// connection whose frames other tasks hand to it (the upstream client's calls).
+    /// `connection`, writing out what it flushed at the end of each of its turns.
     pub(super) fn around<F: Future>(self, connection: F) -> AfterTurn<F, T> {
         AfterTurn {
             connection,
             shared: self.shared,
-            looked_once: false,
-            wait_a_turn: true,
-        }
-    }
-
-    /// `connection`, writing out what it flushed at the end of the same turn: for a
-    /// connection whose future runs its calls itself, so that every frame of the turn
-    /// is in hand by then.
-    pub(super) fn around_own_calls<F: Future>(self, connection: F) -> AfterTurn<F, T> {
-        AfterTurn {
-            connection,
-            shared: self.shared,
-            looked_once: false,
-            wait_a_turn: false,
         }
     }
 }
 
 pin_project! {
-    /// A connection's future whose flushed writes leave at the end of its next turn.
+    /// A connection's future whose flushed writes leave at the end of its turn.
     pub(super) struct AfterTurn<F, T> {
         #[pin]
         connection: F,
         shared: Arc<Mutex<Held<T>>>,
-        // Whether a turn has ended with flushed bytes held: the next turn writes them.
-        looked_once: bool,
-        // Whether flushed bytes wait for the next turn at all.
-        wait_a_turn: bool,
     }
 }
 
@@ -159,16 +140,8 @@ impl<F: Future, T: AsyncWrite + Unpin> Future for AfterTurn<F, T> {
         let output = this.connection.poll(cx);
         let mut held = lock(this.shared);
         if !held.flush_asked {
-            *this.looked_once = false;
             return output;
         }
-        if *this.wait_a_turn && !*this.looked_once && output.is_pending() {
-            // Let the tasks this turn woke add their frames first.
-            *this.looked_once = true;
-            cx.waker().wake_by_ref();
-            return output;
-        }
-        *this.looked_once = false;
         if let Poll::Ready(Err(err)) = held.poll_write_out(cx) {
             // The connection learns of it from its next write or flush, which this wake
             // makes it reach.
@@ -274,45 +247,60 @@ mod tests {
 
     use super::*;
 
-    /// Frames flushed in one turn and those added by a task that turn woke leave in one
-    /// write; the reader sees both at once.
+    /// An I/O object that counts the writes that reach it.
+    struct Counting<T> {
+        io: T,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Frames flushed during one turn leave together when it ends, not at each flush.
     #[tokio::test]
-    async fn flushes_of_one_turn_and_the_next_leave_together() {
+    async fn flushes_of_one_turn_leave_in_one_write_when_it_ends() {
         let (client, mut server) = tokio::io::duplex(1 << 20);
-        let (mut io, flusher) = gathered(client);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (mut io, flusher) = gathered(Counting {
+            io: client,
+            writes: Arc::clone(&writes),
+        });
         let mut step = 0;
         let driver = flusher.around(poll_fn(move |cx| {
             step += 1;
-            match step {
-                1 => {
-                    // First turn: a frame, flushed.
-                    assert!(Pin::new(&mut io).poll_write(cx, b"data").is_ready());
-                    assert!(Pin::new(&mut io).poll_flush(cx).is_ready());
-                    Poll::Pending
-                }
-                2 => {
-                    // The turn after: the frame that ends the message.
-                    assert!(Pin::new(&mut io).poll_write(cx, b"+end").is_ready());
-                    assert!(Pin::new(&mut io).poll_flush(cx).is_ready());
-                    Poll::Pending
-                }
-                _ => Poll::Ready(()),
+            if step > 1 {
+                return Poll::Ready(());
             }
+            // One turn: a frame, flushed, then the frame that ends the message, flushed.
+            assert!(Pin::new(&mut io).poll_write(cx, b"data").is_ready());
+            assert!(Pin::new(&mut io).poll_flush(cx).is_ready());
+            assert!(Pin::new(&mut io).poll_write(cx, b"+end").is_ready());
+            assert!(Pin::new(&mut io).poll_flush(cx).is_ready());
+            Poll::Pending
         }));
         let mut driver = std::pin::pin!(driver);
-        // Turn 1 holds the bytes and asks for another turn.
         assert!(futures_util::poll!(driver.as_mut()).is_pending());
         let mut seen = [0u8; 8];
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), server.read(&mut seen))
-                .await
-                .is_err(),
-            "nothing is written before the second turn"
-        );
-        // Turn 2 adds the end and writes both.
-        assert!(futures_util::poll!(driver.as_mut()).is_pending());
         server.read_exact(&mut seen).await.unwrap();
         assert_eq!(&seen, b"data+end");
+        assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(futures_util::poll!(driver.as_mut()).is_ready());
     }
 
