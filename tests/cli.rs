@@ -3,6 +3,7 @@
 //! both roles of one process.
 
 #[path = "common/process.rs"]
+#[allow(dead_code)]
 mod process;
 #[path = "common/raw.rs"]
 mod raw;

@@ -11,11 +11,11 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::Relay;
-use common::process::{PATIENCE, Process, free_addr, sidecar_command};
+use common::process::{Process, free_addr, sidecar_command};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -202,16 +202,7 @@ impl Setup {
         ];
         let env: Vec<(&str, String)> = env.iter().chain(extra).cloned().collect();
         let mut process = Process::spawn(sidecar_command(admin, &env));
-        let start = Instant::now();
-        while TcpStream::connect(admin).await.is_err() {
-            process.assert_running();
-            assert!(
-                start.elapsed() < PATIENCE,
-                "never listened:\n{}",
-                process.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        process.wait_listening(admin).await;
         Setup {
             outbound,
             inbound,
@@ -760,16 +751,7 @@ async fn lone_sidecar(mode: &str) -> (SocketAddr, Log, Process) {
     .map(|(k, v)| (k.to_owned(), v));
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let mut process = Process::spawn(sidecar_command(admin, &env));
-    let start = Instant::now();
-    while TcpStream::connect(admin).await.is_err() {
-        process.assert_running();
-        assert!(
-            start.elapsed() < PATIENCE,
-            "never listened:\n{}",
-            process.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    process.wait_listening(admin).await;
     (listen, log, process)
 }
 

@@ -100,6 +100,20 @@ impl Files {
         std::fs::rename(&temporary, &path).unwrap();
         path.display().to_string()
     }
+
+    /// The outbound's client certificate and key, written as `{name}.crt` and `.key`.
+    fn client_identity(&self, name: &str, leaf: &Leaf) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "BLOSCAR_OUTBOUND_TLS_CERT",
+                self.write(&format!("{name}.crt"), &leaf.cert),
+            ),
+            (
+                "BLOSCAR_OUTBOUND_TLS_KEY",
+                self.write(&format!("{name}.key"), &leaf.key),
+            ),
+        ]
+    }
 }
 
 impl Drop for Files {
@@ -121,16 +135,7 @@ impl Sidecar {
             process: Process::spawn(sidecar_command(admin, &env)),
             admin,
         };
-        let start = Instant::now();
-        while TcpStream::connect(admin).await.is_err() {
-            sidecar.process.assert_running();
-            assert!(
-                start.elapsed() < PATIENCE,
-                "never listened:\n{}",
-                sidecar.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        sidecar.process.wait_listening(admin).await;
         sidecar
     }
 
@@ -289,15 +294,10 @@ async fn calls_are_encoded_over_tls_and_mutual_tls() {
         &[
             ("BLOSCAR_OUTBOUND_TLS_CA", ca_file.clone()),
             ("BLOSCAR_OUTBOUND_TLS_SERVER_NAME", INBOUND_NAME.into()),
-            (
-                "BLOSCAR_OUTBOUND_TLS_CERT",
-                files.write("client.crt", &client.cert),
-            ),
-            (
-                "BLOSCAR_OUTBOUND_TLS_KEY",
-                files.write("client.key", &client.key),
-            ),
-        ],
+        ]
+        .into_iter()
+        .chain(files.client_identity("client", &client))
+        .collect::<Vec<_>>(),
     )
     .await;
     for _ in 0..2 {
@@ -351,27 +351,15 @@ async fn peers_that_mutual_tls_refuses_are_counted_by_reason() {
         env.extend(extra);
         env
     };
-    let identity = |name: &str, leaf: &Leaf| {
-        vec![
-            (
-                "BLOSCAR_OUTBOUND_TLS_CERT",
-                files.write(&format!("{name}.crt"), &leaf.cert),
-            ),
-            (
-                "BLOSCAR_OUTBOUND_TLS_KEY",
-                files.write(&format!("{name}.key"), &leaf.key),
-            ),
-        ]
-    };
     let cases = [
         ("no_certificate", dial(vec![])),
         (
             "unknown_ca",
-            dial(identity("stranger", &other_ca.issue(&[], &[CLIENT_ID]))),
+            dial(files.client_identity("stranger", &other_ca.issue(&[], &[CLIENT_ID]))),
         ),
         (
             "san_not_allowed",
-            dial(identity(
+            dial(files.client_identity(
                 "other-workload",
                 &ca.issue(
                     &["client.bloscar.test"],
@@ -732,15 +720,10 @@ async fn http1_passes_through_over_mutual_tls() {
         &[
             ("BLOSCAR_OUTBOUND_TLS_CA", ca_file),
             ("BLOSCAR_OUTBOUND_TLS_SERVER_NAME", INBOUND_NAME.into()),
-            (
-                "BLOSCAR_OUTBOUND_TLS_CERT",
-                files.write("client.crt", &client.cert),
-            ),
-            (
-                "BLOSCAR_OUTBOUND_TLS_KEY",
-                files.write("client.key", &client.key),
-            ),
-        ],
+        ]
+        .into_iter()
+        .chain(files.client_identity("client", &client))
+        .collect::<Vec<_>>(),
     )
     .await;
     let mut stream = TcpStream::connect(out).await.unwrap();

@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::process::{BIN, PATIENCE, Process, free_addr, sidecar_command};
+use common::process::{BIN, Process, free_addr, sidecar_command};
 use common::server::MODEL_INFER;
 use common::{channel, kserve_request, raw_unary_request, smooth_f32, start_server};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -171,16 +170,7 @@ impl Sidecar {
 
     /// Waits until the admin listener accepts connections (it binds after the proxies).
     async fn wait_listening(&mut self) {
-        let start = Instant::now();
-        while tokio::net::TcpStream::connect(self.admin).await.is_err() {
-            self.process.assert_running();
-            assert!(
-                start.elapsed() < PATIENCE,
-                "never listened:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.wait_listening(self.admin).await;
     }
 
     /// SIGTERM, then the exit: the export is flushed on the way out.

@@ -89,6 +89,21 @@ impl Process {
         }
     }
 
+    /// Waits until `addr` accepts connections (the admin listener binds after the
+    /// proxies): panics with the logs if the process exits or takes too long.
+    pub async fn wait_listening(&mut self, addr: SocketAddr) {
+        let start = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            self.assert_running();
+            assert!(
+                start.elapsed() < PATIENCE,
+                "never listened:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for the exit, with every line the process wrote before it.
     pub async fn wait_exit(&mut self) -> ExitStatus {
         let start = Instant::now();
