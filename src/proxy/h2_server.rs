@@ -24,7 +24,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::headers::strip_hop_by_hop;
 use super::limits;
 use super::pump::BodyPump;
 use super::upstream::H2Body;
@@ -148,9 +147,8 @@ where
             return;
         }
     };
-    let (mut parts, body) = response.into_parts();
-    // h2 refuses a head with connection headers; an HTTP/1 upstream may have sent some.
-    strip_hop_by_hop(&mut parts.headers);
+    // The upstream client has stripped hop-by-hop headers, which h2 would refuse.
+    let (parts, body) = response.into_parts();
     let end = body.is_end_stream();
     let send = match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(send) => send,

@@ -23,8 +23,9 @@ pub enum UpstreamBody {
     H1(Incoming, OwnedSemaphorePermit),
 }
 
-/// An HTTP/2 response body, with the rest of its request when the request had not been
-/// sent whole before the response began (streaming calls).
+/// The body an HTTP/2 stream receives: a response from the upstream, with the rest of its
+/// request when the request had not been sent whole before the response began (streaming
+/// calls), or a request from a downstream client (`h2_server`).
 pub struct H2Body {
     recv: RecvStream,
     pump: Option<BodyPump>,
